@@ -1,0 +1,158 @@
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator
+from django.db import models
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from billing.money import to_amount
+from customers.models import Customer, PaymentMethod, TimestampedModel
+from customers.validators import validate_currency
+
+MONEY = {"max_digits": 14, "decimal_places": 4, "validators": [MinValueValidator(Decimal("0"))]}
+
+
+class InvoiceQuerySet(models.QuerySet):
+    def open(self):
+        return self.filter(status=Invoice.Status.OPEN)
+
+    def overdue(self, today=None):
+        today = today or timezone.now().date()
+        return self.open().filter(due_date__lt=today)
+
+
+class Invoice(TimestampedModel):
+    class Status(models.TextChoices):
+        OPEN = "open", _("Open")
+        PAID = "paid", _("Paid")
+        VOID = "void", _("Void")
+        UNCOLLECTIBLE = "uncollectible", _("Uncollectible")
+
+    external_id = models.CharField(max_length=100, unique=True)
+    number = models.CharField(max_length=100, db_index=True)
+    customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="invoices")
+    currency = models.CharField(max_length=3, validators=[validate_currency])
+    amount_due = models.DecimalField(**MONEY, help_text=_("The invoice total."))
+    amount_paid = models.DecimalField(**MONEY, default=Decimal("0"))
+    issued_at = models.DateField()
+    due_date = models.DateField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN, db_index=True)
+    paid_at = models.DateTimeField(null=True, blank=True)
+    auto_collect = models.BooleanField(
+        default=True, help_text=_("Charged automatically to the saved payment method (off: sent for manual payment).")
+    )
+
+    objects = InvoiceQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-issued_at", "-id"]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(amount_due__gte=0), name="invoice_amount_due_not_negative"),
+            models.CheckConstraint(condition=models.Q(amount_paid__gte=0), name="invoice_amount_paid_not_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return self.number
+
+    @property
+    def amount_remaining(self) -> Decimal:
+        return max(self.amount_due - self.amount_paid, Decimal("0"))
+
+    def clean(self) -> None:
+        errors = {}
+        if self.currency:
+            try:
+                self.amount_due = to_amount(self.amount_due, self.currency)
+                self.amount_paid = to_amount(self.amount_paid or 0, self.currency)
+            except ValidationError as exc:
+                errors["amount_due"] = exc.messages
+        if self.issued_at and self.due_date and self.due_date < self.issued_at:
+            errors["due_date"] = [_("The due date cannot be before the issue date.")]
+        if errors:
+            raise ValidationError(errors)
+
+
+class PaymentAttemptQuerySet(models.QuerySet):
+    def pending(self):
+        return self.filter(outcome=PaymentAttempt.Outcome.PENDING)
+
+
+class PaymentAttempt(TimestampedModel):
+    """One charge of an invoice through the gateway, keyed by an idempotency key.
+
+    The row is written (pending) before the gateway is called; a worker that crashes mid-call leaves
+    it pending and another worker calls the gateway again with the same key, which returns the first
+    outcome instead of charging twice.
+    """
+
+    class Outcome(models.TextChoices):
+        PENDING = "pending", _("Pending")
+        SUCCEEDED = "succeeded", _("Succeeded")
+        FAILED = "failed", _("Failed")
+
+    class Source(models.TextChoices):
+        RETRY = "retry", _("Scheduled retry")
+        MANUAL = "manual", _("Retry by staff")
+        PORTAL = "portal", _("Customer portal")
+        EXTERNAL = "external", _("Reported by the billing system")
+
+    invoice = models.ForeignKey(Invoice, on_delete=models.CASCADE, related_name="attempts")
+    payment_method = models.ForeignKey(
+        PaymentMethod, on_delete=models.SET_NULL, null=True, blank=True, related_name="attempts"
+    )
+    amount = models.DecimalField(**MONEY)
+    currency = models.CharField(max_length=3, validators=[validate_currency])
+    outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.PENDING, db_index=True)
+    source = models.CharField(max_length=16, choices=Source.choices, default=Source.RETRY)
+    decline_code = models.CharField(max_length=64, blank=True, db_index=True)
+    advice_code = models.CharField(max_length=8, blank=True, help_text=_("Mastercard merchant advice code."))
+    network_code = models.CharField(max_length=8, blank=True, help_text=_("Raw network response code."))
+    message = models.CharField(max_length=255, blank=True)
+    gateway = models.CharField(max_length=32, blank=True)
+    gateway_reference = models.CharField(max_length=255, blank=True, db_index=True)
+    idempotency_key = models.CharField(max_length=255, unique=True)
+    # Processing lease: a pending attempt is (re)sent to the gateway by whichever worker claims it
+    # once lease_until has passed.
+    lease_until = models.DateTimeField(default=timezone.now)
+    tries = models.PositiveSmallIntegerField(default=0, help_text=_("Calls made to the gateway with this key."))
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    objects = PaymentAttemptQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            # Scanned by the attempt processor (dunning.tasks.process_payment_attempts).
+            models.Index(
+                fields=["lease_until"], condition=models.Q(outcome="pending"), name="attempt_pending_lease_idx"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.invoice} {self.amount} {self.currency} {self.outcome}"
+
+
+class SandboxCharge(models.Model):
+    """The sandbox gateway's own ledger, standing in for a real processor's records.
+
+    It remembers every idempotency key so a repeated call returns the first outcome, as Stripe does.
+    """
+
+    idempotency_key = models.CharField(max_length=255, unique=True)
+    token = models.CharField(max_length=255, db_index=True)
+    amount = models.DecimalField(max_digits=14, decimal_places=4)
+    currency = models.CharField(max_length=3)
+    succeeded = models.BooleanField()
+    decline_code = models.CharField(max_length=64, blank=True)
+    advice_code = models.CharField(max_length=8, blank=True)
+    reference = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.reference} {self.amount} {self.currency}"

@@ -1,0 +1,222 @@
+"""The engine: run the campaign steps that are due, in claimed batches.
+
+One batch: lock up to N due cases with SKIP LOCKED (another worker takes the next N), decide each
+case's step in memory, write every effect with a fixed number of bulk queries, advance the cases
+and commit. Gateway calls and message sending happen afterwards, outside the lock, driven by the
+pending PaymentAttempt and queued Notification rows written here (transactional outbox).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from billing import services as billing
+from billing.models import Invoice, PaymentAttempt
+from customers.models import Customer, PaymentMethod
+from dunning.links import portal_url
+from dunning.models import CampaignStep, CaseEvent, DunningCase
+from notifications import services as outbox
+from notifications.models import Notification
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Batch:
+    """Everything one batch writes, flushed with one query per kind."""
+
+    now: datetime
+    events: list[CaseEvent] = field(default_factory=list)
+    attempts: list[tuple[PaymentAttempt, CaseEvent]] = field(default_factory=list)
+    notifications: list[Notification] = field(default_factory=list)
+    suspend_customers: set[int] = field(default_factory=set)
+    uncollectible_invoices: set[int] = field(default_factory=set)
+    methods: dict[int, PaymentMethod] = field(default_factory=dict)
+
+    def event(self, case: DunningCase, kind: str, message: str, step: CampaignStep | None = None,
+              **payload) -> CaseEvent:
+        ev = CaseEvent(case=case, kind=kind, message=message[:255], at=self.now, step=step, payload=payload,
+                       actor_label="engine")
+        self.events.append(ev)
+        return ev
+
+
+def message_context(case: DunningCase, now: datetime) -> dict:
+    """Merge data stored with a message; rendered in the customer's language at send time."""
+    invoice, customer = case.invoice, case.customer
+    return {
+        "customer_name": customer.name,
+        "invoice_number": invoice.number,
+        "amount": str(invoice.amount_remaining),
+        "currency": invoice.currency,
+        "due_date": invoice.due_date.isoformat(),
+        "failed_at": case.failed_at.astimezone(customer.tz).date().isoformat(),
+        "days_overdue": max((now.astimezone(customer.tz).date() - invoice.due_date).days, 0),
+        "portal_url": portal_url(customer),
+        "unsubscribe_url": portal_url(customer, "preferences"),
+        "invoices": [{"number": invoice.number, "amount": str(invoice.amount_remaining),
+                      "currency": invoice.currency, "due_date": invoice.due_date.isoformat()}],
+    }
+
+
+def queue_messages(batch: Batch, case: DunningCase, step: CampaignStep) -> None:
+    ctx = message_context(case, batch.now)
+    for channel in step.message_channels:
+        row = outbox.build(
+            case.customer, channel=channel, template_code=step.template_code, context=ctx,
+            dedupe_key=f"case:{case.pk}:step:{step.pk}:{channel}", reference=f"case:{case.pk}",
+            send_after=batch.now,
+        )
+        if row is None:
+            batch.event(case, "message.skipped", f"No {channel} address on file", step, channel=channel)
+            continue
+        batch.notifications.append(row)
+        batch.event(case, "message.queued", f"{step.template_code} queued ({channel})", step,
+                    channel=channel, template=step.template_code)
+
+
+def do_retry(batch: Batch, case: DunningCase, step: CampaignStep) -> None:
+    method = batch.methods.get(case.customer_id)
+    if method is None:
+        batch.event(case, "step.retry_skipped", "No payment method on file", step)
+        return
+    attempt = billing.new_attempt(
+        case.invoice, payment_method=method, source=PaymentAttempt.Source.RETRY,
+        idempotency_key=f"case:{case.pk}:step:{step.pk}",
+    )
+    attempt.lease_until = batch.now
+    event = CaseEvent(case=case, kind="step.retry", message=f"Retry of {attempt.amount} {attempt.currency} queued",
+                      at=batch.now, step=step, actor_label="engine",
+                      payload={"amount": str(attempt.amount), "payment_method": method.pk})
+    batch.attempts.append((attempt, event))
+
+
+def do_message(batch: Batch, case: DunningCase, step: CampaignStep) -> None:
+    queue_messages(batch, case, step)
+
+
+def do_suspend(batch: Batch, case: DunningCase, step: CampaignStep) -> None:
+    batch.suspend_customers.add(case.customer_id)
+    batch.event(case, "customer.suspended", "Service suspended", step)
+    if step.template_code:
+        queue_messages(batch, case, step)
+
+
+def do_mark_uncollectible(batch: Batch, case: DunningCase, step: CampaignStep) -> None:
+    batch.uncollectible_invoices.add(case.invoice_id)
+    batch.event(case, "invoice.uncollectible", f"Invoice {case.invoice.number} marked uncollectible", step)
+
+
+# Step action -> handler. A handler records its effects on the batch; it performs no query.
+ACTIONS: dict[str, Callable[[Batch, DunningCase, CampaignStep], None]] = {
+    CampaignStep.Action.RETRY: do_retry,
+    CampaignStep.Action.EMAIL: do_message,
+    CampaignStep.Action.FINAL_NOTICE: do_message,
+    CampaignStep.Action.SUSPEND: do_suspend,
+    CampaignStep.Action.MARK_UNCOLLECTIBLE: do_mark_uncollectible,
+}
+
+
+def _steps_by_campaign(campaign_ids: set[int]) -> dict[int, list[CampaignStep]]:
+    steps: dict[int, list[CampaignStep]] = {}
+    for step in CampaignStep.objects.filter(campaign_id__in=campaign_ids).order_by("campaign_id", "position"):
+        steps.setdefault(step.campaign_id, []).append(step)
+    return steps
+
+
+def _advance(case: DunningCase, step: CampaignStep, steps: list[CampaignStep], batch: Batch) -> None:
+    case.current_step = step
+    index = next((i for i, s in enumerate(steps) if s.pk == step.pk), len(steps) - 1)
+    following = steps[index + 1] if index + 1 < len(steps) else None
+    if following is None:
+        case.status = DunningCase.Status.EXHAUSTED
+        case.closed_at = batch.now
+        case.next_step = None
+        case.next_action_at = None
+        batch.event(case, "case.exhausted", "Campaign finished without payment")
+    else:
+        case.next_step = following
+        case.next_action_at = max(case.failed_at + following.offset, batch.now)
+
+
+def run_batch(now: datetime, batch_size: int) -> int:
+    """Claim and run one batch of due steps; returns how many steps ran (0: nothing was due)."""
+    with transaction.atomic():
+        ids = list(
+            DunningCase.objects.due(now)
+            .order_by("next_action_at")
+            .select_for_update(skip_locked=True)
+            .values_list("pk", flat=True)[:batch_size]
+        )
+        if not ids:
+            return 0
+        cases = list(
+            DunningCase.objects.filter(pk__in=ids).select_related("invoice", "customer", "next_step")
+        )
+        batch = Batch(now=now)
+        steps = _steps_by_campaign({c.campaign_id for c in cases})
+        retry_customers = {c.customer_id for c in cases if c.next_step.action == CampaignStep.Action.RETRY}
+        if retry_customers:
+            batch.methods = {
+                m.customer_id: m
+                for m in PaymentMethod.objects.filter(
+                    customer_id__in=retry_customers, is_default=True, detached_at__isnull=True
+                )
+            }
+        for case in cases:
+            step = case.next_step
+            handler = ACTIONS.get(step.action)
+            if handler is None:
+                batch.event(case, "step.unknown_action", f"Unknown action {step.action!r}; skipped", step)
+            else:
+                handler(batch, case, step)
+            _advance(case, step, steps.get(case.campaign_id, [step]), batch)
+        _flush(batch, cases)
+    return len(cases)
+
+
+def _flush(batch: Batch, cases: list[DunningCase]) -> None:
+    if batch.attempts:
+        attempts = [a for a, _e in batch.attempts]
+        PaymentAttempt.objects.bulk_create(attempts)
+        for attempt, event in batch.attempts:
+            event.attempt = attempt
+            batch.events.append(event)
+    outbox.queue_many(batch.notifications)
+    if batch.suspend_customers:
+        Customer.objects.filter(pk__in=batch.suspend_customers, status=Customer.Status.ACTIVE).update(
+            status=Customer.Status.SUSPENDED, suspended_at=batch.now, updated_at=batch.now
+        )
+    if batch.uncollectible_invoices:
+        Invoice.objects.filter(pk__in=batch.uncollectible_invoices, status=Invoice.Status.OPEN).update(
+            status=Invoice.Status.UNCOLLECTIBLE, updated_at=batch.now
+        )
+    CaseEvent.objects.bulk_create(batch.events)
+    for case in cases:
+        case.updated_at = batch.now
+    DunningCase.objects.bulk_update(
+        cases, ["current_step", "next_step", "next_action_at", "status", "closed_at", "updated_at"]
+    )
+
+
+def run_due_steps(now: datetime | None = None, *, batch_size: int | None = None,
+                  max_batches: int | None = None) -> int:
+    """Run every step that is due at ``now``. Safe to run in several processes at once."""
+    now = now or timezone.now()
+    batch_size = batch_size or settings.DUNNING_BATCH_SIZE
+    total = 0
+    batches = 0
+    while max_batches is None or batches < max_batches:
+        done = run_batch(now, batch_size)
+        if not done:
+            break
+        total += done
+        batches += 1
+    return total

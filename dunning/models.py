@@ -1,0 +1,208 @@
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator
+from django.db import models
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from billing.models import Invoice, PaymentAttempt
+from customers.models import Customer, TimestampedModel
+from customers.validators import validate_currency
+from notifications.models import Channel
+
+
+class CampaignQuerySet(models.QuerySet):
+    def active(self):
+        return self.filter(active=True)
+
+
+class Campaign(TimestampedModel):
+    """An escalation campaign: ordered steps run from the moment a payment failed."""
+
+    name = models.CharField(max_length=120, unique=True)
+    active = models.BooleanField(default=False)
+    priority = models.PositiveIntegerField(
+        default=100, help_text=_("Lower numbers are tried first when several campaigns match an invoice.")
+    )
+    currency = models.CharField(
+        max_length=3, blank=True, validators=[validate_currency], help_text=_("Blank: any currency.")
+    )
+    min_amount = models.DecimalField(
+        max_digits=14, decimal_places=4, null=True, blank=True, validators=[MinValueValidator(Decimal("0"))]
+    )
+    max_amount = models.DecimalField(
+        max_digits=14, decimal_places=4, null=True, blank=True, validators=[MinValueValidator(Decimal("0"))]
+    )
+    segment = models.CharField(max_length=64, blank=True, help_text=_("Blank: any segment or plan."))
+
+    objects = CampaignQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["priority", "id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        if self.min_amount is not None and self.max_amount is not None and self.min_amount > self.max_amount:
+            raise ValidationError({"max_amount": _("The maximum amount must not be below the minimum.")})
+
+    def matches(self, invoice: Invoice) -> bool:
+        remaining = invoice.amount_remaining
+        if self.currency and self.currency != invoice.currency:
+            return False
+        if self.min_amount is not None and remaining < self.min_amount:
+            return False
+        if self.max_amount is not None and remaining > self.max_amount:
+            return False
+        if self.segment and self.segment != invoice.customer.segment:
+            return False
+        return True
+
+
+class CampaignStep(models.Model):
+    class Action(models.TextChoices):
+        RETRY = "retry", _("Retry the payment")
+        EMAIL = "email", _("Send a reminder")
+        FINAL_NOTICE = "final_notice", _("Send the final notice")
+        SUSPEND = "suspend", _("Suspend service")
+        MARK_UNCOLLECTIBLE = "mark_uncollectible", _("Mark the invoice uncollectible")
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="steps")
+    position = models.PositiveSmallIntegerField(help_text=_("Steps run in this order."))
+    offset_days = models.PositiveSmallIntegerField(default=0, help_text=_("Days after the failed payment."))
+    offset_hours = models.PositiveSmallIntegerField(default=0)
+    action = models.CharField(max_length=32, choices=Action.choices)
+    template_code = models.SlugField(
+        max_length=64, blank=True, help_text=_("Message template for reminder and notice steps, e.g. reminder.")
+    )
+    channels = models.JSONField(
+        default=list, blank=True, help_text=_('Channels for messages, e.g. ["email"]. Empty means email.')
+    )
+
+    class Meta:
+        ordering = ["campaign", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["campaign", "position"], name="campaign_step_unique_position"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.campaign.name} #{self.position}: {self.get_action_display()} (day {self.offset_days})"
+
+    @property
+    def offset(self) -> timedelta:
+        return timedelta(days=self.offset_days, hours=self.offset_hours)
+
+    @property
+    def sends_message(self) -> bool:
+        return self.action in (self.Action.EMAIL, self.Action.FINAL_NOTICE)
+
+    @property
+    def message_channels(self) -> list[str]:
+        return list(self.channels) or [Channel.EMAIL]
+
+    def clean(self) -> None:
+        if self.sends_message and not self.template_code:
+            raise ValidationError({"template_code": _("Reminder and notice steps need a message template.")})
+        valid = set(Channel.values)
+        bad = [c for c in (self.channels or []) if c not in valid]
+        if bad or not isinstance(self.channels, list):
+            raise ValidationError({"channels": _("Use a list of channels from: %s.") % ", ".join(sorted(valid))})
+
+
+class DunningCaseQuerySet(models.QuerySet):
+    def open(self):
+        return self.filter(status__in=DunningCase.OPEN_STATUSES)
+
+    def due(self, now=None):
+        return self.filter(status=DunningCase.Status.ACTIVE, next_action_at__lte=now or timezone.now())
+
+
+class DunningCase(TimestampedModel):
+    class Status(models.TextChoices):
+        ACTIVE = "active", _("Active")
+        PAUSED = "paused", _("Paused")
+        RECOVERED = "recovered", _("Recovered")
+        EXHAUSTED = "exhausted", _("Exhausted")
+        CANCELLED = "cancelled", _("Cancelled")
+
+    OPEN_STATUSES = (Status.ACTIVE, Status.PAUSED)
+
+    invoice = models.ForeignKey(Invoice, on_delete=models.PROTECT, related_name="dunning_cases")
+    customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="dunning_cases")
+    campaign = models.ForeignKey(Campaign, on_delete=models.PROTECT, related_name="cases")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE, db_index=True)
+    failed_at = models.DateTimeField(help_text=_("When the payment failed: step offsets count from here."))
+    decline_code = models.CharField(max_length=64, blank=True)
+    current_step = models.ForeignKey(
+        CampaignStep, on_delete=models.PROTECT, null=True, blank=True, related_name="+",
+        help_text=_("The last step that ran."),
+    )
+    next_step = models.ForeignKey(CampaignStep, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    next_action_at = models.DateTimeField(null=True, blank=True)
+    paused_at = models.DateTimeField(null=True, blank=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+
+    objects = DunningCaseQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-failed_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["invoice"],
+                condition=models.Q(status__in=["active", "paused"]),
+                name="one_open_case_per_invoice",
+            ),
+        ]
+        indexes = [
+            # Scanned every minute by the engine (dunning.engine.run_due_steps).
+            models.Index(
+                fields=["next_action_at"], condition=models.Q(status="active"), name="case_due_idx"
+            ),
+            models.Index(fields=["status", "-failed_at"], name="case_status_failed_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Case #{self.pk} · {self.invoice}"
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in self.OPEN_STATUSES
+
+
+class CaseEvent(models.Model):
+    """The append-only timeline of a case: every step, payment, message and staff action.
+
+    It is the audit trail, so rows are never updated or deleted through the ORM.
+    """
+
+    case = models.ForeignKey(DunningCase, on_delete=models.CASCADE, related_name="events")
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+    kind = models.CharField(max_length=64, db_index=True, help_text=_("Namespaced code, e.g. step.retry."))
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    actor_label = models.CharField(max_length=100, default="system")
+    step = models.ForeignKey(CampaignStep, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    attempt = models.ForeignKey(PaymentAttempt, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    message = models.CharField(max_length=255, blank=True)
+    payload = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M} {self.kind}"
+
+    def save(self, *args, **kwargs):
+        if self.pk is not None and not self._state.adding:
+            raise ValueError("Case events are append-only")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise ValueError("Case events are append-only")

@@ -1,0 +1,20 @@
+"""The recurring jobs, created (or corrected) idempotently after every ``migrate``."""
+
+from __future__ import annotations
+
+SCHEDULES = {
+    # name: (function, minutes)
+    "Run due dunning steps": ("dunning.tasks.run_due_steps", 1),
+    "Process pending payment attempts": ("dunning.tasks.process_payment_attempts", 1),
+    "Send queued notifications": ("dunning.tasks.send_notifications", 1),
+}
+
+
+def ensure_schedules(**kwargs) -> None:
+    from django_q.models import Schedule
+
+    for name, (func, minutes) in SCHEDULES.items():
+        Schedule.objects.update_or_create(
+            name=name,
+            defaults={"func": func, "schedule_type": Schedule.MINUTES, "minutes": minutes, "repeats": -1},
+        )

@@ -1,0 +1,296 @@
+"""Dunning operations: open and close cases, record payments, staff actions.
+
+Admin actions, the API, imports, gateway webhooks and tasks all call these functions; none of them
+holds business logic of its own. Every change leaves a CaseEvent with its actor.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import datetime
+from decimal import Decimal
+
+from django.db import transaction
+from django.utils import timezone
+
+from billing import services as billing
+from billing.gateways import OutcomeUnknown
+from billing.models import Invoice, PaymentAttempt
+from customers.models import Customer
+from dunning.models import Campaign, CampaignStep, CaseEvent, DunningCase
+from notifications import services as outbox
+
+logger = logging.getLogger(__name__)
+
+
+class DunningError(Exception):
+    """A request that cannot be carried out; the message is shown to staff or API clients as is."""
+
+
+class NoMatchingCampaign(DunningError):
+    pass
+
+
+def actor_fields(actor) -> dict:
+    """CaseEvent actor columns for a user, a label such as 'api:key-name', or None (the system)."""
+    if actor is None:
+        return {"actor": None, "actor_label": "system"}
+    if isinstance(actor, str):
+        return {"actor": None, "actor_label": actor[:100]}
+    return {"actor": actor, "actor_label": (actor.get_username() or str(actor.pk))[:100]}
+
+
+def log(case: DunningCase, kind: str, message: str = "", *, actor=None, at: datetime | None = None,
+        payload: dict | None = None, step: CampaignStep | None = None,
+        attempt: PaymentAttempt | None = None) -> CaseEvent:
+    return CaseEvent.objects.create(
+        case=case, kind=kind, message=message[:255], at=at or timezone.now(), payload=payload or {},
+        step=step, attempt=attempt, **actor_fields(actor),
+    )
+
+
+def case_reference(case_id: int) -> str:
+    return f"case:{case_id}"
+
+
+# --- Opening ----------------------------------------------------------------------------------
+
+def select_campaign(invoice: Invoice) -> Campaign:
+    for campaign in Campaign.objects.active().order_by("priority", "id"):
+        if campaign.matches(invoice):
+            return campaign
+    raise NoMatchingCampaign(
+        f"No active campaign matches invoice {invoice.number} ({invoice.currency} {invoice.amount_remaining})"
+    )
+
+
+def open_case(
+    invoice: Invoice,
+    *,
+    failed_at: datetime | None = None,
+    decline_code: str = "",
+    attempt: PaymentAttempt | None = None,
+    actor=None,
+    campaign: Campaign | None = None,
+) -> tuple[DunningCase, bool]:
+    """A payment failed: open a case (or note the failure on the open one). Returns (case, created).
+
+    Raises DunningError, writing nothing, when the invoice is not open or no usable campaign matches.
+    """
+    failed_at = failed_at or timezone.now()
+    with transaction.atomic():
+        invoice = Invoice.objects.select_for_update().select_related("customer").get(pk=invoice.pk)
+        existing = DunningCase.objects.open().filter(invoice=invoice).first()
+        if existing:
+            log(existing, "payment.failed", f"Payment failed again ({decline_code or 'no code'})",
+                actor=actor, at=failed_at, attempt=attempt, payload={"decline_code": decline_code})
+            return existing, False
+        if invoice.status != Invoice.Status.OPEN:
+            raise DunningError(f"Invoice {invoice.number} is {invoice.get_status_display().lower()}, not open")
+        if invoice.amount_remaining <= 0:
+            raise DunningError(f"Invoice {invoice.number} has nothing left to pay")
+        campaign = campaign or select_campaign(invoice)
+        steps = list(campaign.steps.order_by("position"))
+        if not steps:
+            raise DunningError(f"Campaign {campaign.name!r} has no steps; add steps before it can run")
+        first = steps[0]
+        case = DunningCase.objects.create(
+            invoice=invoice, customer=invoice.customer, campaign=campaign, failed_at=failed_at,
+            decline_code=decline_code, next_step=first, next_action_at=failed_at + first.offset,
+        )
+        log(case, "case.opened", f"Payment failed ({decline_code or 'no code'}); campaign {campaign.name}",
+            actor=actor, at=failed_at, attempt=attempt,
+            payload={"campaign": campaign.pk, "decline_code": decline_code,
+                     "amount": str(invoice.amount_remaining), "currency": invoice.currency})
+    return case, True
+
+
+# --- Payments -----------------------------------------------------------------------------------
+
+def record_payment(
+    invoice: Invoice,
+    amount: Decimal,
+    *,
+    attempt: PaymentAttempt | None = None,
+    actor=None,
+    at: datetime | None = None,
+) -> DunningCase | None:
+    """Money arrived for an invoice. If nothing remains, its open case is recovered at once: later
+    steps never run, unsent messages are cancelled and a suspended customer is reinstated."""
+    at = at or timezone.now()
+    with transaction.atomic():
+        applied = billing.apply_payment(invoice.pk, amount, at=at)
+        case = (
+            DunningCase.objects.select_for_update()
+            .filter(invoice_id=invoice.pk, status__in=DunningCase.OPEN_STATUSES)
+            .first()
+        )
+        if case is None:
+            return None
+        inv = applied.invoice
+        if not applied.fully_paid:
+            log(case, "payment.partial",
+                f"Partial payment of {applied.amount} {inv.currency}; {inv.amount_remaining} remains",
+                actor=actor, at=at, attempt=attempt,
+                payload={"amount": str(applied.amount), "remaining": str(inv.amount_remaining)})
+            return case
+        _close(case, DunningCase.Status.RECOVERED, at)
+        log(case, "case.recovered", f"Paid {applied.amount} {inv.currency}", actor=actor, at=at, attempt=attempt,
+            payload={"amount": str(applied.amount), "source": attempt.source if attempt else "unknown",
+                     "last_step": case.current_step_id})
+        _reinstate_if_clear(case.customer_id, at, actor)
+    return case
+
+
+def _close(case: DunningCase, status: str, at: datetime) -> None:
+    case.status = status
+    case.closed_at = at
+    case.next_action_at = None
+    case.next_step = None
+    case.save(update_fields=["status", "closed_at", "next_action_at", "next_step", "updated_at"])
+    cancelled = outbox.cancel_queued(case_reference(case.pk), reason=f"case {status}")
+    if cancelled:
+        log(case, "messages.cancelled", f"{cancelled} unsent message(s) cancelled", at=at,
+            payload={"count": cancelled})
+
+
+def _reinstate_if_clear(customer_id: int, at: datetime, actor) -> None:
+    """Reinstate a suspended customer once no open case of theirs has reached suspension."""
+    customer = Customer.objects.select_for_update().get(pk=customer_id)
+    if customer.status != Customer.Status.SUSPENDED:
+        return
+    still_suspending = DunningCase.objects.open().filter(
+        customer_id=customer_id, events__kind="customer.suspended"
+    ).exists()
+    if still_suspending:
+        return
+    customer.status = Customer.Status.ACTIVE
+    customer.suspended_at = None
+    customer.save(update_fields=["status", "suspended_at", "updated_at"])
+    for case in DunningCase.objects.filter(customer_id=customer_id).order_by("-closed_at")[:1]:
+        log(case, "customer.reinstated", "Service reinstated", actor=actor, at=at)
+
+
+def settle_attempt(attempt: PaymentAttempt, result, *, at: datetime | None = None) -> PaymentAttempt | None:
+    """Record a gateway answer and its consequence for the case, exactly once."""
+    at = at or timezone.now()
+    with transaction.atomic():
+        settled = billing.settle_attempt(attempt.pk, result, at=at)
+        if settled is None:
+            return None
+        case = DunningCase.objects.filter(invoice_id=settled.invoice_id).order_by("-id").first()
+        if settled.outcome == PaymentAttempt.Outcome.SUCCEEDED:
+            record_payment(settled.invoice, settled.amount, attempt=settled, at=at)
+        elif case is not None and case.is_open:
+            log(case, "payment.declined", f"Declined: {settled.decline_code}", at=at, attempt=settled,
+                payload={"decline_code": settled.decline_code, "advice_code": settled.advice_code})
+    return settled
+
+
+def process_attempt(attempt: PaymentAttempt, *, now: datetime | None = None) -> PaymentAttempt:
+    """Call the gateway for one claimed attempt (outside any lock) and settle the answer."""
+    now = now or timezone.now()
+    try:
+        result = billing.call_gateway(attempt)
+    except OutcomeUnknown as exc:
+        billing.postpone_unknown(attempt, now=now)
+        case = DunningCase.objects.filter(invoice_id=attempt.invoice_id).order_by("-id").first()
+        if case is not None:
+            log(case, "payment.outcome_unknown", f"No answer from the gateway; will ask again ({exc})",
+                at=now, attempt=attempt)
+        return attempt
+    settle_attempt(attempt, result, at=now)
+    attempt.refresh_from_db()
+    return attempt
+
+
+def process_payment_attempts(now: datetime | None = None, limit: int = 100) -> int:
+    """Send pending attempts to the gateway; returns how many were processed."""
+    count = 0
+    while True:
+        claimed = billing.claim_pending_attempts(now or timezone.now(), limit)
+        if not claimed:
+            return count
+        for attempt in claimed:
+            process_attempt(attempt, now=now)
+            count += 1
+
+
+# --- Staff actions ------------------------------------------------------------------------------
+
+def _locked_case(case: DunningCase) -> DunningCase:
+    return DunningCase.objects.select_for_update().select_related("invoice", "customer").get(pk=case.pk)
+
+
+def pause_case(case: DunningCase, *, actor=None, reason: str = "") -> DunningCase:
+    with transaction.atomic():
+        case = _locked_case(case)
+        if case.status != DunningCase.Status.ACTIVE:
+            raise DunningError(f"Case #{case.pk} is {case.status}; only active cases can be paused")
+        case.status = DunningCase.Status.PAUSED
+        case.paused_at = timezone.now()
+        case.save(update_fields=["status", "paused_at", "updated_at"])
+        log(case, "case.paused", reason or "Paused", actor=actor)
+    return case
+
+
+def resume_case(case: DunningCase, *, actor=None) -> DunningCase:
+    """Resume a paused case. Steps whose time passed while paused run now, in order."""
+    with transaction.atomic():
+        case = _locked_case(case)
+        if case.status != DunningCase.Status.PAUSED:
+            raise DunningError(f"Case #{case.pk} is {case.status}; only paused cases can be resumed")
+        now = timezone.now()
+        case.status = DunningCase.Status.ACTIVE
+        case.paused_at = None
+        if case.next_action_at is not None and case.next_action_at < now:
+            case.next_action_at = now
+        case.save(update_fields=["status", "paused_at", "next_action_at", "updated_at"])
+        log(case, "case.resumed", "Resumed", actor=actor)
+    return case
+
+
+def cancel_case(case: DunningCase, *, actor=None, reason: str = "") -> DunningCase:
+    with transaction.atomic():
+        case = _locked_case(case)
+        if not case.is_open:
+            raise DunningError(f"Case #{case.pk} is already {case.status}")
+        now = timezone.now()
+        _close(case, DunningCase.Status.CANCELLED, now)
+        log(case, "case.cancelled", reason or "Cancelled", actor=actor, at=now)
+        _reinstate_if_clear(case.customer_id, now, actor)
+    return case
+
+
+def retry_now(case: DunningCase, *, actor=None) -> PaymentAttempt:
+    """Charge the invoice's balance now with the default payment method; returns the settled attempt."""
+    with transaction.atomic():
+        case = _locked_case(case)
+        if not case.is_open:
+            raise DunningError(f"Case #{case.pk} is {case.status}; nothing to retry")
+        method = case.customer.default_payment_method
+        if method is None:
+            raise DunningError(f"{case.customer} has no payment method on file")
+        attempt = billing.new_attempt(case.invoice, payment_method=method, source=PaymentAttempt.Source.MANUAL,
+                                      idempotency_key=f"manual-{case.pk}-{uuid.uuid4().hex}")
+        attempt.lease_until = timezone.now() + timezone.timedelta(minutes=5)  # this call processes it
+        attempt.save()
+        log(case, "payment.retry_requested", "Retry requested by staff", actor=actor, attempt=attempt)
+    return process_attempt(attempt)
+
+
+def mark_paid(case: DunningCase, *, actor=None, reference: str = "") -> DunningCase:
+    """Staff record that the balance was paid outside the gateway (bank transfer, cheque)."""
+    with transaction.atomic():
+        case = _locked_case(case)
+        if not case.is_open:
+            raise DunningError(f"Case #{case.pk} is {case.status}")
+        invoice = case.invoice
+        attempt, _created = billing.record_external_payment(
+            invoice, invoice.amount_remaining, source=PaymentAttempt.Source.MANUAL,
+            idempotency_key=f"mark-paid-{case.pk}-{uuid.uuid4().hex}", reference=reference,
+        )
+        record_payment(invoice, attempt.amount, attempt=attempt, actor=actor)
+    case.refresh_from_db()
+    return case

@@ -1,0 +1,31 @@
+"""Background tasks run by django-q2. Each is idempotent: it claims rows before acting, so two
+workers on two machines (or a re-delivered task) never do the same work twice."""
+
+from __future__ import annotations
+
+from django.db import transaction
+from django_q.tasks import async_task
+
+from dunning import engine, services
+from notifications import services as outbox
+
+
+def run_due_steps() -> int:
+    """Every minute: run due campaign steps, then hand the effects to their own tasks."""
+    done = engine.run_due_steps()
+    if done:
+        transaction.on_commit(lambda: async_task("dunning.tasks.process_payment_attempts"))
+        transaction.on_commit(lambda: async_task("dunning.tasks.send_notifications"))
+    return done
+
+
+def process_payment_attempts() -> int:
+    return services.process_payment_attempts()
+
+
+def send_notifications() -> int:
+    outbox.release_stuck()
+    total = 0
+    while sent := outbox.send_queued():
+        total += sent
+    return total

@@ -1,0 +1,7 @@
+"""Delivery channels. Each sends one rendered Notification and says whether a failure is permanent."""
+
+from __future__ import annotations
+
+from notifications.channels.base import DeliveryError, deliver
+
+__all__ = ["DeliveryError", "deliver"]

@@ -1,0 +1,135 @@
+"""The whole dunning loop with a frozen, advancing clock."""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+from django.core import mail
+
+from billing.models import Invoice, PaymentAttempt
+from customers.models import Customer
+from dunning import engine, services
+from dunning.models import CaseEvent, DunningCase
+from notifications.models import Notification
+from tests.conftest import T0
+from tests.factories import CustomerFactory, InvoiceFactory, PaymentMethodFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def subjects_for(email: str) -> list[str]:
+    return [m.subject for m in mail.outbox if m.to == [email]]
+
+
+def run_days(clock, start: datetime.datetime, days: int) -> None:
+    """Tick every hour for `days` days from `start`, as the every-minute schedule would."""
+    for hour in range(days * 24 + 1):
+        clock.move_to(start + datetime.timedelta(hours=hour))
+        clock.tick()
+
+
+def test_one_customer_recovers_at_day_7_and_another_is_suspended(defaults, clock):
+    fixer = CustomerFactory(name="Fixer", email="fixer@example.com")
+    old_card = PaymentMethodFactory(customer=fixer, token="tok_insufficient_funds:fixer")
+    never = CustomerFactory(name="Never", email="never@example.com")
+    PaymentMethodFactory(customer=never, token="tok_insufficient_funds:never")
+    inv_fixer = InvoiceFactory(customer=fixer, amount_due="120.00")
+    inv_never = InvoiceFactory(customer=never, amount_due="80.00")
+
+    case_fixer, created = services.open_case(inv_fixer, decline_code="insufficient_funds")
+    assert created
+    case_never, _ = services.open_case(inv_never, decline_code="insufficient_funds")
+
+    # Days 0..6: first notice, a declined retry at day 3, a reminder at day 5.
+    run_days(clock, T0, 6)
+    assert subjects_for("fixer@example.com") == [
+        "We couldn't process your payment for invoice " + inv_fixer.number,
+        "Reminder: invoice " + inv_fixer.number + " is still unpaid",
+    ]
+    assert PaymentAttempt.objects.filter(invoice=inv_fixer, outcome="failed").count() == 1
+
+    # The customer fixes the card before day 7.
+    old_card.is_default = False
+    old_card.save()
+    PaymentMethodFactory(customer=fixer, token="tok_ok:fixer")
+
+    # Day 7 onwards: the retry succeeds, the case is recovered and nothing else happens for fixer.
+    run_days(clock, T0 + datetime.timedelta(days=6, hours=1), 30)
+
+    case_fixer.refresh_from_db()
+    inv_fixer.refresh_from_db()
+    assert case_fixer.status == DunningCase.Status.RECOVERED
+    assert case_fixer.closed_at == T0 + datetime.timedelta(days=7)
+    assert inv_fixer.status == Invoice.Status.PAID
+    assert inv_fixer.amount_paid == inv_fixer.amount_due
+    assert PaymentAttempt.objects.filter(invoice=inv_fixer).count() == 2
+    assert subjects_for("fixer@example.com") == [
+        "We couldn't process your payment for invoice " + inv_fixer.number,
+        "Reminder: invoice " + inv_fixer.number + " is still unpaid",
+    ]
+    kinds = list(case_fixer.events.values_list("kind", flat=True))
+    assert kinds.count("case.recovered") == 1
+    assert "step.retry" in kinds and kinds[-1] == "case.recovered"
+
+    # The customer who never pays: every message once, suspended at day 14, uncollectible at the end.
+    case_never.refresh_from_db()
+    inv_never.refresh_from_db()
+    never.refresh_from_db()
+    assert subjects_for("never@example.com") == [
+        "We couldn't process your payment for invoice " + inv_never.number,
+        "Reminder: invoice " + inv_never.number + " is still unpaid",
+        "Final notice: invoice " + inv_never.number + " must be paid to avoid suspension",
+        "Your service has been suspended: invoice " + inv_never.number + " is unpaid",
+    ]
+    assert never.status == Customer.Status.SUSPENDED
+    assert never.suspended_at == T0 + datetime.timedelta(days=14)
+    assert inv_never.status == Invoice.Status.UNCOLLECTIBLE
+    assert case_never.status == DunningCase.Status.EXHAUSTED
+    assert PaymentAttempt.objects.filter(invoice=inv_never).count() == 2
+    assert Notification.objects.filter(status="sent").count() == 6
+    assert CaseEvent.objects.filter(case=case_never, kind="case.exhausted").count() == 1
+
+
+def test_running_due_steps_twice_at_the_same_instant_does_nothing_the_second_time(defaults, clock):
+    customers = CustomerFactory.create_batch(5)
+    for customer in customers:
+        PaymentMethodFactory(customer=customer)
+        services.open_case(InvoiceFactory(customer=customer))
+    assert engine.run_due_steps() == 5
+    events = CaseEvent.objects.count()
+    notifications = Notification.objects.count()
+    assert engine.run_due_steps() == 0
+    assert CaseEvent.objects.count() == events
+    assert Notification.objects.count() == notifications == 5
+
+
+def test_payment_from_outside_recovers_a_suspended_customer_and_cancels_unsent_messages(defaults, clock):
+    customer = CustomerFactory()
+    PaymentMethodFactory(customer=customer, token="tok_insufficient_funds:x")
+    invoice = InvoiceFactory(customer=customer)
+    case, _ = services.open_case(invoice)
+    run_days(clock, T0, 14)
+    customer.refresh_from_db()
+    assert customer.status == Customer.Status.SUSPENDED
+    # A message queued but not yet sent when the payment lands is cancelled.
+    clock.advance(days=14)  # day 28's step becomes due but has not run
+    services.record_payment(invoice, invoice.amount_remaining)
+    case.refresh_from_db()
+    customer.refresh_from_db()
+    assert case.status == DunningCase.Status.RECOVERED
+    assert customer.status == Customer.Status.ACTIVE
+    assert case.events.filter(kind="customer.reinstated").count() == 1
+    assert engine.run_due_steps() == 0
+    invoice.refresh_from_db()
+    assert invoice.status == Invoice.Status.PAID
+
+
+def test_second_failure_of_the_same_invoice_does_not_open_a_second_case(defaults, clock):
+    invoice = InvoiceFactory()
+    first, created = services.open_case(invoice, decline_code="insufficient_funds")
+    again, created_again = services.open_case(invoice, decline_code="do_not_honor")
+    assert created and not created_again
+    assert first.pk == again.pk
+    assert DunningCase.objects.count() == 1
+    assert first.events.filter(kind="payment.failed").count() == 1
