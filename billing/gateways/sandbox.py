@@ -13,7 +13,8 @@ Test tokens (put them on a PaymentMethod's ``token``):
 =========================== =======================================================
 
 A token may carry a suffix after a colon (``tok_ok:alice``) so that several saved methods can
-share a behaviour; "after N" counts charges per full token. Each idempotency key is charged once: repeating a key returns the first outcome.
+share a behaviour; "after N" counts charges per full token. Each idempotency key is charged once:
+repeating a key returns the first outcome.
 """
 
 from __future__ import annotations
