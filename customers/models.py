@@ -49,6 +49,14 @@ class Customer(TimestampedModel):
     )
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE, db_index=True)
     suspended_at = models.DateTimeField(null=True, blank=True)
+    # Communication preferences (set in the portal, by SMS STOP/START, or by staff) and
+    # deliverability (a hard bounce or complaint marks the address unusable).
+    opt_out_email = models.BooleanField(default=False, help_text=_("No reminder emails (legal notices still go)."))
+    opt_out_sms = models.BooleanField(default=False)
+    opt_out_inapp = models.BooleanField(default=False)
+    email_undeliverable = models.BooleanField(default=False, help_text=_("Hard bounce or complaint received."))
+    # Bumping this invalidates every portal link sent so far ("revoke all links").
+    portal_token_version = models.PositiveIntegerField(default=0)
 
     class Meta:
         ordering = ["name", "id"]

@@ -206,3 +206,40 @@ class CaseEvent(models.Model):
 
     def delete(self, *args, **kwargs):
         raise ValueError("Case events are append-only")
+
+
+class WorkItem(TimestampedModel):
+    """The staff work queue: something a person must do (call, answer, approve, fix an address)."""
+
+    class Kind(models.TextChoices):
+        CALL = "call", _("Call the customer")
+        SUPPORT = "support", _("Support request")
+        PLAN_REQUEST = "plan_request", _("Payment plan request")
+        NEEDS_PAYMENT_METHOD = "needs_payment_method", _("Needs a payment method")
+        BOUNCED = "bounced", _("Address bounced")
+        OTHER = "other", _("Other")
+
+    class Status(models.TextChoices):
+        OPEN = "open", _("Open")
+        SNOOZED = "snoozed", _("Snoozed")
+        DONE = "done", _("Done")
+
+    kind = models.CharField(max_length=32, choices=Kind.choices, db_index=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN, db_index=True)
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="work_items")
+    case = models.ForeignKey(DunningCase, on_delete=models.SET_NULL, null=True, blank=True, related_name="work_items")
+    title = models.CharField(max_length=200)
+    body = models.TextField(blank=True)
+    assigned_to = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="work_items"
+    )
+    snoozed_until = models.DateTimeField(null=True, blank=True)
+    done_at = models.DateTimeField(null=True, blank=True)
+    dedupe_key = models.CharField(max_length=200, unique=True, null=True, blank=True)
+
+    class Meta:
+        ordering = ["status", "created_at"]
+        indexes = [models.Index(fields=["status", "kind", "created_at"], name="workitem_queue_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()}: {self.title}"

@@ -17,8 +17,8 @@ from django.utils import timezone
 from billing import services as billing
 from billing.gateways import OutcomeUnknown
 from billing.models import Invoice, PaymentAttempt
-from customers.models import Customer
-from dunning.models import Campaign, CampaignStep, CaseEvent, DunningCase
+from customers.models import Customer, PaymentMethod
+from dunning.models import Campaign, CampaignStep, CaseEvent, DunningCase, WorkItem
 from notifications import services as outbox
 
 logger = logging.getLogger(__name__)
@@ -294,3 +294,48 @@ def mark_paid(case: DunningCase, *, actor=None, reference: str = "") -> DunningC
         record_payment(invoice, attempt.amount, attempt=attempt, actor=actor)
     case.refresh_from_db()
     return case
+
+
+def retry_after_method_update(customer: Customer, payment_method: PaymentMethod, *, actor=None,
+                              source: str = PaymentAttempt.Source.PORTAL) -> list[PaymentAttempt]:
+    """A new payment method: charge every open invoice in dunning at once, once per method.
+
+    The idempotency key names the method and the invoice, so a double submit or a repeated webhook
+    never charges twice. Returns the settled attempts (one per open case).
+    """
+    attempts = []
+    for case in DunningCase.objects.open().filter(customer=customer).select_related("invoice"):
+        attempt = billing.new_attempt(
+            case.invoice, payment_method=payment_method, source=source,
+            idempotency_key=f"method-update:{payment_method.pk}:{case.invoice_id}",
+        )
+        attempt.lease_until = timezone.now() + timezone.timedelta(minutes=5)  # processed right here
+        with transaction.atomic():
+            saved, created = PaymentAttempt.objects.get_or_create(
+                idempotency_key=attempt.idempotency_key,
+                defaults={f.name: getattr(attempt, f.name) for f in PaymentAttempt._meta.concrete_fields
+                          if f.name not in ("id", "idempotency_key")},
+            )
+            if created:
+                log(case, "payment.retry_after_method_update", f"New payment method {payment_method}",
+                    actor=actor, attempt=saved)
+        attempts.append(process_attempt(saved) if created else saved)
+    return attempts
+
+
+def create_work_item(customer: Customer, kind: str, title: str, *, body: str = "", case: DunningCase | None = None,
+                     actor=None, dedupe_key: str | None = None) -> tuple[WorkItem, bool]:
+    """Put something in the staff work queue (and on the case timeline). Deduplicated by key."""
+    with transaction.atomic():
+        if dedupe_key:
+            item, created = WorkItem.objects.get_or_create(
+                dedupe_key=dedupe_key,
+                defaults={"customer": customer, "kind": kind, "title": title[:200], "body": body, "case": case},
+            )
+        else:
+            item, created = WorkItem.objects.create(customer=customer, kind=kind, title=title[:200], body=body,
+                                                    case=case), True
+        if created and case is not None:
+            log(case, "workitem.created", f"{item.get_kind_display()}: {title}", actor=actor,
+                payload={"work_item": item.pk, "kind": kind})
+    return item, created

@@ -85,6 +85,9 @@ class Notification(TimestampedModel):
     last_error = models.TextField(blank=True)
     provider_message_id = models.CharField(max_length=255, blank=True, db_index=True)
     sent_at = models.DateTimeField(null=True, blank=True)
+    # In-app messages: shown in the portal and readable through the API until dismissed.
+    read_at = models.DateTimeField(null=True, blank=True)
+    dismissed_at = models.DateTimeField(null=True, blank=True)
 
     objects = NotificationQuerySet.as_manager()
 
