@@ -57,6 +57,9 @@ class Customer(TimestampedModel):
     email_undeliverable = models.BooleanField(default=False, help_text=_("Hard bounce or complaint received."))
     # Bumping this invalidates every portal link sent so far ("revoke all links").
     portal_token_version = models.PositiveIntegerField(default=0)
+    exclude_from_dunning = models.BooleanField(
+        default=False, help_text=_("Never open a dunning case for this customer (handled by hand).")
+    )
 
     class Meta:
         ordering = ["name", "id"]
