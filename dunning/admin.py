@@ -158,3 +158,5 @@ class CaseEventAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+from dunning import admin_cockpit  # noqa: E402,F401  (work queue, variants, preview: see that module)

@@ -337,7 +337,9 @@ class CampaignPin(models.Model):
     customer = models.OneToOneField(
         Customer, on_delete=models.CASCADE, null=True, blank=True, related_name="campaign_pin"
     )
-    invoice = models.OneToOneField(Invoice, on_delete=models.CASCADE, null=True, blank=True, related_name="campaign_pin")
+    invoice = models.OneToOneField(
+        Invoice, on_delete=models.CASCADE, null=True, blank=True, related_name="campaign_pin"
+    )
     campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="pins")
     note = models.CharField(max_length=200, blank=True)
 

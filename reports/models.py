@@ -11,3 +11,6 @@ class Report(models.Model):
             ("view_reports", "Can view the dashboard figures and reports"),
             ("export_reports", "Can download reports as CSV"),
         ]
+
+    def __str__(self) -> str:
+        return "reports"

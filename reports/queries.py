@@ -333,7 +333,8 @@ def retry_by_attempt_number(f: ReportFilter) -> Report:
             ("success_rate", "Success rate %")]
     return Report("Retry success by attempt number", cols, _attempt_rows(rows),
                   {"type": "bar", "label": "attempt_no", "series": ["attempts"], "line": "success_rate"},
-                  notes="Attempt number counts every earlier charge of the same invoice by the engine, staff or portal.")
+                  notes="Attempt number counts every earlier charge of the same invoice "
+                        "by the engine, staff or portal.")
 
 
 def retry_by_hour(f: ReportFilter) -> Report:

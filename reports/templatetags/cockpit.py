@@ -15,6 +15,7 @@ def cockpit_dashboard(context):
     revenue_chart = {
         "type": "line",
         "labels": chart["labels"],
-        "datasets": [{"label": currency, "data": values, "yAxisID": "y"} for currency, values in chart["series"].items()],
+        "datasets": [{"label": currency, "data": values, "yAxisID": "y"}
+                     for currency, values in chart["series"].items()],
     }
     return {"d": d, "revenue_chart": revenue_chart, "show_reports": request.user.has_perm("reports.view_reports")}
