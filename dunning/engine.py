@@ -18,6 +18,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from billing import services as billing
+from billing.money import format_money
 from billing.models import Invoice, PaymentAttempt
 from customers.models import Customer, PaymentMethod
 from dunning.links import portal_url
@@ -118,13 +119,13 @@ def do_mark_uncollectible(batch: Batch, case: DunningCase, step: CampaignStep) -
 def do_call(batch: Batch, case: DunningCase, step: CampaignStep) -> None:
     """Put a "call the customer" task in the staff work queue (once per case and step)."""
     invoice, customer = case.invoice, case.customer
-    title = f"Call {customer.name} about {invoice.number} ({invoice.amount_remaining} {invoice.currency})"
+    title = f"Call {customer.name} about {invoice.number} ({format_money(invoice.amount_remaining, invoice.currency)})"
     batch.work_items.append(WorkItem(
         kind=WorkItem.Kind.CALL, customer=customer, case=case, title=title[:200],
         body=f"Phone: {customer.phone or 'none on file'}", dedupe_key=f"case:{case.pk}:step:{step.pk}:call",
         created_at=batch.now, updated_at=batch.now,
     ))
-    batch.event(case, "workitem.created", f"Call the customer: {title}", step, kind=WorkItem.Kind.CALL)
+    batch.event(case, "workitem.created", f"Call the customer: {title}", step, work_kind=WorkItem.Kind.CALL)
 
 
 # Step action -> handler. A handler records its effects on the batch; it performs no query.
