@@ -18,8 +18,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from billing import services as billing
-from billing.money import format_money
 from billing.models import Invoice, PaymentAttempt
+from billing.money import format_money
 from customers.models import Customer, PaymentMethod
 from dunning.links import portal_url
 from dunning.models import CampaignStep, CaseEvent, DunningCase, WorkItem
