@@ -31,7 +31,7 @@ def _timeline_case(item: WorkItem) -> DunningCase | None:
 
 
 def _locked(item: WorkItem) -> WorkItem:
-    return WorkItem.objects.select_for_update().select_related("case").get(pk=item.pk)
+    return WorkItem.objects.select_for_update(of=("self",)).select_related("case").get(pk=item.pk)
 
 
 def _note(item: WorkItem, kind: str, message: str, actor, **payload) -> None:

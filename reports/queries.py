@@ -228,13 +228,18 @@ def by_channel(f: ReportFilter) -> Report:
                   notes="A case messaged on several channels counts once under each.")
 
 
+def _day(value) -> str:
+    """A truncated date as YYYY-MM-DD (a subquery's value arrives without Django's tz conversion)."""
+    return value.date().isoformat() if hasattr(value, "date") else str(value)[:10]
+
+
 def involuntary_churn(f: ReportFilter) -> Report:
     """Exhausted cases (the campaign ran out without payment) and the MRR of the customers lost."""
     exhausted = DunningCase.objects.filter(status=EXHAUSTED, closed_at__gte=f.start_at, closed_at__lt=f.end_at)
     if f.currency:
         exhausted = exhausted.filter(invoice__currency=f.currency)
     per_month = {
-        r["month"]: r["n"]
+        _day(r["month"]): r["n"]
         for r in exhausted.order_by().annotate(month=TruncMonth("closed_at")).values("month").annotate(n=Count("id"))
     }
     first_loss = (
@@ -245,12 +250,12 @@ def involuntary_churn(f: ReportFilter) -> Report:
     if f.currency:
         customers = customers.filter(currency=f.currency)
     lost = {
-        r["churn_month"]: r
+        _day(r["churn_month"]): r
         for r in customers.order_by().values("churn_month").annotate(customers=Count("id"), mrr=Sum("mrr"))
     }
     rows = []
     for month in sorted(set(per_month) | set(lost)):
-        row = {"month": month.date().isoformat() if hasattr(month, "date") else str(month),
+        row = {"month": month,
                "exhausted": per_month.get(month, 0), "customers": lost.get(month, {}).get("customers", 0)}
         if f.currency:
             row["mrr"] = lost.get(month, {}).get("mrr") or Decimal("0")
