@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import datetime
 
 from django import forms
 from django.contrib import admin
@@ -14,6 +13,7 @@ from django.template.response import TemplateResponse
 from django.utils import timezone
 
 from billing.models import Invoice
+from billing.money import to_amount
 from dunning.models import Campaign
 from reports import queries
 from reports.experiments import experiment_results
@@ -38,6 +38,26 @@ class FilterForm(forms.Form):
         if end < start:
             start, end = end, start
         return queries.ReportFilter(start=start, end=end, currency=data.get("currency") or "")
+
+
+MONEY_KEYS = ("recovered_amount", "mrr")
+
+
+def round_money(rows: list[dict], currency: str) -> None:
+    """Show amounts with the currency's minor unit (the by-currency report has one per row)."""
+    for row in rows:
+        cur = row.get("cur") or currency
+        for key in MONEY_KEYS:
+            if cur and row.get(key) is not None:
+                row[key] = to_amount(row[key], cur)
+
+
+def bound_form(request) -> FilterForm:
+    """The filter form, filled with the default range where the request leaves it out."""
+    default = queries.ReportFilter.default(timezone.now().date())
+    data = {"start": default.start.isoformat(), "end": default.end.isoformat(), "period": "month"}
+    data.update({k: v for k, v in request.GET.items() if v})
+    return FilterForm(data)
 
 
 def _require(request, perm: str) -> None:
@@ -87,13 +107,12 @@ def report_view(request, slug: str):
     _require(request, "reports.view_reports")
     if slug not in queries.REPORTS:
         raise Http404
-    form = FilterForm(request.GET or None)
-    flt = form.report_filter() if request.GET else queries.ReportFilter.default()
-    if not request.GET:
-        form = FilterForm(initial={"start": flt.start, "end": flt.end})
+    form = bound_form(request)
+    flt = form.report_filter()
     _title, func = queries.REPORTS[slug]
-    period = form.cleaned_data.get("period") if form.is_bound and form.is_valid() else ""
+    period = form.cleaned_data.get("period") if form.is_valid() else ""
     report = func(flt, period) if slug == "period" and period else func(flt)
+    round_money(report.rows, flt.currency)
     if request.GET.get("format") == "csv":
         _require(request, "reports.export_reports")
         return _csv(f"{slug}-{flt.start}-{flt.end}{'-' + flt.currency if flt.currency else ''}.csv",
@@ -118,10 +137,13 @@ EXPERIMENT_COLUMNS = [
 def experiment_view(request, campaign_id: int):
     _require(request, "reports.view_reports")
     campaign = get_object_or_404(Campaign, pk=campaign_id)
-    form = FilterForm(request.GET or None)
-    flt = form.report_filter() if request.GET else queries.ReportFilter(
-        start=datetime.date(2000, 1, 1), end=timezone.now().date())
+    if "start" not in request.GET:  # an experiment is read over its whole life by default
+        request.GET = request.GET.copy()
+        request.GET["start"] = "2000-01-01"  # cases without a variant never count anyway
+    form = bound_form(request)
+    flt = form.report_filter()
     rows = experiment_results(campaign, flt)
+    round_money(rows, flt.currency)
     if request.GET.get("format") == "csv":
         _require(request, "reports.export_reports")
         return _csv(f"experiment-{campaign.pk}.csv", EXPERIMENT_COLUMNS, rows)
