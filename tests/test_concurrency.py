@@ -68,7 +68,7 @@ def test_two_worker_processes_run_every_step_exactly_once():
         for _ in range(2)
     ]
     outputs = [p.communicate(timeout=240) for p in procs]
-    for proc, (out, err) in zip(procs, outputs, strict=True):
+    for proc, (_out, err) in zip(procs, outputs, strict=True):
         assert proc.returncode == 0, err
     counts = [int(out.strip().splitlines()[-1]) for out, _err in outputs]
 

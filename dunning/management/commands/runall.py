@@ -26,7 +26,9 @@ class Command(BaseCommand):
             "worker": subprocess.Popen([*manage, "qcluster"]),  # noqa: S603
             "web": subprocess.Popen([*manage, "runserver", "--noreload", f"{host}:{port}"]),  # noqa: S603
         }
-        self.stdout.write(self.style.SUCCESS(f"Web on http://{host}:{port}/admin/ and a worker started. Ctrl-C stops both."))
+        self.stdout.write(
+            self.style.SUCCESS(f"Web on http://{host}:{port}/admin/ and a worker started. Ctrl-C stops both.")
+        )
         try:
             while all(p.poll() is None for p in procs.values()):
                 time.sleep(0.5)
