@@ -157,8 +157,6 @@ CASE_FIELDS = (
     "customer__id", "customer__name", "customer__email", "customer__phone", "customer__locale",
     "customer__timezone", "customer__status", "customer__segment", "customer__country",
     "customer__opt_out_email", "customer__opt_out_sms", "customer__opt_out_inapp", "customer__email_undeliverable",
-    "next_step__id", "next_step__campaign_id", "next_step__position", "next_step__offset_days",
-    "next_step__offset_hours", "next_step__action", "next_step__template_code", "next_step__channels",
 )
 
 
@@ -176,11 +174,13 @@ def run_batch(now: datetime, batch_size: int) -> int:
         if not ids:
             return 0
         cases = list(
-            DunningCase.objects.filter(pk__in=ids).select_related("invoice", "customer", "next_step")
-            .only(*CASE_FIELDS)
+            DunningCase.objects.filter(pk__in=ids).select_related("invoice", "customer").only(*CASE_FIELDS)
         )
         batch = Batch(now=now)
         steps = _steps_by_campaign({c.campaign_id for c in cases})
+        step_by_id = {step.pk: step for campaign_steps in steps.values() for step in campaign_steps}
+        for case in cases:
+            case.next_step = step_by_id[case.next_step_id]
         retry_customers = {c.customer_id for c in cases if c.next_step.action == CampaignStep.Action.RETRY}
         if retry_customers:
             batch.methods = {

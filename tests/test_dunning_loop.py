@@ -188,3 +188,37 @@ def test_retry_now_charges_once_and_recovers(defaults, clock):
     assert case.status == DunningCase.Status.RECOVERED
     with pytest.raises(services.DunningError, match="nothing to retry"):
         services.retry_now(case)
+
+
+def test_paying_after_the_campaign_ended_still_reinstates_service(defaults, clock):
+    customer = CustomerFactory()
+    PaymentMethodFactory(customer=customer, token="tok_insufficient_funds:late")
+    invoice = InvoiceFactory(customer=customer)
+    case, _ = services.open_case(invoice)
+    run_days(clock, T0, 29)
+    case.refresh_from_db()
+    invoice.refresh_from_db()
+    assert case.status == DunningCase.Status.EXHAUSTED and invoice.status == Invoice.Status.UNCOLLECTIBLE
+    services.record_payment(invoice, invoice.amount_remaining)
+    customer.refresh_from_db()
+    invoice.refresh_from_db()
+    assert invoice.status == Invoice.Status.PAID
+    assert customer.status == Customer.Status.ACTIVE
+    assert case.events.filter(kind="payment.after_close").count() == 1
+
+
+def test_another_unpaid_suspending_invoice_keeps_the_service_suspended(defaults, clock):
+    customer = CustomerFactory()
+    PaymentMethodFactory(customer=customer, token="tok_insufficient_funds:two")
+    first, second = InvoiceFactory(customer=customer), InvoiceFactory(customer=customer)
+    services.open_case(first)
+    services.open_case(second)
+    run_days(clock, T0, 15)
+    customer.refresh_from_db()
+    assert customer.status == Customer.Status.SUSPENDED
+    services.record_payment(first, first.amount_remaining)
+    customer.refresh_from_db()
+    assert customer.status == Customer.Status.SUSPENDED  # the second invoice is still unpaid
+    services.record_payment(second, second.amount_remaining)
+    customer.refresh_from_db()
+    assert customer.status == Customer.Status.ACTIVE
