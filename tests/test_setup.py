@@ -56,7 +56,8 @@ def test_production_needs_a_secret_key():
 
 def test_production_settings_pass_check_deploy():
     result = _manage("check", "--deploy", "--fail-level", "WARNING", DEBUG="false",
-                     SECRET_KEY="k" * 20 + "-production-secret-key-0123456789abcdef", ALLOWED_HOSTS="billing.example.com")
+                     SECRET_KEY="k" * 20 + "-production-secret-key-0123456789abcdef",
+                     ALLOWED_HOSTS="billing.example.com")
     assert result.returncode == 0, result.stderr + result.stdout
     assert "no issues" in result.stdout
 
