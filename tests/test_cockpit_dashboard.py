@@ -79,3 +79,19 @@ def test_agent_without_case_access_sees_no_dashboard(client, cases):
     client.force_login(user)
     page = client.get(reverse("admin:index"))
     assert page.status_code == 200 and "cockpit-dashboard" not in page.content.decode()
+
+
+def test_capped_paginator_stops_counting(client, monkeypatch):
+    from config.admin_paging import CappedCountPaginator
+
+    monkeypatch.setattr(CappedCountPaginator, "cap", 3)
+    campaign = CampaignFactory()
+    customer = CustomerFactory()
+    for day in range(1, 6):
+        make_case(customer, campaign, amount="10", failed_at=utc(2026, 3, day, 9))
+    client.force_login(staff_user("boss", superuser=True))
+    page = client.get(reverse("admin:dunning_dunningcase_changelist"))
+    assert page.context["cl"].result_count == 4  # counted up to cap + 1, not 5
+    assert "more than 3 dunning cases" in page.content.decode()
+    filtered = client.get(reverse("admin:dunning_dunningcase_changelist"), {"failed_at__gte": "2026-03-04"})
+    assert filtered.context["cl"].result_count == 2 and "more than" not in filtered.content.decode()
