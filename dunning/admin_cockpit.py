@@ -11,8 +11,6 @@ import datetime
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
-from django.core.cache import cache
-from django.db import connection
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -21,7 +19,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from config.admin_paging import CappedCountPaginator
+from config.admin_paging import CappedCountPaginator, skip_scan_filter, tune_large_changelists
 from customers.models import Customer
 from dunning import services, workqueue
 from dunning.admin import CampaignAdmin, DunningCaseAdmin
@@ -249,32 +247,7 @@ class WorkItemInline(admin.TabularInline):
         return False
 
 
-def invoice_currencies() -> list[str]:
-    """The currencies in use, by a skip scan of the (currency, status) index, cached for 10 minutes.
-
-    ``SELECT DISTINCT currency`` reads every invoice; the recursive query reads one index entry per
-    currency."""
-    def load():
-        with connection.cursor() as cur:
-            cur.execute(
-                "WITH RECURSIVE c(v) AS (SELECT MIN(currency) FROM billing_invoice UNION ALL "
-                "SELECT (SELECT MIN(currency) FROM billing_invoice WHERE currency > c.v) FROM c WHERE c.v IS NOT NULL) "
-                "SELECT v FROM c WHERE v IS NOT NULL"
-            )
-            return [r[0] for r in cur.fetchall()]
-
-    return cache.get_or_set("cockpit:invoice-currencies", load, 600)
-
-
-class CurrencyFilter(admin.SimpleListFilter):
-    title = _("currency")
-    parameter_name = "invoice__currency"
-
-    def lookups(self, request, model_admin):
-        return [(c, c) for c in invoice_currencies()]
-
-    def queryset(self, request, queryset):
-        return queryset.filter(invoice__currency=self.value()) if self.value() else queryset
+CurrencyFilter = skip_scan_filter("invoice__currency", "billing_invoice", "currency", _("currency"))
 
 
 class StepFilter(admin.SimpleListFilter):
@@ -319,3 +292,6 @@ class CampaignPinAdmin(admin.ModelAdmin):
 for model, model_admin in ((Campaign, CockpitCampaignAdmin), (DunningCase, CockpitCaseAdmin)):
     admin.site.unregister(model)
     admin.site.register(model, model_admin)
+
+# Last: after every app's admin module registered its ModelAdmins (INSTALLED_APPS order).
+tune_large_changelists(admin.site)
