@@ -113,6 +113,8 @@ def build(n_invoices: int) -> dict:
                 step = steps[rnd.randrange(len(steps))]
                 yield {"id": k, "invoice_id": invoice_id, "customer_id": (invoice_id % n_customers) + 1,
                        "campaign_id": campaign.pk, "status": st, "failed_at": failed, "closed_at": closed,
+                       "currency": customer_currency[(invoice_id % n_customers) + 1],
+                       "recovered_amount": amounts[(invoice_id * 37) % 500] if st == "recovered" else None,
                        "decline_code": DECLINES[k % len(DECLINES)], "current_step_id": step.pk,
                        "next_step_id": steps[-1].pk if st == "active" else None,
                        "next_action_at": now + datetime.timedelta(days=1) if st == "active" else None,

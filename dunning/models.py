@@ -175,6 +175,12 @@ class DunningCase(TimestampedModel):
     next_action_at = models.DateTimeField(null=True, blank=True)
     paused_at = models.DateTimeField(null=True, blank=True)
     closed_at = models.DateTimeField(null=True, blank=True)
+    # Copies of invoice facts for the dashboard's join-free sums (set by dunning.services).
+    currency = models.CharField(max_length=3, blank=True, help_text=_("The invoice's currency."))
+    recovered_amount = models.DecimalField(
+        max_digits=14, decimal_places=4, null=True, blank=True,
+        help_text=_("What the invoice had been paid when the case recovered."),
+    )
     variant = models.ForeignKey(
         "CampaignVariant", on_delete=models.PROTECT, null=True, blank=True, related_name="cases",
         help_text=_("The A/B test variant this case was assigned to (kept for the case's life)."),

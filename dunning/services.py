@@ -103,6 +103,7 @@ def open_case(
         case = DunningCase.objects.create(
             invoice=invoice, customer=invoice.customer, campaign=campaign, failed_at=failed_at,
             decline_code=decline_code, next_step=first, next_action_at=failed_at + first.offset, variant=variant,
+            currency=invoice.currency,
         )
         log(case, "case.opened", f"Payment failed ({decline_code or 'no code'}); campaign {campaign.name}",
             actor=actor, at=failed_at, attempt=attempt,
@@ -147,6 +148,8 @@ def record_payment(
                 payload={"amount": str(applied.amount), "remaining": str(inv.amount_remaining)})
             return case
         _close(case, DunningCase.Status.RECOVERED, at)
+        # Kept on the case so the dashboard sums recovered revenue without joining invoices.
+        DunningCase.objects.filter(pk=case.pk).update(recovered_amount=inv.amount_paid)
         log(case, "case.recovered", f"Paid {applied.amount} {inv.currency}", actor=actor, at=at, attempt=attempt,
             payload={"amount": str(applied.amount), "source": attempt.source if attempt else "unknown",
                      "last_step": case.current_step_id})

@@ -39,9 +39,12 @@ def dashboard_data(now: datetime.datetime | None = None, weeks: int = 12) -> dic
     remaining = ExpressionWrapper(F("invoice__amount_due") - F("invoice__amount_paid"),
                                   output_field=DecimalField(max_digits=14, decimal_places=4))
     at_risk = [
-        {**row, "url": case_list_url(status__in="active,paused", invoice__currency=row["currency"])}
-        for row in DunningCase.objects.open().order_by().values(currency=F("invoice__currency"))
-        .annotate(amount=Sum(remaining), cases=Count("id")).order_by("currency")
+        {"currency": row["cur"], "amount": row["amount"], "cases": row["cases"],
+         "url": case_list_url(status__in="active,paused", invoice__currency=row["cur"])}
+        # Joined by primary key to the open invoices only (the status index), not the whole table.
+        for row in DunningCase.objects.open().filter(invoice__status="open").order_by()
+        .values(cur=F("invoice__currency"))
+        .annotate(amount=Sum(remaining), cases=Count("id")).order_by("cur")
     ]
 
     start = week_start(now)
@@ -74,8 +77,8 @@ def dashboard_data(now: datetime.datetime | None = None, weeks: int = 12) -> dic
     since = start - datetime.timedelta(weeks=weeks - 1)
     revenue_rows = list(
         DunningCase.objects.filter(status=RECOVERED, closed_at__gte=since).order_by()
-        .annotate(week=TruncWeek("closed_at")).values("week", currency=F("invoice__currency"))
-        .annotate(amount=Sum("invoice__amount_paid"), cases=Count("id")).order_by("week", "currency")
+        .annotate(week=TruncWeek("closed_at")).values("week", "currency")
+        .annotate(amount=Sum("recovered_amount"), cases=Count("id")).order_by("week", "currency")
     )
     labels = [(since + datetime.timedelta(weeks=i)).date().isoformat() for i in range(weeks)]
     series: dict[str, list[float]] = {}

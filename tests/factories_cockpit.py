@@ -32,6 +32,7 @@ def make_case(customer, campaign, *, amount: str, failed_at, status="active", cl
     )
     return DunningCase.objects.create(
         invoice=invoice, customer=customer, campaign=campaign, status=status, failed_at=failed_at,
+        currency=invoice.currency, recovered_amount=amount if recovered else None,
         closed_at=closed_at, decline_code=decline, current_step=current_step, variant=variant,
     )
 

@@ -95,3 +95,20 @@ def test_capped_paginator_stops_counting(client, monkeypatch):
     assert "more than 3 dunning cases" in page.content.decode()
     filtered = client.get(reverse("admin:dunning_dunningcase_changelist"), {"failed_at__gte": "2026-03-04"})
     assert filtered.context["cl"].result_count == 2 and "more than" not in filtered.content.decode()
+
+
+def test_cases_carry_currency_and_recovered_amount_for_the_revenue_chart(client):
+    campaign = CampaignFactory()
+    from tests.factories import CampaignStepFactory, InvoiceFactory
+
+    CampaignStepFactory(campaign=campaign, position=1, offset_days=1)
+    customer = CustomerFactory(currency="EUR")
+    case, _ = services.open_case(InvoiceFactory(customer=customer, amount_due=Decimal("42.50")))
+    assert case.currency == "EUR"
+    services.mark_paid(case)
+    case.refresh_from_db()
+    assert case.status == "recovered" and case.recovered_amount == Decimal("42.50")
+    from reports.dashboard import dashboard_data
+
+    series = dashboard_data()["revenue_chart"]["series"]
+    assert series["EUR"][-1] == 42.5
