@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from billing.models import Invoice
 from billing.money import to_amount
+from config.admin_paging import distinct_values
 from dunning.models import Campaign
 from reports import queries
 from reports.experiments import experiment_results
@@ -27,8 +28,8 @@ class FilterForm(forms.Form):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        currencies = Invoice.objects.order_by().values_list("currency", flat=True).distinct()
-        self.fields["currency"].choices = [("", "All (no amounts)")] + [(c, c) for c in sorted(currencies)]
+        currencies = distinct_values(Invoice._meta.db_table, "currency")  # an index skip scan, cached
+        self.fields["currency"].choices = [("", "All (no amounts)")] + [(c, c) for c in currencies]
 
     def report_filter(self) -> queries.ReportFilter:
         default = queries.ReportFilter.default(timezone.now().date())

@@ -110,10 +110,6 @@ class Migration(migrations.Migration):
             model_name='dunningcase',
             index=models.Index(fields=['-failed_at', '-id'], name='case_failed_idx'),
         ),
-        migrations.AddIndex(
-            model_name='dunningcase',
-            index=models.Index(fields=['status', 'closed_at'], name='case_status_closed_idx'),
-        ),
         migrations.AddField(
             model_name='workitemcomment',
             name='author',

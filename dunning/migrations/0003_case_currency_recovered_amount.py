@@ -32,5 +32,10 @@ class Migration(migrations.Migration):
             name='recovered_amount',
             field=models.DecimalField(blank=True, decimal_places=4, help_text='What the invoice had been paid when the case recovered.', max_digits=14, null=True),
         ),
+        migrations.AddIndex(
+            model_name='dunningcase',
+            index=models.Index(fields=['status', 'closed_at', 'currency', 'recovered_amount'],
+                               name='case_status_closed_idx'),
+        ),
         migrations.RunPython(backfill, migrations.RunPython.noop),
     ]
