@@ -337,6 +337,14 @@ class CampaignVariant(models.Model):
     def __str__(self) -> str:
         return f"{self.experiment.name} / {self.name}"
 
+    def clean(self) -> None:
+        if not self.steps_from_id:
+            return
+        if not self.steps_from.steps.exists():
+            raise ValidationError({"steps_from": _("This campaign has no steps.")})
+        if self.steps_from_id != self.experiment_id and self.steps_from.variants.exists():
+            raise ValidationError({"steps_from": _("That campaign runs its own A/B test; pick a plain campaign.")})
+
 
 class CampaignPin(models.Model):
     """Pin a customer or one invoice to a campaign, overriding the targeting rules."""

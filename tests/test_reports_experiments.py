@@ -110,3 +110,15 @@ def test_experiment_report_per_variant(client):
     assert "Not yet significant" in page.content.decode()
     index = client.get(reverse("reports:index"))
     assert reverse("reports:experiment", args=[experiment.pk]) in index.content.decode()
+
+
+@pytest.mark.django_db
+def test_a_variant_must_run_a_campaign_with_steps():
+    from django.core.exceptions import ValidationError
+
+    experiment = CampaignFactory()
+    CampaignStepFactory(campaign=experiment, position=1)
+    empty = CampaignFactory(active=False)
+    with pytest.raises(ValidationError):
+        CampaignVariant(experiment=experiment, name="b", steps_from=empty).full_clean()
+    CampaignVariant(experiment=experiment, name="a", steps_from=experiment, is_control=True).full_clean()
