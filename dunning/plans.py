@@ -268,7 +268,7 @@ def settle_instalment(instalment: Instalment, now: datetime.datetime) -> Instalm
             # Rounding leftovers or a plan that ended early: dunning takes over whatever is still open.
             for case in _cases(plan):
                 if case.status == DunningCase.Status.PAUSED:
-                    services.resume_case(case)
+                    resume_after_plan(case, now)
     return instalment
 
 
@@ -283,7 +283,24 @@ def _default(plan: PaymentPlan, instalment: Instalment, now: datetime.datetime) 
              cases=cases)
     for case in cases:
         if case.status == DunningCase.Status.PAUSED:
-            services.resume_case(case)
+            resume_after_plan(case, now)
+
+
+def resume_after_plan(case: DunningCase, now: datetime.datetime) -> None:
+    """Resume a case paused for a plan where it stopped: the next step runs now and later steps keep
+    their spacing (step offsets count from failed_at, so it moves by as long as the next step was overdue)."""
+    with transaction.atomic():
+        locked = DunningCase.objects.select_for_update().get(pk=case.pk)
+        if locked.status != DunningCase.Status.PAUSED:
+            return
+        if locked.next_action_at is not None and locked.next_action_at < now:
+            shift = now - locked.next_action_at
+            locked.failed_at += shift
+            locked.next_action_at = now
+            locked.save(update_fields=["failed_at", "next_action_at", "updated_at"])
+            services.log(locked, "case.rescheduled", f"Steps moved {shift.days} day(s) later after the plan ended",
+                         payload={"shift_seconds": int(shift.total_seconds())})
+        services.resume_case(locked)
 
 
 def charge_due_instalments(now: datetime.datetime | None = None) -> int:
