@@ -32,7 +32,7 @@ def test_a_link_opens_the_account_it_was_made_for(client):
     response = client.get(overview(make_token(customer)))
     assert response.status_code == 200
     assert "Hello, Ada" in response.content.decode()
-    assert response["Referrer-Policy"] == "no-referrer"
+    assert response["Referrer-Policy"] == "same-origin"
     assert "no-store" in response["Cache-Control"]
 
 

@@ -5,6 +5,7 @@ import uuid
 from django import forms
 from django.conf import settings
 from django.utils import timezone
+from django.utils.translation import get_language_info
 from django.utils.translation import gettext_lazy as _
 
 from dunning.plan_models import MAX_MONTHS, MIN_MONTHS
@@ -85,7 +86,10 @@ class SupportForm(forms.Form):
 
 
 class PreferencesForm(forms.Form):
-    locale = forms.ChoiceField(label=_("Language"), choices=settings.LANGUAGES)
+    # Each language in its own name, so a customer can always find theirs.
+    locale = forms.ChoiceField(
+        label=_("Language"), choices=[(code, get_language_info(code)["name_local"]) for code, _n in settings.LANGUAGES]
+    )
     opt_out_email = forms.BooleanField(label=_("Stop reminder emails"), required=False)
     opt_out_sms = forms.BooleanField(label=_("Stop text messages (SMS)"), required=False)
     opt_out_inapp = forms.BooleanField(label=_("Stop in-app messages"), required=False)

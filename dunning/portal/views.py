@@ -36,7 +36,8 @@ STRIPE_CSP = {
 def _finish(response, language: str):
     response["Content-Language"] = language
     # The path holds the credential: never send it to another site, never index or cache the page.
-    response["Referrer-Policy"] = "no-referrer"
+    # (same-origin, not no-referrer: with no-referrer browsers send "Origin: null" and CSRF fails.)
+    response["Referrer-Policy"] = "same-origin"
     response["X-Robots-Tag"] = "noindex, nofollow"
     response["Cache-Control"] = "no-store"
     return response
