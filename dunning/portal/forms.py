@@ -80,7 +80,7 @@ class PlanForm(forms.Form):
 class SupportForm(forms.Form):
     message = forms.CharField(
         label=_("Your message"), max_length=2000, min_length=5,
-        widget=forms.Textarea(attrs={"rows": 6}),
+        widget=forms.Textarea(attrs={"rows": 6, "aria-describedby": "id_message-help"}),
         help_text=_("Our team will reply by email, usually within one working day."),
     )
 

@@ -272,7 +272,7 @@ def link_problem(request, problem: access.TokenProblem, token: str):
     language = customer.locale if customer else translation.get_language()
     with translation.override(language):
         response = render(request, "portal/link_problem.html", {
-            "reason": problem.reason, "known": customer is not None, "token": token,
+            "reason": problem.reason, "known": customer is not None, "link_token": token,
             "form": portal_forms.LinkRequestForm(), "merchant_name": settings.MERCHANT_NAME,
         }, status=403)
     return _finish(response, language)
