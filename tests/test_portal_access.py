@@ -184,3 +184,12 @@ def test_a_token_is_not_valid_for_another_salt():
     forged = signing.dumps({"c": customer.pk, "v": 0}, salt="something.else", compress=True)
     with pytest.raises(TokenProblem):
         read_token(forged)
+
+
+@override_settings(PORTAL_RATE_LIMIT=2)
+def test_guessing_tokens_is_rate_limited(client):
+    codes = [client.get(overview(f"guess{i}:abc:def")).status_code for i in range(8)]
+    assert codes == [403] * 6 + [429] * 2
+    # A good link still works from another address.
+    customer = CustomerFactory()
+    assert client.get(overview(make_token(customer)), REMOTE_ADDR="10.1.1.1").status_code == 200

@@ -230,3 +230,17 @@ def test_stripe_configured_uses_elements_and_extends_the_policy(client, failing,
         assert "This card was declined" in refused.content.decode()
     finally:
         _load.cache_clear()
+
+
+def test_the_acknowledgement_is_sent_in_the_customers_language(client, failing):
+    from django.core import mail
+
+    from notifications import services as outbox
+
+    customer, invoice, case = failing
+    customer.locale = "ja"
+    customer.save()
+    client.post(url("support", customer), {"message": "請求について質問があります"})
+    outbox.send_queued()
+    ack = [m for m in mail.outbox if m.subject == "お問い合わせを受け付けました"]
+    assert len(ack) == 1 and "/portal/" in ack[0].body

@@ -270,6 +270,10 @@ def preferences(request, customer, token):
 def link_problem(request, problem: access.TokenProblem, token: str):
     customer = problem.customer
     language = customer.locale if customer else translation.get_language()
+    # Someone trying token after token gets the "please wait" page (a generous limit: one person
+    # clicking an old link a few times is never slowed down).
+    if access.rate_limited(f"bad-link:{access.client_ip(request)}", limit=settings.PORTAL_RATE_LIMIT * 3):
+        return _sent_page(request, language, status=429, limited=True)
     with translation.override(language):
         response = render(request, "portal/link_problem.html", {
             "reason": problem.reason, "known": customer is not None, "link_token": token,
