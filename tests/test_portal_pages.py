@@ -244,3 +244,13 @@ def test_the_acknowledgement_is_sent_in_the_customers_language(client, failing):
     outbox.send_queued()
     ack = [m for m in mail.outbox if m.subject == "お問い合わせを受け付けました"]
     assert len(ack) == 1 and "/portal/" in ack[0].body
+
+
+def test_a_card_form_submitted_while_its_first_submit_is_still_running_does_nothing(client, failing):
+    customer, invoice, case = failing
+    cache.add(f"pm-form:{customer.pk}:same", "running")
+    response = client.post(url("payment_method", customer), {
+        "idempotency_key": "same", "card_number": "4242424242424242", "exp_month": "4", "exp_year": "2031",
+        "cvc": "123"}, follow=True)
+    assert "A payment is being processed." in response.content.decode()
+    assert customer.payment_methods.count() == 1 and not SandboxCharge.objects.exists()

@@ -8,6 +8,7 @@ from functools import wraps
 
 from django.conf import settings
 from django.contrib import messages
+from django.core.cache import cache
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -164,19 +165,29 @@ def payment_method(request, customer, token):
 def _save_card(request, customer, token, gateway, form):
     data = form.cleaned_data
     done_key = f"pm-form:{customer.pk}:{data['idempotency_key']}"
-    earlier = access.cache.get(done_key)
-    if earlier:  # the same form submitted twice: show the first result
-        return redirect(_url("payment_method_result", token, method_id=earlier))
+    # cache.add is atomic: of two submits of the same form only the first goes on; the second is
+    # shown the first one's result (or told it is still running) and never saves or charges again.
+    if not cache.add(done_key, "running", timeout=24 * 3600):
+        earlier = cache.get(done_key)
+        if isinstance(earlier, int):
+            return redirect(_url("payment_method_result", token, method_id=earlier))
+        messages.info(request, _("A payment is being processed."))
+        return redirect(_url("overview", token))
     try:
         card = gateway.tokenize_card(data["card_number"], data["exp_month"], data["exp_year"], data["cvc"])
     except GatewayError:
+        cache.delete(done_key)
         form.add_error("card_number", _("This card was declined. Please check the details or use another card."))
         return None
-    method, _attempts = services.update_payment_method(
-        customer, token=card.token, brand=card.brand, last4=card.last4, exp_month=card.exp_month,
-        exp_year=card.exp_year, gateway=gateway.name,
-    )
-    access.cache.set(done_key, method.pk, timeout=24 * 3600)
+    try:
+        method, _attempts = services.update_payment_method(
+            customer, token=card.token, brand=card.brand, last4=card.last4, exp_month=card.exp_month,
+            exp_year=card.exp_year, gateway=gateway.name,
+        )
+    except Exception:
+        cache.delete(done_key)
+        raise
+    cache.set(done_key, method.pk, timeout=24 * 3600)
     return redirect(_url("payment_method_result", token, method_id=method.pk))
 
 
