@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from billing import services as billing
 from billing.gateways import get_gateway
 from billing.models import Invoice, PaymentAttempt
 from customers.models import Customer, PaymentMethod
@@ -178,8 +179,8 @@ def pay_invoice(customer: Customer, invoice_id: int, idempotency_key: str) -> Pa
         method = customer.default_payment_method
         if method is None:
             raise PayNowRefused("no_method")
-        attempt = services.billing.new_attempt(invoice, payment_method=method, source=PaymentAttempt.Source.PORTAL,
-                                               idempotency_key=key)
+        attempt = billing.new_attempt(invoice, payment_method=method, source=PaymentAttempt.Source.PORTAL,
+                                      idempotency_key=key)
         attempt.lease_until = timezone.now() + datetime.timedelta(minutes=5)  # processed right here
         attempt.save()
         case = DunningCase.objects.open().filter(invoice=invoice).first()
