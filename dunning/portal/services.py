@@ -15,7 +15,6 @@ from billing.gateways import get_gateway
 from billing.models import Invoice, PaymentAttempt
 from customers.models import Customer, PaymentMethod
 from dunning import services
-from dunning.links import portal_url
 from dunning.models import CampaignStep, DunningCase, WorkItem
 from dunning.plan_models import PaymentPlan
 from notifications import services as outbox
@@ -201,7 +200,7 @@ def contact_support(customer: Customer, message: str) -> WorkItem:
         )
         row = outbox.build(
             customer, channel=Channel.EMAIL, template_code="support_ack",
-            context={"customer_name": customer.name, "portal_url": portal_url(customer)},
+            context={"customer_name": customer.name},  # links are minted when it is sent
             dedupe_key=f"support-ack:{item.pk}", reference=f"case:{case.pk}" if case else f"workitem:{item.pk}",
         )
         if row is not None:
@@ -213,7 +212,7 @@ def send_fresh_link(customer: Customer) -> bool:
     """Email a new portal link to the address on file (at most one per customer per minute)."""
     row = outbox.build(
         customer, channel=Channel.EMAIL, template_code="portal_link",
-        context={"customer_name": customer.name, "portal_url": portal_url(customer)},
+        context={"customer_name": customer.name},  # the link is minted when it is sent, never stored
         dedupe_key=f"portal-link:{customer.pk}:{int(time.time()) // 60}", reference=f"customer:{customer.pk}",
     )
     if row is None or customer.email_undeliverable:
