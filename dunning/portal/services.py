@@ -47,14 +47,14 @@ def _local_date(customer: Customer, moment: datetime.datetime) -> datetime.date:
     return moment.astimezone(customer.tz).date()
 
 
-def next_events(case: DunningCase, customer: Customer) -> tuple[datetime.date | None, datetime.date | None]:
+def next_events(case: DunningCase, customer: Customer,
+                campaign_steps: list[CampaignStep] | None = None) -> tuple[datetime.date | None, datetime.date | None]:
     """(next retry, suspension) as calendar days where the customer lives, from the remaining steps."""
     if case.status != DunningCase.Status.ACTIVE or case.next_step is None:
         return None, None
-    steps = list(
-        CampaignStep.objects.filter(campaign_id=case.campaign_id, position__gte=case.next_step.position)
-        .order_by("position")
-    )
+    if campaign_steps is None:
+        campaign_steps = list(CampaignStep.objects.filter(campaign_id=case.campaign_id).order_by("position"))
+    steps = [s for s in campaign_steps if s.position >= case.next_step.position]
     retry_on = suspend_on = None
     for step in steps:
         at = case.next_action_at if step.pk == case.next_step_id else case.failed_at + step.offset
@@ -79,12 +79,16 @@ def open_invoices(customer: Customer) -> list[InvoiceRow]:
     paying = set(
         PaymentAttempt.objects.pending().filter(invoice__customer=customer).values_list("invoice_id", flat=True)
     )
+    steps: dict[int, list[CampaignStep]] = {}
+    for step in CampaignStep.objects.filter(campaign_id__in={c.campaign_id for c in cases.values()}).order_by(
+            "campaign_id", "position"):
+        steps.setdefault(step.campaign_id, []).append(step)
     rows = []
     for invoice in customer.invoices.open().order_by("due_date", "id"):
         case = cases.get(invoice.pk)
         row = InvoiceRow(invoice, case, on_plan=invoice.pk in plan_invoice_ids, paying=invoice.pk in paying)
         if case is not None:
-            row.retry_on, row.suspend_on = next_events(case, customer)
+            row.retry_on, row.suspend_on = next_events(case, customer, steps.get(case.campaign_id, []))
         rows.append(row)
     return rows
 
