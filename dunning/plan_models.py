@@ -94,6 +94,7 @@ class Instalment(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.SCHEDULED, db_index=True)
     paid_at = models.DateTimeField(null=True, blank=True)
     decline_code = models.CharField(max_length=64, blank=True)
+    claimed_at = models.DateTimeField(null=True, blank=True, help_text=_("When a worker started charging it."))
 
     class Meta:
         ordering = ["plan", "number"]

@@ -181,7 +181,11 @@ def _close_work_item(plan: PaymentPlan) -> None:
 
 # --- Charging on schedule -------------------------------------------------------------------------
 
-def claim_due_instalments(today: datetime.date, limit: int = 200, exclude=()) -> list[int]:
+# An instalment still "charging" this long after it was claimed belongs to a worker that died.
+STALE_CLAIM = datetime.timedelta(minutes=10)
+
+
+def claim_due_instalments(today: datetime.date, limit: int = 200, exclude=(), now=None) -> list[int]:
     with transaction.atomic():
         ids = list(
             Instalment.objects.filter(status=Instalment.Status.SCHEDULED, due_date__lte=today,
@@ -192,7 +196,7 @@ def claim_due_instalments(today: datetime.date, limit: int = 200, exclude=()) ->
             .values_list("pk", flat=True)[:limit]
         )
         Instalment.objects.filter(pk__in=ids, status=Instalment.Status.SCHEDULED).update(
-            status=Instalment.Status.CHARGING
+            status=Instalment.Status.CHARGING, claimed_at=now or timezone.now()
         )
     return ids
 
@@ -307,13 +311,20 @@ def charge_due_instalments(now: datetime.datetime | None = None) -> int:
     """Scheduled: charge every instalment that is due. Idempotent: claimed rows, keyed attempts."""
     now = now or timezone.now()
     done = 0
-    # Instalments left "charging" by an interrupted run are settled (or re-sent with the same keys).
-    for pk in Instalment.objects.filter(status=Instalment.Status.CHARGING).values_list("pk", flat=True):
+    # Instalments left "charging" by a run that died are settled (or re-sent with the same keys, so
+    # the gateway answers with the first outcome rather than charging again).
+    with transaction.atomic():
+        stale = list(
+            Instalment.objects.filter(status=Instalment.Status.CHARGING, claimed_at__lt=now - STALE_CLAIM)
+            .select_for_update(skip_locked=True).values_list("pk", flat=True)
+        )
+        Instalment.objects.filter(pk__in=stale).update(claimed_at=now)
+    for pk in stale:
         charge_instalment(pk, now)
     # Due dates are calendar days in the customer's time zone; UTC+14 is the earliest day anywhere.
     horizon = (now + datetime.timedelta(hours=14)).date()
     skipped: set[int] = set()
-    while ids := claim_due_instalments(horizon, exclude=skipped):
+    while ids := claim_due_instalments(horizon, exclude=skipped, now=now):
         for pk in ids:
             instalment = Instalment.objects.select_related("plan__customer").get(pk=pk)
             if instalment.due_date > instalment.plan.customer.local_time(now).date():

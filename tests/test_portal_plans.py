@@ -178,3 +178,25 @@ def test_instalments_fall_due_on_the_customers_calendar_day(defaults, clock):
     clock.move_to(datetime.datetime(2026, 4, 1, 12, 0, tzinfo=datetime.UTC))  # 1 April, 02:00 there
     assert plans.charge_due_instalments() == 1
     assert plan.instalments.get(number=2).status == Instalment.Status.PAID
+
+
+def test_an_instalment_left_charging_by_a_dead_worker_is_settled_later_without_a_second_charge(owing, clock):
+    customer, invoices, cases = owing
+    use_card(customer, "tok_ok:bo")
+    PlanLimitFactory(currency="USD", min_instalment=Decimal("20"), max_months=6)
+    plan = plans.request_plan(customer, 3)
+    first = plan.instalments.get(number=1)
+    # A worker claimed it, sent the charge, then died before recording anything.
+    assert plans.claim_due_instalments(clock.now.date()) == [first.pk]
+    attempts = plans._create_attempts(first, clock.now)
+    services.process_attempt(attempts[0])
+    first.refresh_from_db()
+    assert first.status == Instalment.Status.CHARGING
+    assert plans.charge_due_instalments() == 0  # a fresh claim is left to its worker
+    first.refresh_from_db()
+    assert first.status == Instalment.Status.CHARGING
+    clock.advance(minutes=11)
+    plans.charge_due_instalments()
+    first.refresh_from_db()
+    assert first.status == Instalment.Status.PAID
+    assert SandboxCharge.objects.count() == 1
