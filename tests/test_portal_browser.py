@@ -136,6 +136,12 @@ def test_from_the_email_to_a_recovered_case(page, live_server):
     page.get_by_role("link", name="Update payment method").last.click()
     assert page.get_by_label("Card number").is_visible()
     shoot(page, "02-payment-method")
+    update_card(page, number="4111 1111 1111 1111")  # not a sandbox test card
+    error = page.locator("#id_card_number_error")
+    assert "This card was declined" in error.inner_text()
+    assert page.locator("#id_card_number").input_value() == ""  # the number is never sent back
+    assert page.locator("#id_card_number").get_attribute("aria-describedby") == "id_card_number_error"
+    shoot(page, "02b-payment-method-error")
     update_card(page)
     page.wait_for_url(re.compile(r".*/payment-method/\d+/$"))
     result = page.locator(".result").first
