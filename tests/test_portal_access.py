@@ -201,3 +201,10 @@ def test_guessing_tokens_is_rate_limited(client):
     # A good link still works from another address.
     customer = CustomerFactory()
     assert client.get(overview(make_token(customer)), REMOTE_ADDR="10.1.1.1").status_code == 200
+
+
+def test_the_new_link_page_can_be_opened_directly(client):
+    response = client.get(reverse("portal:request_link"), HTTP_ACCEPT_LANGUAGE="uk")
+    body = response.content.decode()
+    assert response.status_code == 200 and 'name="email"' in body
+    assert "Отримати посилання на обліковий запис" in body

@@ -252,7 +252,8 @@ def test_a_payment_plan_request_with_the_keyboard_and_the_other_pages(page, live
     assert case.status == DunningCase.Status.PAUSED
 
     page.get_by_role("link", name="Overview").click()
-    assert page.get_by_text("You are on a payment plan").is_visible()
+    assert page.get_by_text("You are on a payment plan: reminders are paused").is_visible()
+    assert page.get_by_text("Keep your payment method up to date").is_visible()
     shoot(page, "32-overview-on-plan")
 
     page.get_by_role("link", name="Contact us").click()
