@@ -73,7 +73,7 @@ class Migration(migrations.Migration):
         ("auth", "0012_alter_user_first_name_max_length"),
         ("contenttypes", "0002_remove_content_type_name"),
         ("reports", "0001_report_permissions"),
-        ("dunning", "0002_cockpit_targeting_variants_workqueue"),
+        ("dunning", "0005_case_currency_recovered_amount"),
         ("billing", "0002_exclude_and_indexes"),
         ("customers", "0002_exclude_from_dunning"),
         ("notifications", "0001_initial"),

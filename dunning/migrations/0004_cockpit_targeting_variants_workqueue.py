@@ -12,7 +12,7 @@ class Migration(migrations.Migration):
     dependencies = [
         ('billing', '0002_exclude_and_indexes'),
         ('customers', '0002_exclude_from_dunning'),
-        ('dunning', '0001_initial'),
+        ('dunning', '0003_slim_indexes'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

@@ -17,7 +17,7 @@ def backfill(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('dunning', '0002_cockpit_targeting_variants_workqueue'),
+        ('dunning', '0004_cockpit_targeting_variants_workqueue'),
         ('billing', '0002_exclude_and_indexes'),
     ]
 
