@@ -43,17 +43,26 @@ def browser_page(monkeypatch):
 def seed():
     from django.utils import timezone
 
+    from dunning.models import CampaignVariant
+
     now = timezone.now()
     campaign = CampaignFactory(name="Standard")
     step = CampaignStepFactory(campaign=campaign, position=1)
+    gentle = CampaignFactory(name="Gentle", active=False)
+    CampaignStepFactory(campaign=gentle, position=1, offset_days=2)
+    variants = [CampaignVariant.objects.create(experiment=campaign, name="control", steps_from=campaign,
+                                               is_control=True),
+                CampaignVariant.objects.create(experiment=campaign, name="gentle", steps_from=gentle)]
     for i in range(12):
         customer = CustomerFactory(currency="USD" if i % 3 else "EUR", segment="pro" if i % 2 else "basic")
         failed = now - timezone.timedelta(days=5 + 6 * i)
         status = ["recovered", "recovered", "exhausted", "active"][i % 4]
         closed = failed + timezone.timedelta(days=1 + i % 5) if status != "active" else None
         case = make_case(customer, campaign, amount=f"{20 + 10 * i}", failed_at=failed, status=status,
-                         closed_at=closed, current_step=step, decline="insufficient_funds")
+                         closed_at=closed, current_step=step, decline="insufficient_funds",
+                         variant=variants[i % 2])
         make_attempt(case, failed + timezone.timedelta(hours=2), ok=status == "recovered")
+    return campaign
 
 
 def login(page, live_server, client, user):
@@ -72,7 +81,7 @@ def assert_charts_drawn(page, expected: int) -> None:
 
 
 def test_dashboard_and_report_charts_render(browser_page, live_server, client):
-    seed()
+    campaign = seed()
     page = browser_page
     errors: list[str] = []
     # Console errors (a CSP violation is one), except the 404 of the browser's own /favicon.ico
@@ -97,4 +106,14 @@ def test_dashboard_and_report_charts_render(browser_page, live_server, client):
     assert_charts_drawn(page, 1)
     assert page.locator("#report-table tbody tr").count() >= 1
     page.screenshot(path=str(ARTIFACTS / "cockpit-report-period.png"), full_page=True)
+
+    page.goto(f"{live_server.url}/admin/reports/experiments/{campaign.pk}/")
+    assert_charts_drawn(page, 1)
+    assert "Not yet significant" in page.locator("#report-table").inner_text()
+    page.screenshot(path=str(ARTIFACTS / "cockpit-experiment.png"), full_page=True)
+
+    page.goto(f"{live_server.url}/admin/dunning/campaign/{campaign.pk}/change/")
+    page.click("text=Preview timeline")
+    assert page.locator("#preview-table tbody tr").count() == 1
+    page.screenshot(path=str(ARTIFACTS / "cockpit-preview.png"), full_page=True)
     assert errors == [], errors  # no CSP violation, no script error
