@@ -63,6 +63,11 @@ class Customer(TimestampedModel):
 
     class Meta:
         ordering = ["name", "id"]
+        indexes = [
+            # The admin changelist's default ordering, and its currency filter's choices (skip scan).
+            models.Index(fields=["name", "id"], name="customer_name_idx"),
+            models.Index(fields=["currency"], name="customer_currency_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.external_id})"

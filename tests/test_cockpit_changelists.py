@@ -51,3 +51,18 @@ def test_filters_offer_the_values_in_use_and_filter_by_them(client):
     attempts = client.get(reverse("admin:billing_paymentattempt_changelist"), {"decline_code": "insufficient_funds"})
     assert attempts.context["cl"].result_count == 1
     assert client.get(reverse("admin:dunning_caseevent_changelist")).status_code == 200
+
+
+def test_notification_filters_need_no_scan_of_the_outbox(client):
+    from notifications.models import MessageTemplate, Notification
+
+    MessageTemplate.objects.create(code="reminder", body_text="x")
+    customer = CustomerFactory()
+    Notification.objects.create(customer=customer, template_code="reminder", dedupe_key="a", locale="it")
+    Notification.objects.create(customer=customer, template_code="other", dedupe_key="b", locale="en")
+    client.force_login(staff_user("boss", superuser=True))
+    url = reverse("admin:notifications_notification_changelist")
+    html = client.get(url).content.decode()
+    assert "?template_code=reminder" in html and "?locale=it" in html
+    assert client.get(url, {"template_code": "reminder"}).context["cl"].result_count == 1
+    assert client.get(url, {"locale": "en"}).context["cl"].result_count == 1
