@@ -11,7 +11,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from billing.models import Invoice, PaymentAttempt
-from customers.models import Customer, TimestampedModel
+from customers.models import BillingContact, Customer, TimestampedModel
 from customers.validators import validate_currency
 from notifications.models import Channel
 
@@ -83,6 +83,15 @@ class CampaignStep(models.Model):
     )
     channels = models.JSONField(
         default=list, blank=True, help_text=_('Channels for messages, e.g. ["email"]. Empty means email.')
+    )
+    # Who is addressed (customers.BillingContact); see notifications.recipients.
+    audience = models.CharField(
+        max_length=16, choices=[("primary", _("Primary contact")), ("all", _("All billing contacts"))],
+        default="primary", help_text=_("Without billing contacts, the customer's own address is used."),
+    )
+    escalate_to = models.CharField(
+        max_length=16, blank=True, choices=BillingContact.Role.choices,
+        help_text=_("From this step on, also address the contacts with this role (e.g. the account owner)."),
     )
 
     class Meta:
@@ -243,3 +252,6 @@ class WorkItem(TimestampedModel):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()}: {self.title}"
+
+
+from dunning.fee_models import FeePolicy  # noqa: E402,F401

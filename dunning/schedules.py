@@ -7,6 +7,9 @@ SCHEDULES = {
     "Run due dunning steps": ("dunning.tasks.run_due_steps", 1),
     "Process pending payment attempts": ("dunning.tasks.process_payment_attempts", 1),
     "Send queued notifications": ("dunning.tasks.send_notifications", 1),
+    # Idempotent (unique fee keys, interest recomputed): hourly so interest follows local midnight.
+    "Apply late fees and interest": ("dunning.tasks.apply_fees", 60),
+    "Remove old message bodies and tracking data": ("dunning.tasks.purge_old_messages", 1440),
 }
 
 

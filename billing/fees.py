@@ -1,0 +1,256 @@
+"""Late fees and interest as separate line items, and how a received payment is allocated.
+
+Accounting (docs/fees.md): Invoice.amount_due/amount_paid remain the invoice's own figures. A payment
+for an invoice pays its remaining principal first, then its open fees (oldest first); the rest is
+kept as customer credit. What is owed for an invoice is ``amount_remaining + open fees``.
+
+Nothing here knows about campaigns: dunning.fees turns a campaign's FeePolicy into FeeTerms and runs
+the daily job. Every function that changes fees locks the invoice row first, so the job and a payment
+arriving at the same moment are serialised.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+from decimal import Decimal
+
+from django.db import transaction
+from django.db.models import Sum
+
+from billing.ledger_models import CustomerCredit, InvoiceFee, PaymentAllocation
+from billing.money import to_amount
+
+ZERO = Decimal("0")
+DAYS_PER_YEAR = Decimal("365")
+
+
+@dataclass(frozen=True)
+class FeeTerms:
+    """What to charge on one late invoice, already resolved for its currency and customer."""
+
+    grace_days: int = 0
+    fixed: Decimal | None = None
+    fixed_kind: str = InvoiceFee.Kind.FIXED
+    percentage: Decimal = ZERO
+    annual_rate: Decimal = ZERO
+    cap: Decimal | None = None
+
+    @property
+    def charges_anything(self) -> bool:
+        return bool(self.fixed) or self.percentage > 0 or self.annual_rate > 0
+
+
+def fee_key(invoice_id: int, kind: str) -> str:
+    return f"fee:{invoice_id}:{kind}"
+
+
+def first_chargeable_day(due_date: datetime.date, grace_days: int) -> datetime.date:
+    """Nothing is charged on the due date or during the grace period; interest counts from here."""
+    return due_date + datetime.timedelta(days=grace_days + 1)
+
+
+# --- Interest from the overdue history ------------------------------------------------------------
+
+def principal_history(invoice, tz) -> tuple[Decimal, list[tuple[datetime.date, Decimal]]]:
+    """(balance before any recorded payment, [(local day, amount paid on the invoice)...]).
+
+    Payments recorded before allocations existed (e.g. amount_paid given at import) have no date:
+    they count as paid before the invoice fell due, which never overcharges the customer.
+    """
+    rows = list(invoice.allocations.filter(to_invoice__gt=0).values_list("received_at", "to_invoice"))
+    dated = sum((amount for _at, amount in rows), ZERO)
+    undated = max(invoice.amount_paid - dated, ZERO)
+    payments = sorted((at.astimezone(tz).date(), amount) for at, amount in rows)
+    return invoice.amount_due - undated, payments
+
+
+def accrued_interest(
+    opening_balance: Decimal,
+    payments: list[tuple[datetime.date, Decimal]],
+    start: datetime.date,
+    through: datetime.date,
+    annual_rate: Decimal,
+    currency: str,
+) -> Decimal:
+    """Simple interest accrued daily: for each day from ``start`` to ``through`` (inclusive),
+    balance outstanding that day x rate / 365. A payment lowers the balance from its day on."""
+    if through < start or annual_rate <= 0:
+        return to_amount(ZERO, currency)
+    daily = annual_rate / Decimal(100) / DAYS_PER_YEAR
+    balance = opening_balance
+    # Payments made before the first chargeable day only lower the starting balance.
+    pending = []
+    for day, amount in payments:
+        if day <= start:
+            balance -= amount
+        else:
+            pending.append((day, amount))
+    total = ZERO
+    cursor = start
+    for day, amount in pending:
+        if day > through:
+            break
+        total += max(balance, ZERO) * (day - cursor).days
+        balance -= amount
+        cursor = day
+    total += max(balance, ZERO) * ((through - cursor).days + 1)
+    return to_amount(total * daily, currency)
+
+
+# --- Applying fees ---------------------------------------------------------------------------------
+
+@dataclass
+class FeeChanges:
+    created: list[InvoiceFee]
+    interest: InvoiceFee | None = None
+    interest_before: Decimal = ZERO
+
+
+def _capped(amount: Decimal, terms: FeeTerms, used: Decimal) -> Decimal:
+    if terms.cap is None:
+        return amount
+    return max(min(amount, terms.cap - used), ZERO)
+
+
+def apply_fees(invoice, terms: FeeTerms, today: datetime.date, *, tz) -> FeeChanges:
+    """Add the one-off fees once and recompute interest up to ``today``. Idempotent.
+
+    Locks the invoice; re-running on the same day changes nothing, and a later day only moves the
+    interest row.
+    """
+    from billing.models import Invoice
+
+    changes = FeeChanges(created=[])
+    with transaction.atomic():
+        invoice = Invoice.objects.select_for_update().get(pk=invoice.pk)
+        start = first_chargeable_day(invoice.due_date, terms.grace_days)
+        if today < start:
+            return changes
+        existing = {fee.kind: fee for fee in InvoiceFee.objects.filter(invoice=invoice)}
+        used = sum((f.amount for f in existing.values() if f.status != InvoiceFee.Status.WAIVED
+                    and f.kind != InvoiceFee.Kind.INTEREST), ZERO)
+        unpaid = invoice.amount_remaining > 0 and invoice.status in (Invoice.Status.OPEN,
+                                                                      Invoice.Status.UNCOLLECTIBLE)
+        one_offs = []
+        if terms.fixed:
+            one_offs.append((terms.fixed_kind, to_amount(terms.fixed, invoice.currency), None))
+        if terms.percentage > 0:
+            one_offs.append((InvoiceFee.Kind.PERCENTAGE,
+                             to_amount(invoice.amount_remaining * terms.percentage / 100, invoice.currency), None))
+        for kind, amount, rate in one_offs:
+            if kind in existing or not unpaid:
+                continue
+            amount = _capped(amount, terms, used)
+            if amount <= 0:
+                continue
+            fee, created = InvoiceFee.objects.get_or_create(
+                key=fee_key(invoice.pk, kind),
+                defaults={"invoice": invoice, "kind": kind, "amount": amount, "currency": invoice.currency,
+                          "rate": rate, "description": InvoiceFee.Kind(kind).label},
+            )
+            if created:
+                used += amount
+                changes.created.append(fee)
+                existing[kind] = fee
+        interest = existing.get(InvoiceFee.Kind.INTEREST)
+        rate = interest.rate if interest is not None and interest.rate is not None else terms.annual_rate
+        if rate and rate > 0 and (interest is None and unpaid or interest is not None and not interest.final):
+            changes.interest = _recompute_interest(invoice, interest, rate, terms, start, today, used, tz, changes)
+    return changes
+
+
+def _recompute_interest(invoice, interest, rate, terms, start, today, used, tz, changes) -> InvoiceFee | None:
+    opening, payments = principal_history(invoice, tz)
+    amount = _capped(accrued_interest(opening, payments, start, today, rate, invoice.currency), terms, used)
+    settled = invoice.amount_remaining <= 0 or invoice.status == invoice.Status.VOID
+    if interest is None:
+        if amount <= 0:
+            return None
+        interest, _created = InvoiceFee.objects.get_or_create(
+            key=fee_key(invoice.pk, InvoiceFee.Kind.INTEREST),
+            defaults={"invoice": invoice, "kind": InvoiceFee.Kind.INTEREST, "amount": amount,
+                      "currency": invoice.currency, "rate": rate, "accrued_through": today, "final": settled,
+                      "description": f"{InvoiceFee.Kind.INTEREST.label} ({rate.normalize()}% a year)"},
+        )
+        changes.created.append(interest)
+        return interest
+    changes.interest_before = interest.amount
+    if interest.status == InvoiceFee.Status.WAIVED:
+        # Waived stays waived; stop recomputing once the invoice is settled.
+        if settled:
+            InvoiceFee.objects.filter(pk=interest.pk).update(final=True)
+        return interest
+    # Recomputed from the history: a payment made later today lowers today's share too.
+    interest.amount = amount
+    interest.accrued_through = today
+    interest.final = settled
+    interest.status = InvoiceFee.Status.PAID if interest.amount_paid >= amount else InvoiceFee.Status.OPEN
+    interest.save(update_fields=["amount", "accrued_through", "final", "status", "updated_at"])
+    return interest
+
+
+# --- Reading (messages, portal, API) --------------------------------------------------------------
+
+def open_fees(invoice) -> list[InvoiceFee]:
+    """Fees still to pay on an invoice, oldest first (for the portal and messages)."""
+    return [f for f in InvoiceFee.objects.filter(invoice=invoice, status=InvoiceFee.Status.OPEN).order_by("id")
+            if f.amount_open > 0]
+
+
+def open_fees_by_invoice(invoice_ids) -> dict[int, list[InvoiceFee]]:
+    """The same for many invoices in one query (the engine's batches)."""
+    found: dict[int, list[InvoiceFee]] = {}
+    for fee in InvoiceFee.objects.filter(invoice_id__in=list(invoice_ids), status=InvoiceFee.Status.OPEN).order_by(
+        "id"
+    ):
+        if fee.amount_open > 0:
+            found.setdefault(fee.invoice_id, []).append(fee)
+    return found
+
+
+def fees_total(fees: list[InvoiceFee]) -> Decimal:
+    return sum((f.amount_open for f in fees), ZERO)
+
+
+def amount_owed(invoice) -> Decimal:
+    """What the customer owes for this invoice: its remaining principal plus open fees."""
+    return invoice.amount_remaining + fees_total(open_fees(invoice))
+
+
+def credit_balance(customer, currency: str) -> Decimal:
+    total = CustomerCredit.objects.filter(customer=customer, currency=currency).aggregate(s=Sum("amount"))["s"]
+    return total or ZERO
+
+
+# --- Allocation (called by billing.services.apply_payment with the invoice locked) ----------------
+
+def allocate_payment(invoice, amount: Decimal, to_invoice: Decimal, at) -> PaymentAllocation:
+    """Record a received payment: principal (already added by the caller), then open fees, then credit."""
+    rest = amount - to_invoice
+    to_fees = ZERO
+    if rest > 0:
+        for fee in InvoiceFee.objects.select_for_update().filter(
+            invoice=invoice, status=InvoiceFee.Status.OPEN
+        ).order_by("id"):
+            take = min(rest, fee.amount_open)
+            if take <= 0:
+                continue
+            fee.amount_paid += take
+            if fee.amount_paid >= fee.amount:
+                fee.status = InvoiceFee.Status.PAID
+            fee.save(update_fields=["amount_paid", "status", "updated_at"])
+            rest -= take
+            to_fees += take
+            if rest <= 0:
+                break
+    allocation = PaymentAllocation.objects.create(
+        invoice=invoice, received_at=at, amount=amount, currency=invoice.currency,
+        to_invoice=to_invoice, to_fees=to_fees, to_credit=max(rest, ZERO),
+    )
+    if rest > 0:
+        CustomerCredit.objects.create(
+            customer_id=invoice.customer_id, amount=rest, currency=invoice.currency, invoice=invoice,
+            allocation=allocation, note=f"Overpayment of invoice {invoice.number}", created_at=at,
+        )
+    return allocation
