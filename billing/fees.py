@@ -114,7 +114,7 @@ def _capped(amount: Decimal, terms: FeeTerms, used: Decimal) -> Decimal:
 
 
 def apply_fees(invoice, terms: FeeTerms, today: datetime.date, *, tz) -> FeeChanges:
-    """Add the one-off fees once and recompute interest up to ``today``. Idempotent.
+    """Add the one-off fees once and recompute interest up to yesterday. Idempotent.
 
     Locks the invoice; re-running on the same day changes nothing, and a later day only moves the
     interest row.
@@ -161,8 +161,11 @@ def apply_fees(invoice, terms: FeeTerms, today: datetime.date, *, tz) -> FeeChan
 
 
 def _recompute_interest(invoice, interest, rate, terms, start, today, used, tz, changes) -> InvoiceFee | None:
+    # Only completed days count: today's share depends on payments that may still arrive today, and
+    # counting it early could charge interest on money paid later the same day.
+    through = today - datetime.timedelta(days=1)
     opening, payments = principal_history(invoice, tz)
-    amount = _capped(accrued_interest(opening, payments, start, today, rate, invoice.currency), terms, used)
+    amount = _capped(accrued_interest(opening, payments, start, through, rate, invoice.currency), terms, used)
     settled = invoice.amount_remaining <= 0 or invoice.status == invoice.Status.VOID
     if interest is None:
         if amount <= 0:
@@ -170,7 +173,7 @@ def _recompute_interest(invoice, interest, rate, terms, start, today, used, tz, 
         interest, _created = InvoiceFee.objects.get_or_create(
             key=fee_key(invoice.pk, InvoiceFee.Kind.INTEREST),
             defaults={"invoice": invoice, "kind": InvoiceFee.Kind.INTEREST, "amount": amount,
-                      "currency": invoice.currency, "rate": rate, "accrued_through": today, "final": settled,
+                      "currency": invoice.currency, "rate": rate, "accrued_through": through, "final": settled,
                       "description": f"{InvoiceFee.Kind.INTEREST.label} ({rate.normalize()}% a year)"},
         )
         changes.created.append(interest)
@@ -181,9 +184,9 @@ def _recompute_interest(invoice, interest, rate, terms, start, today, used, tz, 
         if settled:
             InvoiceFee.objects.filter(pk=interest.pk).update(final=True)
         return interest
-    # Recomputed from the history: a payment made later today lowers today's share too.
+    # Recomputed from the dated history; completed days never change, so it only grows.
     interest.amount = amount
-    interest.accrued_through = today
+    interest.accrued_through = through
     interest.final = settled
     interest.status = InvoiceFee.Status.PAID if interest.amount_paid >= amount else InvoiceFee.Status.OPEN
     interest.save(update_fields=["amount", "accrued_through", "final", "status", "updated_at"])
