@@ -25,7 +25,8 @@ class CampaignStepInline(admin.TabularInline):
     model = CampaignStep
     formset = StepFormSet
     extra = 0
-    fields = ("position", "offset_days", "offset_hours", "action", "template_code", "channels")
+    fields = ("position", "offset_days", "offset_hours", "action", "template_code", "channels", "audience",
+              "escalate_to")
     ordering = ("position",)
 
 
@@ -158,3 +159,6 @@ class CaseEventAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+from dunning import admin_extras  # noqa: E402,F401  fees, contacts and privacy admin
