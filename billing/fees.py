@@ -247,6 +247,9 @@ def allocate_payment(invoice, amount: Decimal, to_invoice: Decimal, at) -> Payme
             to_fees += take
             if rest <= 0:
                 break
+    # The history changed: the interest is recomputed on the job's next run (even the same day).
+    InvoiceFee.objects.filter(invoice=invoice, kind=InvoiceFee.Kind.INTEREST, final=False).update(
+        accrued_through=None)
     allocation = PaymentAllocation.objects.create(
         invoice=invoice, received_at=at, amount=amount, currency=invoice.currency,
         to_invoice=to_invoice, to_fees=to_fees, to_credit=max(rest, ZERO),

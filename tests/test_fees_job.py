@@ -208,3 +208,20 @@ def test_policy_refuses_bad_currency_maps():
     policy = FeePolicy(campaign=CampaignFactory(), fixed_fees={"EURO": "40"})
     with pytest.raises(ValidationError):
         policy.full_clean()
+
+
+def test_a_back_dated_payment_lowers_interest_from_its_own_day_on_the_next_run(clock):
+    policy = campaign_with_fees(annual_interest_rate=Decimal("36.5"))  # 0.1% a day
+    invoice = InvoiceFactory(amount_due=Decimal("1000.00"))
+    open_case(invoice, policy)
+    at_day(clock, 11)
+    fees.apply_fees()
+    interest = InvoiceFee.objects.get(kind="interest")
+    assert interest.amount == Decimal("10.00")  # 10 completed days x 1.00
+    fees.apply_fees()  # up to date: nothing changes
+    # A bank transfer of 500.00 reported today, received on day 6 (2026-03-08).
+    services.record_payment(invoice, Decimal("500.00"), at=T0.replace(hour=9) + datetime.timedelta(days=6))
+    fees.apply_fees()
+    interest.refresh_from_db()
+    # 03-03..03-07: 5 x 1.00; 03-08..03-12: 5 x 0.50.
+    assert interest.amount == Decimal("7.50")
