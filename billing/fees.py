@@ -12,11 +12,12 @@ arriving at the same moment are serialised.
 from __future__ import annotations
 
 import datetime
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 from django.db import transaction
 from django.db.models import Sum
+from django.utils import timezone
 
 from billing.ledger_models import CustomerCredit, InvoiceFee, PaymentAllocation
 from billing.money import to_amount
@@ -52,13 +53,14 @@ def first_chargeable_day(due_date: datetime.date, grace_days: int) -> datetime.d
 
 # --- Interest from the overdue history ------------------------------------------------------------
 
-def principal_history(invoice, tz) -> tuple[Decimal, list[tuple[datetime.date, Decimal]]]:
+def principal_history(invoice, tz, rows=None) -> tuple[Decimal, list[tuple[datetime.date, Decimal]]]:
     """(balance before any recorded payment, [(local day, amount paid on the invoice)...]).
 
     Payments recorded before allocations existed (e.g. amount_paid given at import) have no date:
     they count as paid before the invoice fell due, which never overcharges the customer.
     """
-    rows = list(invoice.allocations.filter(to_invoice__gt=0).values_list("received_at", "to_invoice"))
+    if rows is None:
+        rows = list(invoice.allocations.filter(to_invoice__gt=0).values_list("received_at", "to_invoice"))
     dated = sum((amount for _at, amount in rows), ZERO)
     undated = max(invoice.amount_paid - dated, ZERO)
     payments = sorted((at.astimezone(tz).date(), amount) for at, amount in rows)
@@ -102,9 +104,11 @@ def accrued_interest(
 
 @dataclass
 class FeeChanges:
-    created: list[InvoiceFee]
+    invoice: object
+    created: list[InvoiceFee] = field(default_factory=list)
     interest: InvoiceFee | None = None
-    interest_before: Decimal = ZERO
+    updated: bool = False
+    finalised: bool = False
 
 
 def _capped(amount: Decimal, terms: FeeTerms, used: Decimal) -> Decimal:
@@ -113,84 +117,110 @@ def _capped(amount: Decimal, terms: FeeTerms, used: Decimal) -> Decimal:
     return max(min(amount, terms.cap - used), ZERO)
 
 
-def apply_fees(invoice, terms: FeeTerms, today: datetime.date, *, tz) -> FeeChanges:
-    """Add the one-off fees once and recompute interest up to yesterday. Idempotent.
+def plan_fees(invoice, terms: FeeTerms, today: datetime.date, existing: list[InvoiceFee],
+              payments: list[tuple[datetime.datetime, Decimal]], tz) -> FeeChanges:
+    """Decide, without any query, which fees to add and what the interest row becomes today.
 
-    Locks the invoice; re-running on the same day changes nothing, and a later day only moves the
-    interest row.
+    ``existing`` are the invoice's fee rows, ``payments`` its allocations (received_at, to_invoice).
+    New rows are returned unsaved in ``created``; an existing interest row is changed in place.
     """
-    from billing.models import Invoice
-
-    changes = FeeChanges(created=[])
-    with transaction.atomic():
-        invoice = Invoice.objects.select_for_update().get(pk=invoice.pk)
-        start = first_chargeable_day(invoice.due_date, terms.grace_days)
-        if today < start:
-            return changes
-        existing = {fee.kind: fee for fee in InvoiceFee.objects.filter(invoice=invoice)}
-        used = sum((f.amount for f in existing.values() if f.status != InvoiceFee.Status.WAIVED
-                    and f.kind != InvoiceFee.Kind.INTEREST), ZERO)
-        unpaid = invoice.amount_remaining > 0 and invoice.status in (Invoice.Status.OPEN,
-                                                                      Invoice.Status.UNCOLLECTIBLE)
-        one_offs = []
-        if terms.fixed:
-            one_offs.append((terms.fixed_kind, to_amount(terms.fixed, invoice.currency), None))
-        if terms.percentage > 0:
-            one_offs.append((InvoiceFee.Kind.PERCENTAGE,
-                             to_amount(invoice.amount_remaining * terms.percentage / 100, invoice.currency), None))
-        for kind, amount, rate in one_offs:
-            if kind in existing or not unpaid:
-                continue
-            amount = _capped(amount, terms, used)
-            if amount <= 0:
-                continue
-            fee, created = InvoiceFee.objects.get_or_create(
-                key=fee_key(invoice.pk, kind),
-                defaults={"invoice": invoice, "kind": kind, "amount": amount, "currency": invoice.currency,
-                          "rate": rate, "description": InvoiceFee.Kind(kind).label},
-            )
-            if created:
-                used += amount
-                changes.created.append(fee)
-                existing[kind] = fee
-        interest = existing.get(InvoiceFee.Kind.INTEREST)
-        rate = interest.rate if interest is not None and interest.rate is not None else terms.annual_rate
-        if rate and rate > 0 and (interest is None and unpaid or interest is not None and not interest.final):
-            changes.interest = _recompute_interest(invoice, interest, rate, terms, start, today, used, tz, changes)
-    return changes
-
-
-def _recompute_interest(invoice, interest, rate, terms, start, today, used, tz, changes) -> InvoiceFee | None:
+    changes = FeeChanges(invoice=invoice)
+    start = first_chargeable_day(invoice.due_date, terms.grace_days)
+    if today < start:
+        return changes
+    by_kind = {fee.kind: fee for fee in existing}
+    used = sum((f.amount for f in existing if f.status != InvoiceFee.Status.WAIVED
+                and f.kind != InvoiceFee.Kind.INTEREST), ZERO)
+    unpaid = invoice.amount_remaining > 0 and invoice.status in (invoice.Status.OPEN, invoice.Status.UNCOLLECTIBLE)
+    one_offs = []
+    if terms.fixed:
+        one_offs.append((terms.fixed_kind, to_amount(terms.fixed, invoice.currency)))
+    if terms.percentage > 0:
+        one_offs.append((InvoiceFee.Kind.PERCENTAGE,
+                         to_amount(invoice.amount_remaining * terms.percentage / 100, invoice.currency)))
+    for kind, amount in one_offs:
+        if kind in by_kind or not unpaid:
+            continue
+        amount = _capped(amount, terms, used)
+        if amount <= 0:
+            continue
+        used += amount
+        fee = InvoiceFee(invoice=invoice, key=fee_key(invoice.pk, kind), kind=kind, amount=amount,
+                         currency=invoice.currency, description=InvoiceFee.Kind(kind).label)
+        changes.created.append(fee)
+        by_kind[kind] = fee
+    interest = by_kind.get(InvoiceFee.Kind.INTEREST)
+    rate = interest.rate if interest is not None and interest.rate is not None else terms.annual_rate
+    if not rate or rate <= 0 or (interest is None and not unpaid) or (interest is not None and interest.final):
+        return changes
     # Only completed days count: today's share depends on payments that may still arrive today, and
     # counting it early could charge interest on money paid later the same day.
     through = today - datetime.timedelta(days=1)
-    opening, payments = principal_history(invoice, tz)
-    amount = _capped(accrued_interest(opening, payments, start, through, rate, invoice.currency), terms, used)
+    opening, dated = principal_history(invoice, tz, payments)
+    amount = _capped(accrued_interest(opening, dated, start, through, rate, invoice.currency), terms, used)
     settled = invoice.amount_remaining <= 0 or invoice.status == invoice.Status.VOID
     if interest is None:
-        if amount <= 0:
-            return None
-        interest, _created = InvoiceFee.objects.get_or_create(
-            key=fee_key(invoice.pk, InvoiceFee.Kind.INTEREST),
-            defaults={"invoice": invoice, "kind": InvoiceFee.Kind.INTEREST, "amount": amount,
-                      "currency": invoice.currency, "rate": rate, "accrued_through": through, "final": settled,
-                      "description": f"{InvoiceFee.Kind.INTEREST.label} ({rate.normalize()}% a year)"},
-        )
-        changes.created.append(interest)
-        return interest
-    changes.interest_before = interest.amount
-    if interest.status == InvoiceFee.Status.WAIVED:
-        # Waived stays waived; stop recomputing once the invoice is settled.
-        if settled:
-            InvoiceFee.objects.filter(pk=interest.pk).update(final=True)
-        return interest
-    # Recomputed from the dated history; completed days never change, so it only grows.
-    interest.amount = amount
-    interest.accrued_through = through
+        if amount > 0:
+            interest = InvoiceFee(invoice=invoice, key=fee_key(invoice.pk, InvoiceFee.Kind.INTEREST),
+                                  kind=InvoiceFee.Kind.INTEREST, amount=amount, currency=invoice.currency,
+                                  rate=rate, accrued_through=through, final=settled,
+                                  description=f"{InvoiceFee.Kind.INTEREST.label} ({rate.normalize()}% a year)")
+            changes.created.append(interest)
+            changes.interest = interest
+        return changes
+    changes.interest = interest
+    if interest.status != InvoiceFee.Status.WAIVED:  # waived stays waived; it only stops once settled
+        # Recomputed from the dated history; completed days never change, so it only grows.
+        interest.amount = amount
+        interest.accrued_through = through
+        interest.status = InvoiceFee.Status.PAID if interest.amount_paid >= amount else InvoiceFee.Status.OPEN
+    changes.finalised = settled
     interest.final = settled
-    interest.status = InvoiceFee.Status.PAID if interest.amount_paid >= amount else InvoiceFee.Status.OPEN
-    interest.save(update_fields=["amount", "accrued_through", "final", "status", "updated_at"])
-    return interest
+    changes.updated = True
+    return changes
+
+
+def apply_fees_many(items: list[tuple[int, FeeTerms, datetime.date, object]]) -> list[FeeChanges]:
+    """Apply fees to many invoices ([(invoice_id, terms, today, tz)]) with a fixed number of queries.
+
+    Locks the invoices (in id order, so concurrent runs never deadlock) for the whole chunk; a
+    payment for one of them waits, then sees the new fees. Idempotent: re-running changes nothing.
+    """
+    from billing.models import Invoice
+
+    if not items:
+        return []
+    ids = [invoice_id for invoice_id, *_rest in items]
+    with transaction.atomic():
+        invoices = {inv.pk: inv for inv in Invoice.objects.select_for_update().filter(pk__in=ids).order_by("pk")}
+        existing: dict[int, list[InvoiceFee]] = {}
+        for fee in InvoiceFee.objects.filter(invoice_id__in=ids):
+            existing.setdefault(fee.invoice_id, []).append(fee)
+        payments: dict[int, list] = {}
+        for invoice_id, at, amount in PaymentAllocation.objects.filter(
+            invoice_id__in=ids, to_invoice__gt=0
+        ).values_list("invoice_id", "received_at", "to_invoice"):
+            payments.setdefault(invoice_id, []).append((at, amount))
+        results = []
+        for invoice_id, terms, today, tz in items:
+            invoice = invoices.get(invoice_id)
+            if invoice is None:
+                continue
+            results.append(plan_fees(invoice, terms, today, existing.get(invoice_id, []),
+                                     payments.get(invoice_id, []), tz))
+        InvoiceFee.objects.bulk_create([fee for r in results for fee in r.created])
+        now = timezone.now()
+        updated = [r.interest for r in results if r.updated]
+        for fee in updated:
+            fee.updated_at = now
+        InvoiceFee.objects.bulk_update(updated, ["amount", "accrued_through", "final", "status", "updated_at"])
+    return results
+
+
+def apply_fees(invoice, terms: FeeTerms, today: datetime.date, *, tz) -> FeeChanges:
+    """Add the one-off fees once and recompute interest up to yesterday, for one invoice."""
+    results = apply_fees_many([(invoice.pk, terms, today, tz)])
+    return results[0] if results else FeeChanges(invoice=invoice)
 
 
 # --- Reading (messages, portal, API) --------------------------------------------------------------

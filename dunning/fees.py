@@ -18,7 +18,7 @@ from django.utils import timezone
 from billing import fees as billing_fees
 from billing.fees import FeeTerms
 from billing.models import Invoice, InvoiceFee
-from dunning.models import DunningCase, FeePolicy
+from dunning.models import CaseEvent, DunningCase, FeePolicy
 from dunning.services import DunningError, log
 
 logger = logging.getLogger(__name__)
@@ -56,24 +56,9 @@ def _case_for(invoice_id: int) -> DunningCase | None:
     return DunningCase.objects.filter(invoice_id=invoice_id).order_by("-id").first()
 
 
-def apply_fees_to_invoice(invoice: Invoice, terms: FeeTerms, now: datetime.datetime) -> billing_fees.FeeChanges:
-    today = now.astimezone(invoice.customer.tz).date()
-    changes = billing_fees.apply_fees(invoice, terms, today, tz=invoice.customer.tz)
-    case = _case_for(invoice.pk)
-    if case is not None:
-        for fee in changes.created:
-            log(case, "fee.added", f"{fee.get_kind_display()}: {fee.amount} {fee.currency}", at=now,
-                actor="fees", payload={"fee": fee.pk, "kind": fee.kind, "amount": str(fee.amount)})
-        interest = changes.interest
-        if interest is not None and interest not in changes.created and interest.final:
-            log(case, "fee.interest_final", f"Interest stopped at {interest.amount} {interest.currency}",
-                at=now, actor="fees", payload={"fee": interest.pk, "amount": str(interest.amount)})
-    return changes
-
-
 def up_to_date(invoice: Invoice, terms: FeeTerms, today: datetime.date) -> bool:
     """True when a run today would change nothing (uses the prefetched ``invoice.fees``): the hourly
-    runs after the first of the day then cost one query per chunk instead of several per invoice."""
+    runs after the first of the day then cost one query per chunk instead of work per invoice."""
     if today < billing_fees.first_chargeable_day(invoice.due_date, terms.grace_days):
         return True
     present = {fee.kind: fee for fee in invoice.fees.all()}
@@ -91,9 +76,38 @@ def up_to_date(invoice: Invoice, terms: FeeTerms, today: datetime.date) -> bool:
     return True
 
 
+def _apply_chunk(work: list[tuple[DunningCase | None, Invoice, FeeTerms]], now: datetime.datetime) -> None:
+    """Apply fees to a chunk of invoices and put what changed on their case timelines (bulk)."""
+    if not work:
+        return
+    cases = {invoice.pk: case for case, invoice, _terms in work}
+    items = [(invoice.pk, terms, now.astimezone(invoice.customer.tz).date(), invoice.customer.tz)
+             for _case, invoice, terms in work]
+    events = []
+    with transaction.atomic():
+        for changes in billing_fees.apply_fees_many(items):
+            case = cases.get(changes.invoice.pk)
+            if case is None:
+                continue
+            for fee in changes.created:
+                events.append(CaseEvent(case=case, kind="fee.added", at=now, actor_label="fees",
+                                        message=f"{fee.get_kind_display()}: {fee.amount} {fee.currency}",
+                                        payload={"fee": fee.key, "kind": fee.kind, "amount": str(fee.amount)}))
+            interest = changes.interest
+            if changes.finalised and interest is not None and interest not in changes.created:
+                events.append(CaseEvent(case=case, kind="fee.interest_final", at=now, actor_label="fees",
+                                        message=f"Interest stopped at {interest.amount} {interest.currency}",
+                                        payload={"fee": interest.key, "amount": str(interest.amount)}))
+        CaseEvent.objects.bulk_create(events)
+
+
 def apply_fees(now: datetime.datetime | None = None, chunk: int = 500) -> int:
     """The scheduled job: charge fees on invoices in dunning under an enabled policy, and finish the
-    interest of invoices settled since the last run. Returns how many invoices were looked at."""
+    interest of invoices settled since the last run. Returns how many invoices were looked at.
+
+    Works in chunks: one query reads a chunk of cases with their fees, invoices already up to date
+    are skipped, the rest are locked and written with a fixed number of queries.
+    """
     now = now or timezone.now()
     seen: set[int] = set()
     cases = (
@@ -104,6 +118,7 @@ def apply_fees(now: datetime.datetime | None = None, chunk: int = 500) -> int:
         .prefetch_related("invoice__fees")
         .order_by("pk")
     )
+    work: list[tuple[DunningCase | None, Invoice, FeeTerms]] = []
     for case in cases.iterator(chunk_size=chunk):
         if case.invoice_id in seen:
             continue
@@ -111,21 +126,31 @@ def apply_fees(now: datetime.datetime | None = None, chunk: int = 500) -> int:
         terms = terms_for(case.campaign.fee_policy, case.invoice)
         if terms is None or up_to_date(case.invoice, terms, now.astimezone(case.invoice.customer.tz).date()):
             continue
-        apply_fees_to_invoice(case.invoice, terms, now)
+        work.append((case, case.invoice, terms))
+        if len(work) >= chunk:
+            _apply_chunk(work, now)
+            work = []
+    _apply_chunk(work, now)
     # Interest still running on invoices whose case closed (paid, cancelled): bring it up to the
-    # payment day and mark it final.
+    # payment day and mark it final. One-off fees are not added after the case closed.
     pending = (
         Invoice.objects.filter(fees__kind=InvoiceFee.Kind.INTEREST, fees__final=False)
-        .exclude(pk__in=seen).select_related("customer").distinct()
+        .exclude(dunning_cases__status__in=DunningCase.OPEN_STATUSES).select_related("customer").distinct()
     )
+    work = []
     for invoice in pending.iterator(chunk_size=chunk):
+        if invoice.pk in seen:
+            continue
         seen.add(invoice.pk)
         case = _case_for(invoice.pk)
         policy = getattr(case.campaign, "fee_policy", None) if case else None
         terms = terms_for(policy, invoice, ignore_enabled=True) or FeeTerms()
-        # One-off fees are not added after the case closed: interest only.
-        apply_fees_to_invoice(invoice, FeeTerms(grace_days=terms.grace_days, annual_rate=terms.annual_rate,
-                                                cap=terms.cap), now)
+        work.append((case, invoice, FeeTerms(grace_days=terms.grace_days, annual_rate=terms.annual_rate,
+                                             cap=terms.cap)))
+        if len(work) >= chunk:
+            _apply_chunk(work, now)
+            work = []
+    _apply_chunk(work, now)
     logger.info("late fees: %d invoices checked", len(seen))
     return len(seen)
 
