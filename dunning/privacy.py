@@ -183,12 +183,18 @@ def _sweep(customer: Customer, values: set[str]) -> int:
         ips = [f for f in model._meta.concrete_fields if isinstance(f, models.GenericIPAddressField)]
         if not (text or ips):
             continue
-        query = models.Q()
+        # One indexed query per path (an OR across several joins would scan whole tables).
+        pks: set = set()
         for lookup in lookups:
-            query |= models.Q(**{lookup: customer.pk if lookup == "pk" else customer})
+            pks.update(model._default_manager.filter(**{lookup: customer.pk if lookup == "pk" else customer})
+                       .values_list("pk", flat=True))
+        if not pks:
+            continue
         names = [f.attname for f in text + ips]
-        related = model._default_manager.filter(pk__in=model._default_manager.filter(query).values("pk"))
-        for row in related.values("pk", *names).iterator():
+        ordered = sorted(pks)
+        rows = (row for start in range(0, len(ordered), 1000)
+                for row in model._default_manager.filter(pk__in=ordered[start:start + 1000]).values("pk", *names))
+        for row in rows:
             update = {}
             for f in text:
                 current = row[f.attname]
@@ -207,7 +213,10 @@ def _sweep(customer: Customer, values: set[str]) -> int:
     # The admin's own history names the objects it changed.
     LogEntry = apps.get_model("admin", "LogEntry") if apps.is_installed("django.contrib.admin") else None
     if LogEntry is not None and needles:
-        for entry in LogEntry.objects.all().only("pk", "object_repr", "change_message").iterator():
+        query = models.Q()
+        for needle in needles:
+            query |= models.Q(object_repr__icontains=needle) | models.Q(change_message__icontains=needle)
+        for entry in LogEntry.objects.filter(query).only("pk", "object_repr", "change_message").iterator():
             repr_, message = _scrub(entry.object_repr, needles), _scrub(entry.change_message, needles)
             if (repr_, message) != (entry.object_repr, entry.change_message):
                 LogEntry.objects.filter(pk=entry.pk).update(object_repr=repr_, change_message=message)
