@@ -29,7 +29,7 @@ def _confirm(request, queryset, *, action: str, title: str, intro: str, field: s
     })
 
 
-@admin.action(description=_("Export personal data (JSON)"), permissions=["view"])
+@admin.action(description=_("Export personal data (JSON)"), permissions=["change"])
 def export_personal_data(modeladmin, request, queryset):
     exports = [privacy.export_customer(c) for c in queryset]
     body = json.dumps(exports[0] if len(exports) == 1 else exports, cls=DjangoJSONEncoder, indent=2)
@@ -74,7 +74,7 @@ def attach_customer_actions() -> None:
 
 class FeePolicyInline(admin.StackedInline):
     model = FeePolicy
-    extra = 0
+    extra = 1  # a blank, disabled policy is not saved unless staff change it
     max_num = 1
     fields = ("enabled", "preset", "business_only", "grace_days", "fixed_fees", "percentage",
               "annual_interest_rate", "reference_rate", "caps")

@@ -103,3 +103,19 @@ def test_an_overpayment_becomes_customer_credit(defaults, clock):
     from billing.fees import credit_balance
 
     assert credit_balance(invoice.customer, "USD") == Decimal("35.00")
+
+
+def test_receive_payment_applies_a_repeated_import_row_or_api_call_once(defaults, clock):
+    from dunning.receipts import receive_payment
+
+    invoice = InvoiceFactory(amount_due=Decimal("90.00"))
+    case, _ = services.open_case(invoice)
+    for _ in range(3):
+        receive_payment(invoice, Decimal("40.00"), idempotency_key="api:pay-1", actor="api:key-a")
+    assert_partial(case, invoice, "50.00")
+    assert case.events.filter(kind="payment.partial").count() == 1
+    _attempt, applied = receive_payment(invoice, Decimal("60.00"), idempotency_key="import:row-2")
+    assert applied
+    case.refresh_from_db()
+    assert case.status == DunningCase.Status.RECOVERED
+    assert CustomerCredit.objects.get().amount == Decimal("10.00")
