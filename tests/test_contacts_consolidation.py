@@ -150,3 +150,12 @@ def test_step_choices_are_on_the_step(defaults):
     step.escalate_to = "boss"
     with pytest.raises(Exception):  # noqa: B017
         step.full_clean()
+
+
+def test_consolidation_can_be_switched_off(defaults, clock, settings):
+    settings.DUNNING_CONSOLIDATE_MESSAGES = False
+    customer = CustomerFactory()
+    for _ in range(3):
+        services.open_case(InvoiceFactory(customer=customer))
+    engine.run_due_steps()
+    assert Notification.objects.count() == 3
