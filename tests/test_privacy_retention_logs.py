@@ -142,3 +142,16 @@ def test_a_full_dunning_run_logs_no_card_data_tokens_or_bodies(defaults, clock, 
         "email body": sent_bodies + body_lines,
     }
     assert leaks(lines, secrets) == []
+
+
+def test_the_console_log_filter_masks_what_slips_through(settings):
+    from config.logfilters import RedactSecrets, redact
+
+    assert settings.LOGGING["handlers"]["console"]["filters"] == ["redact"]
+    assert redact("Not Found: /portal/eyJjIjo1fQ:1vN:abc/preferences/") == "Not Found: /portal/[token]/preferences/"
+    assert redact("declined tok_insufficient_funds:zelda for pm_1Abc23") == "declined [token] for [token]"
+    assert redact("card 4242 4242 4242 4242 charged") == "card [card] charged"
+    assert redact("invoice INV-000123 for 1200.00, attempt 1234567890123") == \
+        "invoice INV-000123 for 1200.00, attempt 1234567890123"  # not a card number (Luhn)
+    record = logging.LogRecord("x", logging.WARNING, __file__, 1, "Not Found: %s", ("/portal/t/abc.def:ghi/",), None)
+    assert RedactSecrets().filter(record) and record.getMessage() == "Not Found: /portal/t/[token]/"
