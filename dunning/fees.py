@@ -161,6 +161,8 @@ def waive_fee(fee: InvoiceFee, *, actor, reason: str) -> InvoiceFee:
     if not reason:
         raise DunningError("Give a reason for waiving the fee")
     with transaction.atomic():
+        # The invoice first, as the fee job does: it must not rewrite the fee we are waiving.
+        Invoice.objects.select_for_update().filter(pk=fee.invoice_id).first()
         fee = InvoiceFee.objects.select_for_update().get(pk=fee.pk)
         if fee.status != InvoiceFee.Status.OPEN:
             raise DunningError(f"This fee is {fee.get_status_display().lower()}; only open fees can be waived")
