@@ -187,13 +187,15 @@ def _sweep(customer: Customer, values: set[str]) -> int:
         pks: set = set()
         for lookup in lookups:
             pks.update(model._default_manager.filter(**{lookup: customer.pk if lookup == "pk" else customer})
-                       .values_list("pk", flat=True))
+                       .order_by().values_list("pk", flat=True))
         if not pks:
             continue
         names = [f.attname for f in text + ips]
         ordered = sorted(pks)
         rows = (row for start in range(0, len(ordered), 1000)
-                for row in model._default_manager.filter(pk__in=ordered[start:start + 1000]).values("pk", *names))
+                for row in model._default_manager.filter(pk__in=ordered[start:start + 1000]).order_by()
+                .values("pk", *names))
+        pending: dict[tuple[str, ...], list[models.Model]] = {}
         for row in rows:
             update = {}
             for f in text:
@@ -207,9 +209,11 @@ def _sweep(customer: Customer, values: set[str]) -> int:
                 if row[f.attname]:
                     update[f.attname] = None if f.null else "0.0.0.0"  # noqa: S104 (an address, not a bind)
             if update:
-                # A queryset update: it also reaches append-only rows (the timeline) on purpose.
-                model._default_manager.filter(pk=row["pk"]).update(**update)
+                pending.setdefault(tuple(sorted(update)), []).append(model(pk=row["pk"], **update))
                 changed += 1
+        for fields, objs in pending.items():
+            # A bulk update, not save(): it also reaches append-only rows (the timeline) on purpose.
+            model._default_manager.bulk_update(objs, list(fields), batch_size=500)
     # The admin's own history names the objects it changed.
     LogEntry = apps.get_model("admin", "LogEntry") if apps.is_installed("django.contrib.admin") else None
     if LogEntry is not None and needles:
