@@ -89,10 +89,12 @@ def _apply_chunk(work: list[tuple[DunningCase | None, Invoice, FeeTerms]], now: 
             case = cases.get(changes.invoice.pk)
             if case is None:
                 continue
-            for fee in changes.created:
-                events.append(CaseEvent(case=case, kind="fee.added", at=now, actor_label="fees",
-                                        message=f"{fee.get_kind_display()}: {fee.amount} {fee.currency}",
-                                        payload={"fee": fee.key, "kind": fee.kind, "amount": str(fee.amount)}))
+            if changes.created:  # one timeline entry per invoice and run, listing the new fees
+                events.append(CaseEvent(
+                    case=case, kind="fee.added", at=now, actor_label="fees",
+                    message="; ".join(f"{f.get_kind_display()}: {f.amount} {f.currency}" for f in changes.created),
+                    payload={"fees": [{"key": f.key, "kind": f.kind, "amount": str(f.amount)}
+                                      for f in changes.created]}))
             interest = changes.interest
             if changes.finalised and interest is not None and interest not in changes.created:
                 events.append(CaseEvent(case=case, kind="fee.interest_final", at=now, actor_label="fees",
@@ -110,11 +112,17 @@ def apply_fees(now: datetime.datetime | None = None, chunk: int = 500) -> int:
     """
     now = now or timezone.now()
     seen: set[int] = set()
+    policies = {p.campaign_id: p for p in FeePolicy.objects.filter(enabled=True)}
+    # Only the columns the decision needs: the chunk is re-read in full, locked, when fees change.
     cases = (
         DunningCase.objects.open()
-        .filter(campaign__fee_policy__enabled=True, invoice__status__in=[Invoice.Status.OPEN,
-                                                                            Invoice.Status.UNCOLLECTIBLE])
-        .select_related("invoice__customer", "campaign__fee_policy")
+        .filter(campaign_id__in=list(policies), invoice__status__in=[Invoice.Status.OPEN,
+                                                                        Invoice.Status.UNCOLLECTIBLE])
+        .select_related("invoice__customer")
+        .only("id", "invoice_id", "campaign_id", "customer_id", "invoice__id", "invoice__customer_id",
+              "invoice__currency", "invoice__due_date", "invoice__amount_due", "invoice__amount_paid",
+              "invoice__status", "invoice__customer__id", "invoice__customer__timezone",
+              "invoice__customer__is_business")
         .prefetch_related("invoice__fees")
         .order_by("pk")
     )
@@ -123,7 +131,7 @@ def apply_fees(now: datetime.datetime | None = None, chunk: int = 500) -> int:
         if case.invoice_id in seen:
             continue
         seen.add(case.invoice_id)
-        terms = terms_for(case.campaign.fee_policy, case.invoice)
+        terms = terms_for(policies[case.campaign_id], case.invoice)
         if terms is None or up_to_date(case.invoice, terms, now.astimezone(case.invoice.customer.tz).date()):
             continue
         work.append((case, case.invoice, terms))
