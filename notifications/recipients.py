@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from customers.models import BillingContact, Customer
 from notifications.models import Channel
+from notifications.services import recipient_for
 
 PRIMARY = "primary"
 ALL = "all"
@@ -41,8 +42,6 @@ def resolve(
     contacts: list[BillingContact] | None = None,
 ) -> list[Recipient]:
     """The recipients for one message; ``contacts`` may be passed pre-loaded (ordered primary first)."""
-    from notifications.services import recipient_for
-
     own = recipient_for(customer, channel)
     fallback = [Recipient(own, customer.locale, customer.name)] if own else []
     if channel not in (Channel.EMAIL, Channel.SMS):
