@@ -164,3 +164,6 @@ class SandboxCharge(models.Model):
 
     def __str__(self) -> str:
         return f"{self.reference} {self.amount} {self.currency}"
+
+
+from billing.ledger_models import CustomerCredit, InvoiceFee, PaymentAllocation  # noqa: E402,F401

@@ -25,7 +25,8 @@ class CampaignStepInline(admin.TabularInline):
     model = CampaignStep
     formset = StepFormSet
     extra = 0
-    fields = ("position", "offset_days", "offset_hours", "action", "template_code", "channels")
+    fields = ("position", "offset_days", "offset_hours", "action", "template_code", "channels", "audience",
+              "escalate_to")
     ordering = ("position",)
 
 
@@ -159,7 +160,11 @@ class CaseEventAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         return False
 
+# Order matters: the cockpit re-registers the Campaign and DunningCase admins, the extras then attach
+# their inlines and actions to whatever is registered, and the large-table tuning runs last.
 from dunning import admin_plans  # noqa: E402,F401,I001  (payment plans and limits)
+from dunning import admin_cockpit  # noqa: E402,F401,I001  (work queue, variants, preview)
+from dunning import admin_extras  # noqa: E402,F401,I001  (fees, contacts and privacy admin)
+from config.admin_paging import tune_large_changelists  # noqa: E402,I001
 
-# Last: it adjusts every registered changelist (see config.admin_paging.tune_large_changelists).
-from dunning import admin_cockpit  # noqa: E402,F401,I001  (work queue, variants, preview, big tables)
+tune_large_changelists(admin.site)

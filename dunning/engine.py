@@ -24,6 +24,7 @@ from billing import services as billing
 from billing.models import Invoice, PaymentAttempt
 from billing.money import format_money
 from customers.models import Customer, PaymentMethod
+from dunning import consolidation
 from dunning.models import CampaignStep, CaseEvent, DunningCase, WorkItem
 from notifications import services as outbox
 from notifications.models import Notification
@@ -43,6 +44,7 @@ class Batch:
     uncollectible_invoices: set[int] = field(default_factory=set)
     methods: dict[int, PaymentMethod] = field(default_factory=dict)
     work_items: list[WorkItem] = field(default_factory=list)
+    extra: dict = field(default_factory=dict)  # data loaded once per batch by helpers (consolidation)
 
     def event(self, case: DunningCase, kind: str, message: str, step: CampaignStep | None = None,
               **payload) -> CaseEvent:
@@ -70,19 +72,8 @@ def message_context(case: DunningCase, now: datetime) -> dict:
 
 
 def queue_messages(batch: Batch, case: DunningCase, step: CampaignStep) -> None:
-    ctx = message_context(case, batch.now)
-    for channel in step.message_channels:
-        row = outbox.build(
-            case.customer, channel=channel, template_code=step.template_code, context=ctx,
-            dedupe_key=f"case:{case.pk}:step:{step.pk}:{channel}", reference=f"case:{case.pk}",
-            send_after=batch.now,
-        )
-        if row is None:
-            batch.event(case, "message.skipped", f"No {channel} address on file", step, channel=channel)
-            continue
-        batch.notifications.append(row)
-        batch.event(case, "message.queued", f"{step.template_code} queued ({channel})", step,
-                    channel=channel, template=step.template_code)
+    # Recipients (billing contacts, escalation) and one message per customer and step: see there.
+    consolidation.queue_messages(batch, case, step)
 
 
 def do_retry(batch: Batch, case: DunningCase, step: CampaignStep) -> None:
@@ -204,6 +195,7 @@ def run_batch(now: datetime, batch_size: int) -> int:
                     customer_id__in=retry_customers, is_default=True, detached_at__isnull=True
                 )
             }
+        consolidation.prepare(batch, cases, steps)
         for case in cases:
             step = case.next_step
             handler = ACTIONS.get(step.action)

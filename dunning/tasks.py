@@ -29,3 +29,15 @@ def send_notifications() -> int:
     while sent := outbox.send_queued():
         total += sent
     return total
+
+
+def apply_fees() -> int:
+    from dunning import fees
+
+    return fees.apply_fees()
+
+
+def purge_old_messages() -> int:
+    from notifications import retention
+
+    return retention.purge_old_messages()
