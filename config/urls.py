@@ -1,6 +1,9 @@
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    # Email tracking webhooks of every ESP anymail supports, e.g. /anymail/postmark/tracking/.
+    path("anymail/", include("anymail.urls")),
+    path("notifications/", include("notifications.urls")),
 ]

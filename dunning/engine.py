@@ -20,9 +20,11 @@ from django.utils import timezone
 from billing import services as billing
 from billing.models import Invoice, PaymentAttempt
 from customers.models import Customer, PaymentMethod
+from dunning import webhook_events
 from dunning.links import portal_url
 from dunning.models import CampaignStep, CaseEvent, DunningCase
 from notifications import services as outbox
+from notifications import webhooks
 from notifications.models import Notification
 
 logger = logging.getLogger(__name__)
@@ -68,18 +70,18 @@ def message_context(case: DunningCase, now: datetime) -> dict:
 
 def queue_messages(batch: Batch, case: DunningCase, step: CampaignStep) -> None:
     ctx = message_context(case, batch.now)
-    for channel in step.message_channels:
-        row = outbox.build(
-            case.customer, channel=channel, template_code=step.template_code, context=ctx,
-            dedupe_key=f"case:{case.pk}:step:{step.pk}:{channel}", reference=f"case:{case.pk}",
-            send_after=batch.now,
-        )
+    # The respect rules (opt-outs, bounces, quiet hours) are applied here without a query.
+    for choice, row in outbox.plan(case.customer, step.message_channels, template_code=step.template_code,
+                                   context=ctx, dedupe_prefix=f"case:{case.pk}:step:{step.pk}",
+                                   reference=f"case:{case.pk}", send_after=batch.now):
         if row is None:
-            batch.event(case, "message.skipped", f"No {channel} address on file", step, channel=channel)
+            batch.event(case, "message.skipped", f"{choice.requested}: {choice.note}", step, channel=choice.requested)
             continue
         batch.notifications.append(row)
-        batch.event(case, "message.queued", f"{step.template_code} queued ({channel})", step,
-                    channel=channel, template=step.template_code)
+        note = "; ".join(n for n in (choice.note, row.policy_note) if n)
+        text = f"{step.template_code} queued ({row.channel})" + (f": {note}" if note else "")
+        batch.event(case, "message.queued", text, step, channel=row.channel, template=step.template_code,
+                    **({"note": note} if note else {}))
 
 
 def do_retry(batch: Batch, case: DunningCase, step: CampaignStep) -> None:
@@ -199,6 +201,7 @@ def _flush(batch: Batch, cases: list[DunningCase]) -> None:
             status=Invoice.Status.UNCOLLECTIBLE, updated_at=batch.now
         )
     CaseEvent.objects.bulk_create(batch.events)
+    webhooks.emit_many(webhook_events.for_batch(batch, cases))
     for case in cases:
         case.updated_at = batch.now
     DunningCase.objects.bulk_update(

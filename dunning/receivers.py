@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from django.dispatch import receiver
 
-from dunning.models import CaseEvent, DunningCase
+from dunning.models import CaseEvent, DunningCase, WorkItem
+from notifications.preferences import contact_preference_changed
 from notifications.services import notification_event
 
 
@@ -23,3 +24,31 @@ def message_on_timeline(sender, notification, kind: str, detail: str = "", **kwa
         payload={"notification": notification.pk, "channel": notification.channel, "detail": detail[:500]},
         actor_label="system",
     )
+
+
+@receiver(notification_event, dispatch_uid="dunning.bounce_work_item")
+def bounced_address_to_work_queue(sender, notification, kind: str, detail: str = "", **kwargs) -> None:
+    """A hard bounce or complaint: staff should get a working address (later steps use another channel)."""
+    if kind not in ("bounced", "complained"):
+        return
+    from dunning.services import create_work_item
+
+    case = DunningCase.objects.filter(pk=_case_id(notification.reference)).first()
+    create_work_item(notification.customer, WorkItem.Kind.BOUNCED, f"Email {kind}: {notification.recipient}",
+                     body=detail, case=case, dedupe_key=f"bounced:{notification.customer_id}:{notification.recipient}")
+
+
+@receiver(contact_preference_changed, dispatch_uid="dunning.preference_timeline")
+def preference_on_timeline(sender, customer, field: str, value: bool, source: str = "", **kwargs) -> None:
+    message = f"{field.replace('_', ' ')}: {'yes' if value else 'no'} ({source})"
+    CaseEvent.objects.bulk_create(
+        CaseEvent(case_id=case_id, kind="customer.preference", message=message,
+                  payload={"field": field, "value": value, "source": source}, actor_label=source or "system")
+        for case_id in DunningCase.objects.open().filter(customer=customer).values_list("pk", flat=True)
+    )
+
+
+def _case_id(reference: str) -> int | None:
+    if reference.startswith("case:") and reference[5:].isdigit():
+        return int(reference[5:])
+    return None

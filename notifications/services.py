@@ -12,6 +12,7 @@ from django.dispatch import Signal
 from django.utils import timezone
 
 from customers.models import Customer
+from notifications import policy
 from notifications.channels import DeliveryError, deliver
 from notifications.models import Channel, Notification
 from notifications.rendering import TemplateRenderError, find_template, render_parts
@@ -50,7 +51,10 @@ def build(
     recipient = recipient_for(customer, channel)
     if not recipient:
         return None
-    return Notification(
+    due = send_after or timezone.now()
+    # Quiet hours: a message due at night waits for the morning in the customer's time zone.
+    allowed = policy.first_allowed_at(customer, channel, due)
+    row = Notification(
         customer=customer,
         channel=channel,
         recipient=recipient,
@@ -59,8 +63,36 @@ def build(
         context=context,
         dedupe_key=dedupe_key,
         reference=reference,
-        send_after=send_after or timezone.now(),
+        send_after=allowed,
     )
+    row.policy_note = (
+        f"quiet hours: waits until {allowed.astimezone(customer.tz):%Y-%m-%d %H:%M} ({customer.timezone})"
+        if allowed > due else ""
+    )
+    return row
+
+
+def plan(
+    customer: Customer,
+    channels: list[str],
+    *,
+    template_code: str,
+    context: dict,
+    dedupe_prefix: str,
+    reference: str = "",
+    send_after: datetime | None = None,
+) -> list[tuple[policy.ChannelChoice, Notification | None]]:
+    """Unsaved outbox rows for one message on the requested channels, after the respect rules:
+    an opted-out, bounced or missing channel falls back to another (see notifications.policy).
+    Runs no query. Each pair is (choice, row); row is None when nothing could carry the message."""
+    planned = []
+    for choice in policy.plan_channels(customer, channels, template_code):
+        row = None
+        if choice.channel:
+            row = build(customer, channel=choice.channel, template_code=template_code, context=context,
+                        dedupe_key=f"{dedupe_prefix}:{choice.channel}", reference=reference, send_after=send_after)
+        planned.append((choice, row))
+    return planned
 
 
 def queue_many(rows: list[Notification]) -> None:
@@ -102,14 +134,56 @@ def send_queued(now: datetime | None = None, limit: int = 200) -> int:
     rows = list(Notification.objects.filter(pk__in=ids).select_related("customer").order_by("pk"))
     template_cache: dict = {}
     sent = 0
+    gate = policy.SendGate.for_rows(rows, now)
     connection = get_connection()
     connection.open()
     try:
         for row in rows:
-            sent += _send_one(row, now, template_cache, connection)
+            decision = gate.check(row, row.customer)
+            if decision.action != "send":
+                _hold(row, now, decision)
+                continue
+            done = _send_one(row, now, template_cache, connection)
+            if done:
+                gate.record_sent(row)
+            sent += done
     finally:
         connection.close()
     return sent
+
+
+def _hold(row: Notification, now: datetime, decision: policy.Decision) -> None:
+    """Apply a respect-rule decision to a claimed row that is not sent now."""
+    fields = ["status", "last_error", "updated_at"]
+    row.last_error = decision.reason[:2000]
+    if decision.action == "defer":
+        row.status = Notification.Status.QUEUED
+        row.send_after = decision.until
+        row.attempts = max(row.attempts - 1, 0)  # waiting is not a failed attempt
+        fields += ["send_after", "attempts"]
+        kind = "deferred"
+    elif decision.action == "merge":
+        row.status = Notification.Status.CANCELLED
+        kind = "merged"
+    else:  # "switch" or "drop": the channel cannot be used any more
+        row.status = Notification.Status.CANCELLED
+        kind = "rerouted" if decision.action == "switch" else "skipped"
+    with transaction.atomic():
+        row.save(update_fields=fields)
+        if decision.action == "switch":
+            replacement = build(row.customer, channel=decision.channel, template_code=row.template_code,
+                                context=row.context, dedupe_key=_rerouted_key(row, decision.channel),
+                                reference=row.reference, send_after=now)
+            queue_many([replacement] if replacement else [])
+    notification_event.send(Notification, notification=row, kind=kind, detail=decision.reason)
+
+
+def _rerouted_key(row: Notification, channel: str) -> str:
+    # "case:1:step:2:email" -> "case:1:step:2:sms": the same key a planned SMS would have had, so
+    # a message already going by SMS is not sent twice.
+    suffix = f":{row.channel}"
+    base = row.dedupe_key[: -len(suffix)] if row.dedupe_key.endswith(suffix) else f"{row.dedupe_key}:via"
+    return f"{base}:{channel}"
 
 
 def _send_one(row: Notification, now: datetime, template_cache: dict, connection) -> int:
