@@ -6,6 +6,7 @@ from django.dispatch import receiver
 
 from dunning.models import CaseEvent, DunningCase, WorkItem
 from notifications.preferences import contact_preference_changed
+from notifications.rendering import register_context_provider
 from notifications.services import notification_event
 
 
@@ -52,3 +53,16 @@ def _case_id(reference: str) -> int | None:
     if reference.startswith("case:") and reference[5:].isdigit():
         return int(reference[5:])
     return None
+
+
+def _case_message_context(case_id: int) -> dict:
+    """Merge data of a message about this case, for template previews in the admin."""
+    from django.utils import timezone
+
+    from dunning.engine import message_context
+
+    case = DunningCase.objects.select_related("invoice", "customer").get(pk=case_id)
+    return message_context(case, timezone.now())
+
+
+register_context_provider("case", _case_message_context)

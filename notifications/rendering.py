@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import datetime
+import re
+from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
+from pathlib import Path
 
 from babel.dates import format_date
 from babel.numbers import format_currency
 from django.conf import settings
 from django.template import Context, Engine, TemplateSyntaxError
+from django.utils.html import escape, urlize
+from django.utils.safestring import mark_safe
 
 from notifications.models import MessageTemplate
 
@@ -36,6 +42,35 @@ SAMPLE_CONTEXT = {
     "card_last4": "4242",
     "invoices": [{"number": "INV-0001", "amount": "49.00", "currency": "USD", "due_date": "2026-11-01"}],
 }
+
+
+LAYOUT_PATH = Path(__file__).resolve().parent / "templates" / "notifications" / "email" / "layout.html"
+_COLOR = re.compile(r"^#(?:[0-9a-fA-F]{3}){1,2}$")
+# The call-to-action button for the portal link in emails built from the plain text.
+BUTTON_LABELS = {
+    "en": "Review and pay",
+    "es": "Revisar y pagar",
+    "it": "Verifica e paga",
+    "ja": "内容を確認してお支払い",
+    "uk": "Переглянути й сплатити",
+}
+
+# Where previews get merge data for a real object: prefix of a reference ("case") -> function
+# taking the id and returning the context a message about it would carry. Registered by the app
+# that owns the object (dunning registers "case"), so notifications imports nothing above it.
+_context_providers: dict[str, Callable[[int], dict]] = {}
+
+
+def register_context_provider(prefix: str, provider: Callable[[int], dict]) -> None:
+    _context_providers[prefix] = provider
+
+
+def context_for_reference(reference: str) -> dict | None:
+    prefix, _sep, pk = reference.partition(":")
+    provider = _context_providers.get(prefix)
+    if provider is None or not pk.isdigit():
+        return None
+    return provider(int(pk))
 
 
 class TemplateRenderError(Exception):
@@ -66,8 +101,9 @@ def localize_context(raw: dict, locale: str) -> dict:
     ctx = {
         "merchant_name": settings.MERCHANT_NAME,
         "support_email": settings.MERCHANT_SUPPORT_EMAIL,
-        "brand_color": settings.MERCHANT_BRAND_COLOR,
         **raw,
+        # Goes into inline CSS: only a hex colour is accepted.
+        "brand_color": settings.MERCHANT_BRAND_COLOR if _COLOR.match(settings.MERCHANT_BRAND_COLOR) else "#1f4fd1",
     }
     currency = ctx.get("currency") or "USD"
     if ctx.get("amount") not in ("", None):
@@ -86,9 +122,16 @@ def localize_context(raw: dict, locale: str) -> dict:
     return ctx
 
 
+@lru_cache(maxsize=1024)
+def _compile(autoescape: bool, source: str):
+    # Compiling is most of the cost of rendering: a sender renders the same few templates
+    # thousands of times. Keyed by the source, so an edited template is compiled afresh.
+    return (_html_engine if autoescape else _text_engine).from_string(source)
+
+
 def _render(engine: Engine, source: str, ctx: dict, field: str) -> str:
     try:
-        output = engine.from_string(source).render(Context(ctx))
+        output = _compile(engine is _html_engine, source).render(Context(ctx))
     except TemplateSyntaxError as exc:
         raise TemplateRenderError(field, f"Template error: {exc}") from None
     except Exception as exc:  # a filter raising at render time is a template error too
@@ -107,7 +150,64 @@ def render_parts(template: MessageTemplate, raw_context: dict, locale: str) -> t
     subject = _render(_text_engine, template.subject, ctx, "subject").strip() if template.subject else ""
     text = _render(_text_engine, template.body_text, ctx, "body_text")
     html = _render(_html_engine, template.body_html, ctx, "body_html") if template.body_html else ""
+    if template.channel == "email":
+        html = wrap_email(subject, html, text, ctx, locale)
     return subject, text, html
+
+
+_P = '<p style="margin:0 0 16px;">{}</p>'
+_BUTTON = (
+    '<table role="presentation" cellpadding="0" cellspacing="0" border="0" style="margin:4px 0 20px;"><tr>'
+    '<td style="background:{color};border-radius:6px;"><a href="{url}" style="display:inline-block;'
+    'padding:12px 22px;color:#ffffff;text-decoration:none;font-weight:600;">{label}</a></td></tr></table>'
+)
+
+
+def text_to_html(text: str, ctx: dict, locale: str) -> tuple[str, str]:
+    """(content, footer) HTML for an email written as plain text: paragraphs, links, the portal
+    link as a button, the preferences paragraph moved to the footer."""
+    portal, unsubscribe = ctx.get("portal_url") or "", ctx.get("unsubscribe_url") or ""
+    label = escape(BUTTON_LABELS.get(locale, BUTTON_LABELS["en"]))
+    content, footer = [], []
+    for para in re.split(r"\n\s*\n", text.strip()):
+        if unsubscribe and unsubscribe in para:
+            footer.append(urlize(para.strip(), autoescape=True))
+            continue
+        lines: list[str] = []
+        for line in para.split("\n"):
+            if portal and line.strip() == portal:
+                if lines:
+                    content.append(_P.format("<br>".join(lines)))
+                    lines = []
+                content.append(_BUTTON.format(color=ctx["brand_color"], url=escape(portal), label=label))
+            else:
+                lines.append(urlize(line, autoescape=True))
+        if lines:
+            content.append(_P.format("<br>".join(lines)))
+    return "\n".join(content), "<br>".join(footer)
+
+
+def wrap_email(subject: str, html: str, text: str, ctx: dict, locale: str) -> str:
+    """The full HTML email: the template's own HTML body, or one built from the text, in the
+    merchant's layout (name and brand colour from settings)."""
+    if html:
+        content, footer = html, ""
+        if ctx.get("unsubscribe_url") and ctx["unsubscribe_url"] not in html:
+            footer = urlize(ctx["unsubscribe_url"], autoescape=True)
+    else:
+        content, footer = text_to_html(text, ctx, locale)
+    preheader = next((line for line in text.strip().splitlines()[1:] if line.strip()), "")[:140]
+    layout = {
+        "locale": locale, "subject": subject, "preheader": preheader, "merchant_name": ctx["merchant_name"],
+        "support_email": ctx["support_email"], "brand_color": ctx["brand_color"],
+        "content": mark_safe(content), "footer": mark_safe(footer),  # noqa: S308 - escaped above
+    }
+    return _compile(True, _layout_source()).render(Context(layout))
+
+
+@lru_cache(maxsize=1)
+def _layout_source() -> str:
+    return LAYOUT_PATH.read_text(encoding="utf-8")
 
 
 def check_template(template: MessageTemplate) -> None:
