@@ -99,9 +99,10 @@ def _date(value, locale: str) -> str:
 def localize_context(raw: dict, locale: str) -> dict:
     """Turn stored merge data (ISO dates, decimal strings) into text for the customer's locale."""
     ctx = {
+        **raw,
+        # The merchant's identity always comes from settings (sample data included).
         "merchant_name": settings.MERCHANT_NAME,
         "support_email": settings.MERCHANT_SUPPORT_EMAIL,
-        **raw,
         # Goes into inline CSS: only a hex colour is accepted.
         "brand_color": settings.MERCHANT_BRAND_COLOR if _COLOR.match(settings.MERCHANT_BRAND_COLOR) else "#1f4fd1",
     }

@@ -13,8 +13,8 @@ from django.core import mail
 from notifications.sms import locmem
 
 
-@pytest.fixture
-def sms_outbox(settings):
+@pytest.fixture(name="sms_outbox")
+def sms_outbox_fixture(settings):
     settings.SMS_BACKEND = "notifications.sms.locmem.LocmemSmsBackend"
     locmem.outbox.clear()
     yield locmem.outbox

@@ -14,7 +14,7 @@ from notifications import services as outbox
 from notifications.models import MessageTemplate, Notification
 from tests.conftest import T0
 from tests.factories import CustomerFactory, InvoiceFactory, PaymentMethodFactory
-from tests.notifications_helpers import emails_to, run_hours, sms_outbox  # noqa: F401
+from tests.notifications_helpers import emails_to, run_hours, sms_outbox_fixture  # noqa: F401
 
 pytestmark = pytest.mark.django_db
 UTC = datetime.UTC
