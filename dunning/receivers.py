@@ -7,13 +7,13 @@ from django.dispatch import receiver
 from dunning.models import CaseEvent, DunningCase, WorkItem
 from notifications.preferences import contact_preference_changed
 from notifications.rendering import register_context_provider
-from notifications.services import notification_event
+from notifications.services import notification_event, notifications_sent
 
 
 @receiver(notification_event, dispatch_uid="dunning.message_timeline")
 def message_on_timeline(sender, notification, kind: str, detail: str = "", **kwargs) -> None:
-    if not notification.reference.startswith("case:"):
-        return
+    if kind == "sent" or not notification.reference.startswith("case:"):
+        return  # sent messages arrive in groups through notifications_sent
     case_id = int(notification.reference.split(":", 1)[1])
     if not DunningCase.objects.filter(pk=case_id).exists():
         return
@@ -24,6 +24,18 @@ def message_on_timeline(sender, notification, kind: str, detail: str = "", **kwa
         + (f": {detail}" if detail else ""),
         payload={"notification": notification.pk, "channel": notification.channel, "detail": detail[:500]},
         actor_label="system",
+    )
+
+
+@receiver(notifications_sent, dispatch_uid="dunning.sent_timeline")
+def sent_on_timeline(sender, notifications, **kwargs) -> None:
+    """One query to check the cases, one insert for the whole group."""
+    by_case = {n: _case_id(n.reference) for n in notifications}
+    existing = set(DunningCase.objects.filter(pk__in={c for c in by_case.values() if c}).values_list("pk", flat=True))
+    CaseEvent.objects.bulk_create(
+        CaseEvent(case_id=case_id, kind="message.sent", message=f"{n.template_code} sent ({n.channel})",
+                  payload={"notification": n.pk, "channel": n.channel, "detail": ""}, actor_label="system")
+        for n, case_id in by_case.items() if case_id in existing
     )
 
 

@@ -9,6 +9,7 @@ from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from pathlib import Path
 
+from babel import Locale
 from babel.dates import format_date
 from babel.numbers import format_currency
 from django.conf import settings
@@ -79,9 +80,14 @@ class TemplateRenderError(Exception):
         self.field = field
 
 
+@lru_cache(maxsize=32)
+def _locale(code: str) -> Locale:
+    return Locale.parse(code)
+
+
 def _money(amount, currency: str, locale: str) -> str:
     try:
-        return format_currency(Decimal(str(amount)), currency, locale=locale)
+        return format_currency(Decimal(str(amount)), currency, locale=_locale(locale))
     except (InvalidOperation, ValueError, TypeError):
         return f"{amount} {currency}"
 
@@ -89,11 +95,17 @@ def _money(amount, currency: str, locale: str) -> str:
 def _date(value, locale: str) -> str:
     if not value:
         return ""
+    return _format_day(str(value)[:10], locale)
+
+
+@lru_cache(maxsize=4096)
+def _format_day(iso: str, locale: str) -> str:
+    # Messages of one run share a handful of dates: formatting each once is enough.
     try:
-        day = datetime.date.fromisoformat(str(value)[:10])
+        day = datetime.date.fromisoformat(iso)
     except ValueError:
-        return str(value)
-    return format_date(day, format="long", locale=locale)
+        return iso
+    return format_date(day, format="long", locale=_locale(locale))
 
 
 def localize_context(raw: dict, locale: str) -> dict:
@@ -182,7 +194,8 @@ def text_to_html(text: str, ctx: dict, locale: str) -> tuple[str, str]:
                     lines = []
                 content.append(_BUTTON.format(color=ctx["brand_color"], url=escape(portal), label=label))
             else:
-                lines.append(urlize(line, autoescape=True))
+                # urlize is slow: only for lines that can hold a link or an address.
+                lines.append(urlize(line, autoescape=True) if ("://" in line or "@" in line) else escape(line))
         if lines:
             content.append(_P.format("<br>".join(lines)))
     return "\n".join(content), "<br>".join(footer)

@@ -6,7 +6,7 @@ import logging
 from datetime import datetime, timedelta
 
 from django.core.mail import get_connection
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.dispatch import Signal
 from django.utils import timezone
@@ -23,6 +23,9 @@ logger = logging.getLogger(__name__)
 # part that caused it (a dunning case) can note it on its own timeline.
 # kwargs: notification, kind (str), detail (str)
 notification_event = Signal()
+# Sent once per group of messages marked sent (kwargs: notifications, a list), so a listener can
+# record them with one query; notification_event(kind="sent") still follows for each message.
+notifications_sent = Signal()
 
 MAX_ATTEMPTS = 6
 
@@ -133,7 +136,8 @@ def send_queued(now: datetime | None = None, limit: int = 200) -> int:
         return 0
     rows = list(Notification.objects.filter(pk__in=ids).select_related("customer").order_by("pk"))
     template_cache: dict = {}
-    sent = 0
+    sent: list[Notification] = []
+    total = 0
     gate = policy.SendGate.for_rows(rows, now)
     connection = get_connection()
     connection.open()
@@ -143,13 +147,56 @@ def send_queued(now: datetime | None = None, limit: int = 200) -> int:
             if decision.action != "send":
                 _hold(row, now, decision)
                 continue
-            done = _send_one(row, now, template_cache, connection)
-            if done:
+            if _send_one(row, now, template_cache, connection):
                 gate.record_sent(row)
-            sent += done
+                sent.append(row)
+            if len(sent) >= SENT_FLUSH_EVERY:
+                total += _mark_sent(sent)
     finally:
         connection.close()
-    return sent
+        total += _mark_sent(sent)
+    return total
+
+
+# Sent rows are marked in small groups, one transaction each: a commit per message would make the
+# database's fsync the bottleneck. A worker dying before a group is marked leaves those rows
+# 'sending', and release_stuck marks them failed rather than sending them twice.
+SENT_FLUSH_EVERY = 50
+SENT_FIELDS = ["status", "sent_at", "provider_message_id", "subject", "body_text", "last_error",
+               "updated_at"]
+
+
+def _update_sent_rows(rows: list[Notification]) -> None:
+    """Write the sent rows with one statement (PostgreSQL: UPDATE ... FROM VALUES), else executemany."""
+    fields = [Notification._meta.get_field(name) for name in SENT_FIELDS]
+    ops = connection.ops
+    table = ops.quote_name(Notification._meta.db_table)
+    params = [[f.get_db_prep_save(getattr(row, f.attname), connection) for f in fields] + [row.pk] for row in rows]
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            casts = ", ".join(f"%s::{f.db_type(connection)}" for f in fields) + ", %s::bigint"
+            values = ", ".join(f"({casts})" for _row in rows)
+            names = ", ".join(ops.quote_name(f.column) for f in fields)
+            assignments = ", ".join(f"{ops.quote_name(f.column)} = v.{ops.quote_name(f.column)}" for f in fields)
+            sql = (f"UPDATE {table} SET {assignments} FROM (VALUES {values}) AS v({names}, id) "  # noqa: S608
+                   f"WHERE {table}.id = v.id")
+            cursor.execute(sql, [value for row_params in params for value in row_params])
+        else:
+            assignments = ", ".join(f"{ops.quote_name(f.column)} = %s" for f in fields)
+            cursor.executemany(f"UPDATE {table} SET {assignments} WHERE id = %s", params)  # noqa: S608
+
+
+def _mark_sent(rows: list[Notification]) -> int:
+    if not rows:
+        return 0
+    count = len(rows)
+    with transaction.atomic():
+        _update_sent_rows(rows)
+        notifications_sent.send(Notification, notifications=list(rows))
+        for row in rows:
+            notification_event.send(Notification, notification=row, kind="sent", detail="")
+    rows.clear()
+    return count
 
 
 def _hold(row: Notification, now: datetime, decision: policy.Decision) -> None:
@@ -201,11 +248,9 @@ def _send_one(row: Notification, now: datetime, template_cache: dict, connection
         return 0
     row.status = Notification.Status.SENT
     row.sent_at = now
+    row.updated_at = timezone.now()
     row.provider_message_id = provider_id or ""
     row.last_error = ""
-    row.save(update_fields=["status", "sent_at", "provider_message_id", "subject", "body_text", "body_html",
-                            "last_error", "updated_at"])
-    notification_event.send(Notification, notification=row, kind="sent", detail="")
     return 1
 
 

@@ -1,0 +1,127 @@
+"""Benchmark: the notification sender, end to end, in one worker process.
+
+Queues N reminder emails (mixed languages and currencies) for N customers, each about a real open
+dunning case, then runs the sender as a worker does: claim a batch, apply the respect rules, render
+the template (Babel money and dates, the HTML layout), hand the message to the email backend
+(locmem, so nothing leaves the machine), mark it sent and note it on the case timeline.
+
+Run alone: ``DATABASE_URL=postgres://... python -m bench.notifications [small|full]``.
+Everything it creates is deleted afterwards (rows are tagged with a unique prefix).
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import sys
+import time
+import uuid
+from decimal import Decimal
+
+TARGET_PER_SECOND = 300
+SIZES = {"small": 1000, "quick": 1000, "full": 10_000}
+
+
+def _setup_django() -> None:
+    import django
+    from django.apps import apps
+
+    if not apps.ready:
+        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+        django.setup()
+
+
+def _create(n: int, tag: str):
+    from django.utils import timezone
+
+    from billing.models import Invoice
+    from customers.models import Customer
+    from dunning.defaults import ensure_default_campaign
+    from dunning.engine import message_context
+    from dunning.models import DunningCase
+    from notifications.defaults import load_default_templates
+    from notifications.models import Notification
+
+    load_default_templates()
+    campaign, _ = ensure_default_campaign()
+    now = timezone.now()
+    today = now.date()
+    mix = [("en", "USD", "America/New_York"), ("es", "EUR", "Europe/Madrid"), ("it", "EUR", "Europe/Rome"),
+           ("ja", "JPY", "Asia/Tokyo"), ("uk", "UAH", "Europe/Kyiv")]
+    customers = Customer.objects.bulk_create(
+        [Customer(external_id=f"{tag}-{i}", name=f"Bench Customer {i}", email=f"bench{i}@example.com",
+                  locale=mix[i % 5][0], currency=mix[i % 5][1], timezone=mix[i % 5][2]) for i in range(n)],
+        batch_size=1000,
+    )
+    invoices = Invoice.objects.bulk_create(
+        [Invoice(external_id=f"{tag}-{c.pk}", number=f"B-{i:06d}", customer=c, currency=c.currency,
+                 amount_due=Decimal("12000") if c.currency == "JPY" else Decimal("1234.56"),
+                 issued_at=today - datetime.timedelta(days=10), due_date=today - datetime.timedelta(days=5))
+         for i, c in enumerate(customers)],
+        batch_size=1000,
+    )
+    cases = DunningCase.objects.bulk_create(
+        [DunningCase(invoice=inv, customer=inv.customer, campaign=campaign, failed_at=now, status="active")
+         for inv in invoices],
+        batch_size=1000,
+    )
+    Notification.objects.bulk_create(
+        [Notification(customer=case.customer, channel="email", recipient=case.customer.email,
+                      template_code="reminder", locale=case.customer.locale, context=message_context(case, now),
+                      dedupe_key=f"{tag}:{case.pk}", reference=f"case:{case.pk}", send_after=now)
+         for case in cases],
+        batch_size=1000,
+    )
+    return [c.pk for c in customers]
+
+
+def _cleanup(tag: str) -> None:
+    from billing.models import Invoice
+    from customers.models import Customer
+    from dunning.models import DunningCase
+
+    customers = Customer.objects.filter(external_id__startswith=f"{tag}-")
+    DunningCase.objects.filter(customer__in=customers).delete()
+    Invoice.objects.filter(customer__in=customers).delete()
+    customers.delete()
+
+
+def run(scale: str = "full") -> list[dict]:
+    _setup_django()
+    from django.core import mail
+    from django.test.utils import override_settings
+
+    from notifications import services as outbox
+    from notifications.models import Notification
+
+    n = SIZES.get(scale, SIZES["full"])
+    tag = f"bench-{uuid.uuid4().hex[:8]}"
+    # Quiet hours off: the figure must not depend on the hour the benchmark runs at.
+    with override_settings(EMAIL_BACKEND="django.core.mail.backends.locmem.EmailBackend", NOTIFY_QUIET_HOURS=""):
+        mail.outbox = []
+        try:
+            _create(n, tag)
+            started = time.perf_counter()
+            sent = 0
+            while done := outbox.send_queued(limit=200):
+                sent += done
+            elapsed = time.perf_counter() - started
+            assert sent == n == len(mail.outbox), (sent, n, len(mail.outbox))
+            assert not Notification.objects.filter(dedupe_key__startswith=tag).exclude(status="sent").exists()
+        finally:
+            mail.outbox = []
+            _cleanup(tag)
+    rate = sent / elapsed
+    return [{
+        "name": f"notifications: render + send {n} emails (1 worker, locmem backend)",
+        "value": round(rate, 1),
+        "unit": "messages/s",
+        "target": TARGET_PER_SECOND,
+        "ratio_to": "target",
+        "ratio": round(rate / TARGET_PER_SECOND, 2),
+    }]
+
+
+if __name__ == "__main__":
+    for row in run(sys.argv[1] if len(sys.argv) > 1 else "full"):
+        print(row)
