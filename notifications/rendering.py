@@ -14,7 +14,7 @@ from babel.dates import format_date
 from babel.numbers import format_currency
 from django.conf import settings
 from django.template import Context, Engine, TemplateSyntaxError
-from django.utils.html import escape, urlize
+from django.utils.html import escape
 from django.utils.safestring import mark_safe
 
 from notifications.models import MessageTemplate
@@ -176,6 +176,28 @@ _BUTTON = (
 )
 
 
+# Links and addresses in plain text. ASCII only, so that a URL written right after Japanese text
+# (or followed by it) without a space is still cut at the right place; django's urlize is not.
+_LINK = re.compile(
+    r"(?P<url>https?://[A-Za-z0-9\-._~:/?#\[\]@!$&'*+,;=%]+[A-Za-z0-9\-_~/#=&%+])"
+    r"|(?P<email>[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,})",
+    re.ASCII,
+)
+
+
+def linkify(text: str) -> str:
+    """Escape plain text and turn its URLs and email addresses into links."""
+    out, last = [], 0
+    for match in _LINK.finditer(text):
+        out.append(escape(text[last:match.start()]))
+        target = match.group(0)
+        href = target if match.group("url") else f"mailto:{target}"
+        out.append(f'<a href="{escape(href)}">{escape(target)}</a>')
+        last = match.end()
+    out.append(escape(text[last:]))
+    return "".join(out)
+
+
 def text_to_html(text: str, ctx: dict, locale: str) -> tuple[str, str]:
     """(content, footer) HTML for an email written as plain text: paragraphs, links, the portal
     link as a button, the preferences paragraph moved to the footer."""
@@ -184,7 +206,7 @@ def text_to_html(text: str, ctx: dict, locale: str) -> tuple[str, str]:
     content, footer = [], []
     for para in re.split(r"\n\s*\n", text.strip()):
         if unsubscribe and unsubscribe in para:
-            footer.append(urlize(para.strip(), autoescape=True))
+            footer.append(linkify(para.strip()))
             continue
         lines: list[str] = []
         for line in para.split("\n"):
@@ -194,8 +216,7 @@ def text_to_html(text: str, ctx: dict, locale: str) -> tuple[str, str]:
                     lines = []
                 content.append(_BUTTON.format(color=ctx["brand_color"], url=escape(portal), label=label))
             else:
-                # urlize is slow: only for lines that can hold a link or an address.
-                lines.append(urlize(line, autoescape=True) if ("://" in line or "@" in line) else escape(line))
+                lines.append(linkify(line))
         if lines:
             content.append(_P.format("<br>".join(lines)))
     return "\n".join(content), "<br>".join(footer)
@@ -207,7 +228,7 @@ def wrap_email(subject: str, html: str, text: str, ctx: dict, locale: str) -> st
     if html:
         content, footer = html, ""
         if ctx.get("unsubscribe_url") and ctx["unsubscribe_url"] not in html:
-            footer = urlize(ctx["unsubscribe_url"], autoescape=True)
+            footer = linkify(ctx["unsubscribe_url"])
     else:
         content, footer = text_to_html(text, ctx, locale)
     preheader = next((line for line in text.strip().splitlines()[1:] if line.strip()), "")[:140]

@@ -123,3 +123,21 @@ def test_a_permanent_failure_is_marked_with_its_reason_on_the_case_timeline(defa
     assert row.status == "failed" and "invalid mailbox" in row.last_error
     event = case.events.get(kind="message.failed")
     assert "first_notice failed (email): AnymailRecipientsRefused: invalid mailbox" == event.message
+
+
+def test_inapp_messages_are_stored_per_customer_with_read_and_dismissed_state(defaults, clock):
+    from notifications import inapp
+
+    customer = CustomerFactory(email="", locale="es")
+    other = CustomerFactory(email="")
+    for who in (customer, other):
+        services.open_case(InvoiceFactory(customer=who))
+    clock.tick()  # no email address: the first notice falls back to an in-app message
+    [message] = inapp.messages_for(customer)
+    assert message.subject == "No hemos podido procesar su pago" and message.sent_at == T0
+    assert inapp.unread_count(customer) == 1
+    assert inapp.mark_read(message) and not inapp.mark_read(message)
+    assert inapp.unread_count(customer) == 0
+    assert inapp.dismiss(message) and not inapp.dismiss(message)
+    assert list(inapp.messages_for(customer)) == []
+    assert inapp.messages_for(other).count() == 1
