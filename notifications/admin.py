@@ -36,6 +36,7 @@ class MessageTemplateAdmin(admin.ModelAdmin):
 
     class Media:
         js = ("notifications/template_preview.js",)
+        css = {"all": ("notifications/template_preview.css",)}
 
     def get_urls(self):
         urls = [

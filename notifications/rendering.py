@@ -152,7 +152,8 @@ def _render(engine: Engine, source: str, ctx: dict, field: str) -> str:
     if "\x00INVALID:" in output:
         name = output.split("\x00INVALID:", 1)[1].split("\x00", 1)[0]
         raise TemplateRenderError(field, f"Unknown variable {name!r}")
-    return output
+    # A plain str, not Django's SafeString: wherever it is shown later it must be escaped again.
+    return str.__str__(output)
 
 
 def render_parts(template: MessageTemplate, raw_context: dict, locale: str) -> tuple[str, str, str]:
@@ -237,7 +238,7 @@ def wrap_email(subject: str, html: str, text: str, ctx: dict, locale: str) -> st
         "support_email": ctx["support_email"], "brand_color": ctx["brand_color"],
         "content": mark_safe(content), "footer": mark_safe(footer),  # noqa: S308 - escaped above
     }
-    return _compile(True, _layout_source()).render(Context(layout))
+    return str.__str__(_compile(True, _layout_source()).render(Context(layout)))
 
 
 @lru_cache(maxsize=1)
