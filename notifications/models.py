@@ -108,6 +108,9 @@ class Notification(TimestampedModel):
         indexes = [
             # Scanned by the sender (notifications.tasks.send_queued).
             models.Index(fields=["send_after"], condition=models.Q(status="queued"), name="notification_queued_idx"),
+            # Read per claimed batch by the contact cap (notifications.policy.SendGate).
+            models.Index(fields=["customer", "sent_at"], condition=models.Q(status="sent"),
+                         name="notification_cap_idx"),
         ]
 
     def __str__(self) -> str:

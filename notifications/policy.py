@@ -190,6 +190,7 @@ class SendGate:
                 )
                 .exclude(template_code__in=settings.NOTIFY_CAP_EXEMPT_CODES)
                 .only("id", "customer_id", "reference", "template_code", "sent_at")
+                .order_by()
             )
             for row in sent:
                 keys = gate.contacts.setdefault(row.customer_id, {})
@@ -198,9 +199,9 @@ class SendGate:
         references = {r.reference for r in rows if r.reference}
         if references:
             later = Notification.objects.filter(
-                customer_id__in=customer_ids, reference__in=references,
+                reference__in=references,
                 status__in=[Notification.Status.QUEUED, Notification.Status.SENT, Notification.Status.SENDING],
-            ).only("id", "customer_id", "channel", "reference", "template_code", "created_at", "status")
+            ).only("id", "customer_id", "channel", "reference", "template_code", "created_at", "status").order_by()
             for row in later:
                 gate.newer.setdefault((row.customer_id, row.channel, row.reference), []).append(row)
         return gate

@@ -161,7 +161,7 @@ def send_queued(now: datetime | None = None, limit: int = 200) -> int:
 # Sent rows are marked in small groups, one transaction each: a commit per message would make the
 # database's fsync the bottleneck. A worker dying before a group is marked leaves those rows
 # 'sending', and release_stuck marks them failed rather than sending them twice.
-SENT_FLUSH_EVERY = 50
+SENT_FLUSH_EVERY = 100
 SENT_FIELDS = ["status", "sent_at", "provider_message_id", "subject", "body_text", "last_error",
                "updated_at"]
 
