@@ -22,6 +22,7 @@ from billing.models import Invoice, PaymentAttempt
 from customers.models import Customer, PaymentMethod
 from dunning import webhook_events
 from dunning.links import portal_url
+from dunning.message_dates import upcoming_dates
 from dunning.models import CampaignStep, CaseEvent, DunningCase
 from notifications import services as outbox
 from notifications import webhooks
@@ -41,6 +42,7 @@ class Batch:
     suspend_customers: set[int] = field(default_factory=set)
     uncollectible_invoices: set[int] = field(default_factory=set)
     methods: dict[int, PaymentMethod] = field(default_factory=dict)
+    steps: dict[int, list[CampaignStep]] = field(default_factory=dict)
 
     def event(self, case: DunningCase, kind: str, message: str, step: CampaignStep | None = None,
               **payload) -> CaseEvent:
@@ -69,7 +71,8 @@ def message_context(case: DunningCase, now: datetime) -> dict:
 
 
 def queue_messages(batch: Batch, case: DunningCase, step: CampaignStep) -> None:
-    ctx = message_context(case, batch.now)
+    ctx = message_context(case, batch.now) | upcoming_dates(case, step, batch.steps.get(case.campaign_id, []),
+                                                            batch.now)
     # The respect rules (opt-outs, bounces, quiet hours) are applied here without a query.
     for choice, row in outbox.plan(case.customer, step.message_channels, template_code=step.template_code,
                                    context=ctx, dedupe_prefix=f"case:{case.pk}:step:{step.pk}",
@@ -163,7 +166,7 @@ def run_batch(now: datetime, batch_size: int) -> int:
             DunningCase.objects.filter(pk__in=ids).select_related("invoice", "customer", "next_step")
         )
         batch = Batch(now=now)
-        steps = _steps_by_campaign({c.campaign_id for c in cases})
+        steps = batch.steps = _steps_by_campaign({c.campaign_id for c in cases})
         retry_customers = {c.customer_id for c in cases if c.next_step.action == CampaignStep.Action.RETRY}
         if retry_customers:
             batch.methods = {

@@ -184,3 +184,24 @@ def test_send_test_to_me(staff_client, defaults):
     assert subjects[1].startswith("[Test SMS · reminder · es]")
     assert "STOP" in mail.outbox[0].body + mail.outbox[1].body
     assert Notification.objects.count() == 0  # a test is not a customer message
+
+
+def test_the_final_notice_names_the_suspension_date_in_the_customers_calendar(defaults, clock):
+    import datetime
+
+    from tests.conftest import T0
+
+    customer = CustomerFactory(email="d@example.com", locale="it", timezone="Europe/Rome", currency="EUR")
+    services.open_case(InvoiceFactory(customer=customer, amount_due="1234.56"))
+    clock.move_to(T0 + datetime.timedelta(days=10))
+    clock.tick()
+    final = [m for m in mail.outbox if m.subject.startswith("Ultimo avviso")]
+    assert len(final) == 1
+    # The Standard campaign suspends on day 14: 16 March 2026.
+    assert "il Suo servizio sarà sospeso il 16 marzo 2026" in final[0].body
+    assert "1.234,56\xa0€" in final[0].body
+    # The engine caught up on ten days in one pass: the older, still unsent messages were merged
+    # into the final notice rather than arriving with it.
+    assert len(mail.outbox) == 1
+    assert set(Notification.objects.filter(status="cancelled").values_list("template_code", flat=True)) == {
+        "first_notice", "reminder"}
