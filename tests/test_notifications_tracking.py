@@ -140,3 +140,36 @@ def test_a_spam_complaint_opts_the_customer_out_of_email(client, webhook_secret,
     assert customer.email_undeliverable and customer.opt_out_email
     assert case.events.filter(kind="message.complained").count() == 1
     assert case.events.filter(kind="customer.preference").count() == 2
+
+
+def test_a_mailgun_permanent_failure_with_its_signature(client, settings, sent_email):
+    """The same rule through a second ESP's format (Mailgun webhooks are signed, not basic-auth only)."""
+    import hashlib
+    import hmac
+
+    settings.ANYMAIL = {**settings.ANYMAIL, "MAILGUN_WEBHOOK_SIGNING_KEY": "key-mailgun-signing"}
+    row, case = sent_email
+    timestamp, token = "1772445609", "c2f4f5a8e2b54ad1b8d4b7e0f1a2b3c4d5e6f7a8b9c0d1e2f3"
+    signature = hmac.new(b"key-mailgun-signing", f"{timestamp}{token}".encode(), hashlib.sha256).hexdigest()
+    payload = {
+        "signature": {"timestamp": timestamp, "token": token, "signature": signature},
+        "event-data": {
+            "event": "failed", "severity": "permanent", "reason": "bounce", "id": "G9Bn5sl1TC6nu79C8C0bwg",
+            "timestamp": 1772445609.0, "recipient": "john@example.com", "recipient-domain": "example.com",
+            "log-level": "error", "tags": ["first_notice"], "user-variables": {"notification_id": str(row.pk)},
+            "message": {"headers": {"to": "john@example.com", "message-id": "20260302100000.1.ABC@mg.example.com",
+                                    "from": "billing@example.com", "subject": "We couldn't process"},
+                        "attachments": [], "size": 4111},
+            "delivery-status": {"code": 550, "message": "5.1.1 The email account does not exist.",
+                                "description": "", "attempt-no": 1, "session-seconds": 0.2},
+            "envelope": {"transport": "smtp", "sender": "bounce@mg.example.com", "targets": "john@example.com"},
+        },
+    }
+    url = "/anymail/mailgun/tracking/"
+    forged = {**payload, "signature": {**payload["signature"], "signature": "0" * 64}}
+    assert client.post(url, data=json.dumps(forged), content_type="application/json").status_code == 400
+    assert Customer.objects.get(pk=row.customer_id).email_undeliverable is False
+    response = client.post(url, data=json.dumps(payload), content_type="application/json")
+    assert response.status_code == 200
+    assert Customer.objects.get(pk=row.customer_id).email_undeliverable is True
+    assert "does not exist" in case.events.get(kind="message.bounced").message
