@@ -197,6 +197,9 @@ ANYMAIL = {
     if key.startswith("ANYMAIL_") and value
 }
 
+# Adds the signed portal links to a message's merge data when it is sent.
+NOTIFICATION_LINK_BUILDER = "dunning.links.message_links"
+
 # --- Payments -------------------------------------------------------------------------------
 PAYMENT_GATEWAY = env_str("PAYMENT_GATEWAY", "billing.gateways.sandbox.SandboxGateway")
 
@@ -221,9 +224,11 @@ NOTIFY_QUIET_HOURS = env_str("NOTIFY_QUIET_HOURS", "21:00-08:00") or ""
 # Contact cap: at most N contacts per rolling window of days per customer (0 turns it off).
 NOTIFY_CONTACT_CAP = env_int("NOTIFY_CONTACT_CAP", 3, minimum=0)
 NOTIFY_CONTACT_CAP_DAYS = env_int("NOTIFY_CONTACT_CAP_DAYS", 7, minimum=1)
-# Messages that are never capped nor counted (receipts, confirmations).
-NOTIFY_CAP_EXEMPT_CODES = env_list(
-    "NOTIFY_CAP_EXEMPT_CODES", ["receipt", "payment_receipt", "payment_succeeded", "payment_recovered", "test"]
+# Messages the customer asked for or expects at once (receipts, a new portal link, a support
+# acknowledgement): sent at any hour, never capped nor counted, not stopped by a reminder opt-out.
+NOTIFY_TRANSACTIONAL_CODES = env_list(
+    "NOTIFY_TRANSACTIONAL_CODES",
+    ["receipt", "payment_receipt", "payment_succeeded", "payment_recovered", "portal_link", "support_ack", "test"],
 )
 # Legally required notices: sent despite an email/in-app opt-out and the contact cap (never to an
 # SMS number that replied STOP, never outside quiet hours). See docs/notifications.md.
@@ -237,6 +242,13 @@ WEBHOOK_TIMEOUT_SECONDS = env_int("WEBHOOK_TIMEOUT_SECONDS", 10, minimum=1, maxi
 DUNNING_BATCH_SIZE = env_int("DUNNING_BATCH_SIZE", 500, minimum=1, maximum=10000)
 # How long a claimed payment attempt is leased to one worker before another may reconcile it.
 PAYMENT_ATTEMPT_LEASE_SECONDS = env_int("PAYMENT_ATTEMPT_LEASE_SECONDS", 300, minimum=30)
+
+# --- Customer portal (docs/portal.md) -------------------------------------------------------
+# How long a portal link in a message stays valid; a newer link can always be requested.
+PORTAL_LINK_MAX_AGE_DAYS = env_int("PORTAL_LINK_MAX_AGE_DAYS", 14, minimum=1, maximum=365)
+# Token-less portal pages (asking for a fresh link): requests per client address per window.
+PORTAL_RATE_LIMIT = env_int("PORTAL_RATE_LIMIT", 10, minimum=1)
+PORTAL_RATE_WINDOW_SECONDS = env_int("PORTAL_RATE_WINDOW_SECONDS", 900, minimum=10)
 
 # --- REST framework -------------------------------------------------------------------------
 REST_FRAMEWORK = {

@@ -72,9 +72,10 @@ def _case_message_context(case_id: int) -> dict:
     from django.utils import timezone
 
     from dunning.engine import message_context
+    from dunning.links import message_links
 
     case = DunningCase.objects.select_related("invoice", "customer").get(pk=case_id)
-    return message_context(case, timezone.now())
+    return message_context(case, timezone.now()) | message_links(case.customer)
 
 
 register_context_provider("case", _case_message_context)

@@ -39,15 +39,19 @@ def is_legal_notice(template_code: str) -> bool:
     return template_code in settings.NOTIFY_LEGAL_NOTICE_CODES
 
 
-def is_cap_exempt(template_code: str) -> bool:
-    return template_code in settings.NOTIFY_CAP_EXEMPT_CODES
+def is_transactional(template_code: str) -> bool:
+    """A message the customer asked for or expects at once (a receipt, a new portal link, a support
+    acknowledgement): sent at any hour, never capped nor counted, not stopped by an opt-out of
+    reminders (a bounced address or an SMS STOP still is)."""
+    return template_code in settings.NOTIFY_TRANSACTIONAL_CODES
+
 
 
 # --- Channel choice -----------------------------------------------------------------------------
 
 def unusable_reason(customer: Customer, channel: str, template_code: str) -> str:
     """Why this channel cannot carry this message to this customer ('' when it can)."""
-    legal = is_legal_notice(template_code)
+    legal = is_legal_notice(template_code) or is_transactional(template_code)
     if channel == Channel.EMAIL:
         if not customer.email:
             return "no email address on file"
@@ -120,14 +124,15 @@ def quiet_hours() -> tuple[datetime.time, datetime.time] | None:
     return _parse_quiet_hours(settings.NOTIFY_QUIET_HOURS)
 
 
-def first_allowed_at(customer: Customer, channel: str, moment: datetime.datetime) -> datetime.datetime:
+def first_allowed_at(customer: Customer, channel: str, moment: datetime.datetime,
+                     template_code: str = "") -> datetime.datetime:
     """``moment`` itself, or when it falls in the customer's quiet hours, the end of them.
 
     Computed on the customer's wall clock, so the morning is 08:00 local time on either side of a
     daylight-saving change.
     """
     hours = quiet_hours()
-    if hours is None or channel not in INTRUSIVE_CHANNELS:
+    if hours is None or channel not in INTRUSIVE_CHANNELS or is_transactional(template_code):
         return moment
     start, end = hours
     tz = customer.tz
@@ -188,7 +193,7 @@ class SendGate:
                     customer_id__in=customer_ids, status=Notification.Status.SENT, sent_at__gt=since,
                     channel__in=CUSTOMER_CHANNELS,
                 )
-                .exclude(template_code__in=settings.NOTIFY_CAP_EXEMPT_CODES)
+                .exclude(template_code__in=settings.NOTIFY_TRANSACTIONAL_CODES)
                 .only("id", "customer_id", "reference", "template_code", "sent_at")
                 .order_by()
             )
@@ -222,15 +227,15 @@ class SendGate:
         merged_into = self._newer_message(row)
         if merged_into is not None:
             return Decision("merge", f"merged into the newer {merged_into.template_code} message", into=merged_into)
-        until = first_allowed_at(customer, row.channel, self.now)
+        until = first_allowed_at(customer, row.channel, self.now, row.template_code)
         if until > self.now:
             local = until.astimezone(customer.tz)
             return Decision("defer", f"quiet hours in {customer.timezone}; sending at {local:%Y-%m-%d %H:%M} local "
                             "time", until=until)
-        if not (is_cap_exempt(row.template_code) or is_legal_notice(row.template_code)):
+        if not (is_transactional(row.template_code) or is_legal_notice(row.template_code)):
             cap_until = self._cap_until(row)
             if cap_until is not None:
-                until = first_allowed_at(customer, row.channel, cap_until)
+                until = first_allowed_at(customer, row.channel, cap_until, row.template_code)
                 cap, days = settings.NOTIFY_CONTACT_CAP, settings.NOTIFY_CONTACT_CAP_DAYS
                 local = until.astimezone(customer.tz)
                 return Decision("defer", f"contact cap reached ({cap} per {days} days); deferred to "
@@ -238,11 +243,13 @@ class SendGate:
         return Decision("send")
 
     def _newer_message(self, row: Notification) -> Notification | None:
-        if not row.reference:
+        # Only dunning messages merge: a receipt or a support acknowledgement covers no reminder.
+        if not row.reference or is_transactional(row.template_code):
             return None
         candidates = [
             other for other in self.newer.get((row.customer_id, row.channel, row.reference), [])
             if other.pk != row.pk and other.template_code != row.template_code
+            and not is_transactional(other.template_code)
             and (other.created_at, other.pk) > (row.created_at, row.pk)
         ]
         return max(candidates, key=lambda r: (r.created_at, r.pk), default=None)
@@ -260,10 +267,10 @@ class SendGate:
         return max(oldest + window, self.now + datetime.timedelta(minutes=1))
 
     def record_sent(self, row: Notification) -> None:
-        if row.channel in CUSTOMER_CHANNELS and not is_cap_exempt(row.template_code):
+        if row.channel in CUSTOMER_CHANNELS and not is_transactional(row.template_code):
             self.contacts.setdefault(row.customer_id, {}).setdefault(_contact_key(row), self.now)
 
 
 def cap_filter() -> Q:
     """Messages counted by the contact cap (for reports and the admin)."""
-    return Q(channel__in=CUSTOMER_CHANNELS) & ~Q(template_code__in=settings.NOTIFY_CAP_EXEMPT_CODES)
+    return Q(channel__in=CUSTOMER_CHANNELS) & ~Q(template_code__in=settings.NOTIFY_TRANSACTIONAL_CODES)

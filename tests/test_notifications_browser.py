@@ -19,14 +19,25 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 def browser_page():
     if not os.path.exists("/usr/bin/chromium"):
         pytest.skip("Chromium is not installed at /usr/bin/chromium")
-    os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        page = browser.new_page()
-        yield page
-        browser.close()
+    # The ORM refuses to run in Playwright's event-loop thread unless told it is safe: set only while
+    # this test runs (a subprocess of another test must not inherit it).
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+            page = browser.new_page()
+            page.csp_errors = []
+            page.on("console", lambda msg: "Content Security Policy" in msg.text and page.csp_errors.append(msg.text))
+            yield page
+            browser.close()
+    finally:
+        if previous is None:
+            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+        else:
+            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
 
 
 def test_live_preview_updates_while_typing(live_server, browser_page):
@@ -67,3 +78,4 @@ def test_live_preview_updates_while_typing(live_server, browser_page):
     assert "Unknown variable" in page.inner_text(".errorlist")
     template.refresh_from_db()
     assert template.subject.startswith("Promemoria")
+    assert page.csp_errors == []

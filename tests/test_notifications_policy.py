@@ -20,6 +20,12 @@ pytestmark = pytest.mark.django_db
 UTC = datetime.UTC
 
 
+@pytest.fixture(autouse=True)
+def default_quiet_hours(settings):
+    """The production default (the test settings turn quiet hours off for the rest of the suite)."""
+    settings.NOTIFY_QUIET_HOURS = "21:00-08:00"
+
+
 def at(*args) -> datetime.datetime:
     return datetime.datetime(*args, tzinfo=UTC)
 

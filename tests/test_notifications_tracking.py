@@ -72,7 +72,7 @@ def test_delivered_opened_clicked_update_the_message_and_the_timeline(client, we
     clicked = {
         "RecordType": "Click", "MessageStream": "outbound", "ClickLocation": "HTML",
         "Client": {"Name": "Chrome", "Company": "Google", "Family": "Chrome"}, "OS": {"Name": "OS X"},
-        "Platform": "Desktop", "UserAgent": "Mozilla/5.0", "OriginalLink": row.context["portal_url"],
+        "Platform": "Desktop", "UserAgent": "Mozilla/5.0", "OriginalLink": "https://billing.example.com/portal/t/x/",
         "Geo": {}, "MessageID": MESSAGE_ID, "Metadata": {"notification_id": str(row.pk)},
         "ReceivedAt": "2026-03-02T11:01:00.0000000Z", "Tag": "first_notice", "Recipient": "john@example.com",
     }

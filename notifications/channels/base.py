@@ -43,7 +43,8 @@ def send_email(notification: Notification, connection=None) -> str:
 
 def _headers(notification: Notification) -> dict:
     headers = {"X-Dunning-Notification": str(notification.pk)}
-    unsubscribe = (notification.context or {}).get("unsubscribe_url")
+    merged = getattr(notification, "merged_context", None) or notification.context or {}
+    unsubscribe = merged.get("unsubscribe_url")
     if unsubscribe:
         # Mail clients show an "unsubscribe" button for this header (RFC 2369).
         headers["List-Unsubscribe"] = f"<{unsubscribe}>"
