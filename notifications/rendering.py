@@ -86,8 +86,14 @@ def _locale(code: str) -> Locale:
 
 
 def _money(amount, currency: str, locale: str) -> str:
+    return _format_money(str(amount), str(currency), locale)
+
+
+@lru_cache(maxsize=8192)
+def _format_money(amount: str, currency: str, locale: str) -> str:
+    # Subscription prices repeat: Babel's formatting is the dearest part of rendering a message.
     try:
-        return format_currency(Decimal(str(amount)), currency, locale=_locale(locale))
+        return format_currency(Decimal(amount), currency, locale=_locale(locale))
     except (InvalidOperation, ValueError, TypeError):
         return f"{amount} {currency}"
 
