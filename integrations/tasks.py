@@ -1,0 +1,13 @@
+"""Background tasks (django-q2). Idempotent: a job is claimed (queued -> running) before it runs."""
+
+from __future__ import annotations
+
+from django.contrib.auth import get_user_model
+
+from integrations import imports
+
+
+def run_import_job(job_id: int, user_id: int | None = None) -> str:
+    actor = get_user_model().objects.filter(pk=user_id).first() if user_id else None
+    job = imports.run_job(job_id, actor=actor)
+    return job.status if job else "already claimed"
