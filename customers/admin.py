@@ -1,6 +1,8 @@
 from django.contrib import admin
+from import_export.admin import ImportExportMixin
 
 from customers.models import Customer, PaymentMethod
+from customers.resources import CustomerResource
 
 
 class PaymentMethodInline(admin.TabularInline):
@@ -11,7 +13,8 @@ class PaymentMethodInline(admin.TabularInline):
 
 
 @admin.register(Customer)
-class CustomerAdmin(admin.ModelAdmin):
+class CustomerAdmin(ImportExportMixin, admin.ModelAdmin):
+    resource_classes = [CustomerResource]
     list_display = ("name", "external_id", "email", "segment", "currency", "locale", "status")
     list_filter = ("status", "currency", "locale", "segment", "is_business")
     search_fields = ("name", "email", "external_id")

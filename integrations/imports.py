@@ -72,7 +72,8 @@ def preview_job(job: ImportJob) -> ImportReport:
                         _progress_saver(job))
     job.report = report.as_dict()
     job.total = report.total
-    job.save(update_fields=["report", "total", "updated_at"])
+    job.status = ImportJob.Status.PREVIEW
+    job.save(update_fields=["report", "total", "status", "updated_at"])
     return report
 
 

@@ -126,6 +126,7 @@ class ImportJob(TimestampedModel):
     """An invoice import started in the admin; large files run in the background and report progress."""
 
     class Status(models.TextChoices):
+        VALIDATING = "validating", _("Validating")
         PREVIEW = "preview", _("Validated, waiting for confirmation")
         QUEUED = "queued", _("Queued")
         RUNNING = "running", _("Running")

@@ -11,3 +11,13 @@ def run_import_job(job_id: int, user_id: int | None = None) -> str:
     actor = get_user_model().objects.filter(pk=user_id).first() if user_id else None
     job = imports.run_job(job_id, actor=actor)
     return job.status if job else "already claimed"
+
+
+def preview_import_job(job_id: int) -> str:
+    from integrations.models import ImportJob
+
+    claimed = ImportJob.objects.filter(pk=job_id, status=ImportJob.Status.VALIDATING).first()
+    if claimed is None:
+        return "nothing to validate"
+    imports.preview_job(claimed)
+    return "validated"
