@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from datetime import timedelta
 
 from django.conf import settings
@@ -22,6 +23,7 @@ from integrations.api.errors import Conflict, error_body
 from integrations.models import ApiKey, IdempotencyRecord
 
 HEADER = "Idempotency-Key"
+KEY_PATTERN = r"^[!-~]+$"  # printable ASCII without spaces, e.g. a UUID
 ABANDONED_AFTER = timedelta(minutes=5)
 
 
@@ -47,8 +49,8 @@ def begin(request) -> IdempotencyRecord:
     if not key_value:
         raise exceptions.ValidationError({HEADER: ["This header is required on every POST (any unique string, "
                                                    "e.g. a UUID), so that a retried request is not applied twice."]})
-    if len(key_value) > 255:
-        raise exceptions.ValidationError({HEADER: ["At most 255 characters."]})
+    if len(key_value) > 255 or not re.match(KEY_PATTERN, key_value):
+        raise exceptions.ValidationError({HEADER: ["At most 255 printable ASCII characters without spaces."]})
     api_key: ApiKey = request.auth
     digest = request_hash(request)
     now = timezone.now()
@@ -96,7 +98,8 @@ class IdempotentMixin:
 
     def initial(self, request, *args, **kwargs):
         super().initial(request, *args, **kwargs)
-        if request.method == "POST":
+        # Only for views that take a POST: any other gets its 405 from DRF, untouched.
+        if request.method == "POST" and hasattr(self, "post"):
             self._idempotency_record = begin(request)
 
     def handle_exception(self, exc):

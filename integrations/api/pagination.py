@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.pagination import CursorPagination
 
 
@@ -9,3 +10,10 @@ class Cursor(CursorPagination):
     ordering = "-id"
     page_size_query_param = "page_size"
     max_page_size = 500
+
+    def decode_cursor(self, request):
+        try:
+            return super().decode_cursor(request)
+        except NotFound:
+            # A malformed cursor is a bad request, not a missing page.
+            raise ValidationError({self.cursor_query_param: [str(self.invalid_cursor_message)]}) from None

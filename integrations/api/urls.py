@@ -1,4 +1,4 @@
-from django.urls import include, path
+from django.urls import include, path, re_path
 from rest_framework.routers import DefaultRouter
 
 from integrations.api import views
@@ -18,4 +18,5 @@ urlpatterns = [
     path("", include(router.urls)),
     path("reports/summary/", views.ReportSummaryView.as_view(), name="report-summary"),
     path("ping/", views.ping, name="ping"),
+    re_path(r"^.*$", views.not_found),
 ]

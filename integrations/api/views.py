@@ -6,7 +6,6 @@ from django.db.models import Count, Q, Sum
 from django.http import JsonResponse
 from django.utils import timezone
 from django_filters import rest_framework as filters
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
@@ -22,19 +21,21 @@ from dunning import services as dunning
 from dunning.models import Campaign, DunningCase
 from integrations import events
 from integrations.api import serializers as s
-from integrations.api.idempotency import HEADER, IdempotentMixin
+from integrations.api.idempotency import HEADER, KEY_PATTERN, IdempotentMixin
 from integrations.models import PaymentEvent
 from notifications.models import Channel, Notification
 
 IDEMPOTENCY_PARAM = OpenApiParameter(
-    HEADER, OpenApiTypes.STR, OpenApiParameter.HEADER, required=True,
+    HEADER, {"type": "string", "minLength": 1, "maxLength": 255, "pattern": KEY_PATTERN}, OpenApiParameter.HEADER,
+    required=True,
     description="A unique string per request (e.g. a UUID). Retrying with the same key replays the first "
                 "response; the same key with a different body is a 409.",
 )
 
 
 class ApiViewSet(IdempotentMixin, viewsets.GenericViewSet):
-    pass
+    # Any id reaches the view, so an unknown or malformed one is a JSON 404 rather than Django's page.
+    lookup_value_regex = "[^/]+"
 
 
 # --- Customers and payment methods ---------------------------------------------------------------
@@ -157,7 +158,9 @@ class CaseFilter(filters.FilterSet):
 
     class Meta:
         model = DunningCase
-        fields = {"status": ["exact"], "campaign": ["exact"], "failed_at": ["gte", "lt"]}
+        fields = {"status": ["exact"], "failed_at": ["gte", "lt"]}
+
+    campaign = filters.NumberFilter(field_name="campaign_id", help_text="Campaign id.")
 
 
 CASE_ACTION = extend_schema(request=s.CaseActionSerializer, responses={200: s.CaseDetailSerializer},
@@ -279,6 +282,11 @@ def _amounts(cases, remaining: bool = False) -> dict[str, str]:
     rows = cases.values_list("invoice__currency").annotate(
         due=Sum("invoice__amount_due"), paid=Sum("invoice__amount_paid")).order_by("invoice__currency")
     return {cur: str(to_amount((due - paid) if remaining else due, cur)) for cur, due, paid in rows}
+
+
+def not_found(request, *args, **kwargs):
+    return JsonResponse({"error": {"status": 404, "code": "not_found", "message": "No such API endpoint.",
+                                   "fields": {}}}, status=404)
 
 
 def ping(request):
