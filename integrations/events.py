@@ -36,11 +36,6 @@ def _invoice(external_id: str) -> Invoice:
 
 def ingest(event_id: str, kind: str, data: dict, *, api_key: ApiKey | None = None) -> EventOutcome:
     """Apply one event, or return the stored result of an earlier event with the same id."""
-    existing = PaymentEvent.objects.filter(event_id=event_id).first()
-    if existing is not None:
-        if existing.kind != kind:
-            raise dunning.DunningError(f"Event {event_id} was already received as {existing.kind}")
-        return EventOutcome(existing, True)
     actor = api_key.actor_label if api_key else "api"
     try:
         with transaction.atomic():
@@ -54,12 +49,15 @@ def ingest(event_id: str, kind: str, data: dict, *, api_key: ApiKey | None = Non
         existing = PaymentEvent.objects.filter(event_id=event_id).first()
         if existing is None:
             raise
+        if existing.kind != kind:
+            raise dunning.DunningError(f"Event {event_id} was already received as {existing.kind}") from None
         return EventOutcome(existing, True)
     if kind in AFTER_COMMIT:
-        # Gateway calls happen after the commit, outside every lock; each charge is keyed by method and
-        # invoice, so a crash here and a retried event never charge twice.
-        event.result.update(AFTER_COMMIT[kind](event.result, actor))
-        PaymentEvent.objects.filter(pk=event.pk).update(result=event.result)
+        # Gateway calls run after the commit, outside every transaction and lock, in a worker; each
+        # charge is keyed by method and invoice, so a re-delivered task never charges twice.
+        from django_q.tasks import async_task
+
+        transaction.on_commit(lambda: async_task(AFTER_COMMIT[kind], event.pk, actor))
     return EventOutcome(event, False)
 
 
@@ -123,15 +121,18 @@ def _payment_method_updated(event_id: str, data: dict, actor: str) -> dict:
     method.is_default, method.detached_at = True, None
     method.full_clean(validate_unique=False, validate_constraints=False)
     method.save()
-    return {"payment_method": method.pk}
+    return {"payment_method": method.pk, "retry_scheduled": True}
 
 
-def _retry_with_new_method(result: dict, actor: str) -> dict:
-    method = PaymentMethod.objects.select_related("customer").get(pk=result["payment_method"])
+def retry_with_new_method(event_id: int, actor: str) -> list[dict]:
+    """Task: charge every open case of the customer with the new method; the outcome goes on the event."""
+    event = PaymentEvent.objects.get(pk=event_id)
+    method = PaymentMethod.objects.select_related("customer").get(pk=event.result["payment_method"])
     attempts = dunning.retry_after_method_update(method.customer, method, actor=actor,
                                                  source=PaymentAttempt.Source.EXTERNAL)
-    return {"retries": [{"attempt": a.pk, "invoice": a.invoice.external_id, "outcome": a.outcome}
-                        for a in attempts]}
+    retries = [{"attempt": a.pk, "invoice": a.invoice.external_id, "outcome": a.outcome} for a in attempts]
+    PaymentEvent.objects.filter(pk=event_id).update(result={**event.result, "retries": retries})
+    return retries
 
 
 HANDLERS = {
@@ -140,4 +141,4 @@ HANDLERS = {
     PaymentEvent.Kind.REFUNDED: _refunded,
     PaymentEvent.Kind.PAYMENT_METHOD_UPDATED: _payment_method_updated,
 }
-AFTER_COMMIT = {PaymentEvent.Kind.PAYMENT_METHOD_UPDATED: _retry_with_new_method}
+AFTER_COMMIT = {PaymentEvent.Kind.PAYMENT_METHOD_UPDATED: "integrations.events.retry_with_new_method"}

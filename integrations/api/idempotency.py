@@ -92,9 +92,22 @@ def replay_response(record: IdempotencyRecord) -> Response:
 
 
 class IdempotentMixin:
-    """For API views: every POST goes through begin()/finish()."""
+    """For API views: every POST goes through begin()/finish().
+
+    By default the whole POST runs in one transaction with its idempotency record: a concurrent request
+    with the same key waits on the record's unique index, then replays the committed response; one
+    commit per request. Views whose handler calls a payment gateway set ``atomic_post = False`` so that
+    the call happens outside any transaction (the record is then committed first, as "in progress").
+    """
 
     _idempotency_record = None
+    atomic_post = True
+
+    def dispatch(self, request, *args, **kwargs):
+        if request.method == "POST" and self.atomic_post:
+            with transaction.atomic():
+                return super().dispatch(request, *args, **kwargs)
+        return super().dispatch(request, *args, **kwargs)
 
     def initial(self, request, *args, **kwargs):
         super().initial(request, *args, **kwargs)

@@ -174,6 +174,7 @@ class CaseViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
     queryset = DunningCase.objects.select_related("customer", "invoice")
     serializer_class = s.CaseSerializer
     filterset_class = CaseFilter
+    atomic_post = False  # retry-now calls the payment gateway: never inside a transaction
     ordering_fields = ("id", "failed_at", "next_action_at", "created_at")
 
     def get_serializer_class(self):
