@@ -22,7 +22,8 @@ from pathlib import Path
 from bench.common import row, truncate_all
 
 SIZES = {"small": 600, "full": 3_000}
-CONCURRENCY = 4
+CONCURRENCY = 8
+THREADS = 4  # gthread workers: a request waiting on PostgreSQL (commit fsync) does not idle its worker
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -57,8 +58,8 @@ def start_server(port: int) -> subprocess.Popen:
            "SECURE_SSL_REDIRECT": "false", "API_THROTTLE_RATE": "1000000/min", "LOG_LEVEL": "WARNING",
            "DJANGO_SETTINGS_MODULE": "config.settings"}
     server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "config.wsgi:application", "--workers", "2", "--bind",
-         f"127.0.0.1:{port}", "--log-level", "warning"],
+        [sys.executable, "-m", "gunicorn", "config.wsgi:application", "--workers", "2", "--threads", str(THREADS),
+         "--bind", f"127.0.0.1:{port}", "--log-level", "warning"],
         cwd=ROOT, env=env,
     )
     deadline = time.time() + 30
@@ -150,8 +151,26 @@ def run(scale: str) -> list[dict]:
     return [
         row("payment events ingested (payment_failed, gunicorn 2 workers)", rate, "events/s",
             target=">= 300 events/s", ratio_to=f"bare Django view ({ping_rate:,.0f} req/s)", ratio=rate / ping_rate,
-            note=f"{n:,} events, {CONCURRENCY} concurrent clients"),
+            note=f"{n:,} events, {CONCURRENCY} concurrent clients, {THREADS} threads per worker"),
         row("payment event latency p50", statistics.median(latencies), "ms"),
         row("payment event latency p99", percentile(latencies, 99), "ms", target="< 100 ms"),
         row("bare view latency p50", statistics.median(ping_lat), "ms"),
+        row("PostgreSQL commit latency on this machine (context)", commit_latency_ms(), "ms",
+            note="one INSERT + COMMIT round trip; each event needs one commit"),
     ]
+
+
+def commit_latency_ms() -> float:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TABLE IF NOT EXISTS bench_commit_probe (x int)")
+    samples = []
+    for _ in range(30):
+        start = time.perf_counter()
+        with connection.cursor() as cursor:
+            cursor.execute("INSERT INTO bench_commit_probe VALUES (1)")
+        samples.append((time.perf_counter() - start) * 1000)
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TABLE bench_commit_probe")
+    return statistics.median(samples)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import exceptions, permissions, throttling
@@ -61,7 +62,8 @@ class ApiKeyAuthentication(BaseAuthentication):
             raise exceptions.AuthenticationFailed("Unknown or revoked API key.")
         now = timezone.now()
         if key.last_used_at is None or key.last_used_at < now - timedelta(minutes=1):
-            ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
+            # After the request's transaction, so that concurrent requests never queue on the key's row.
+            transaction.on_commit(lambda: ApiKey.objects.filter(pk=key.pk).update(last_used_at=now))
         return ApiClient(key), key
 
     def authenticate_header(self, request) -> str:

@@ -14,7 +14,7 @@ import re
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -55,12 +55,9 @@ def begin(request) -> IdempotencyRecord:
     digest = request_hash(request)
     now = timezone.now()
     for _round in range(2):
-        try:
-            with transaction.atomic():
-                return IdempotencyRecord.objects.create(api_key=api_key, key=key_value, method=request.method,
-                                                        path=request.path[:255], request_hash=digest, created_at=now)
-        except IntegrityError:
-            pass
+        record = _claim(api_key, key_value, request, digest, now)
+        if record is not None:
+            return record
         existing = IdempotencyRecord.objects.filter(api_key=api_key, key=key_value).first()
         if existing is None:
             continue
@@ -77,6 +74,33 @@ def begin(request) -> IdempotencyRecord:
                            code="idempotency_in_progress")
         raise Replay(existing)
     raise Conflict("This Idempotency-Key is being used by another request.", code="idempotency_in_progress")
+
+
+def _claim(api_key: ApiKey, key_value: str, request, digest: str, now) -> IdempotencyRecord | None:
+    """Insert the record, or return None if the key exists. A concurrent request with the same key that
+    has not committed yet makes this wait for it (unique index), so the loser then sees its response."""
+    record = IdempotencyRecord(api_key=api_key, key=key_value, method=request.method, path=request.path[:255],
+                               request_hash=digest, created_at=now)
+    if connection.vendor == "postgresql":
+        # ON CONFLICT DO NOTHING: no error, so no savepoint round trips inside the request's transaction.
+        table = IdempotencyRecord._meta.db_table
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {table} (api_key_id, key, method, path, request_hash, created_at) "  # noqa: S608
+                "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (api_key_id, key) DO NOTHING RETURNING id",
+                [api_key.pk, key_value, record.method, record.path, digest, now])
+            found = cursor.fetchone()
+        if found is None:
+            return None
+        record.pk = found[0]
+        record._state.adding = False
+        return record
+    try:
+        with transaction.atomic():
+            record.save(force_insert=True)
+            return record
+    except IntegrityError:
+        return None
 
 
 def finish(record: IdempotencyRecord, response: Response) -> None:
