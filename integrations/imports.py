@@ -116,6 +116,8 @@ def run_job(job_id: int, *, actor=None) -> ImportJob | None:
         job.processed = report.total
     job.finished_at = timezone.now()
     job.save(update_fields=["status", "report", "processed", "finished_at", "updated_at"])
+    # The upload is no longer needed: the report keeps every invalid row for the skipped-rows CSV.
+    default_storage.delete(job.stored_path)
     return job
 
 

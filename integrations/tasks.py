@@ -21,3 +21,17 @@ def preview_import_job(job_id: int) -> str:
         return "nothing to validate"
     imports.preview_job(claimed)
     return "validated"
+
+
+def purge_idempotency_records() -> int:
+    """Hourly: forget Idempotency-Keys older than API_IDEMPOTENCY_HOURS (idempotent: a plain delete)."""
+    from datetime import timedelta
+
+    from django.conf import settings
+    from django.utils import timezone
+
+    from integrations.models import IdempotencyRecord
+
+    cutoff = timezone.now() - timedelta(hours=settings.API_IDEMPOTENCY_HOURS)
+    deleted, _ = IdempotencyRecord.objects.filter(created_at__lt=cutoff).delete()
+    return deleted

@@ -314,3 +314,17 @@ def test_idempotency_records_are_kept_per_key(world):
     post(client_for(secret), "/api/v1/customers/", {"external_id": "c9", "name": "n"}, key="abc")
     record = IdempotencyRecord.objects.get(key="abc")
     assert record.api_key == key and record.status_code == 201
+
+
+def test_expired_idempotency_records_are_purged_and_the_schedule_exists(world, clock):
+    from django_q.models import Schedule
+
+    from integrations.tasks import purge_idempotency_records
+
+    _key, secret = api_key()
+    post(client_for(secret), "/api/v1/customers/", {"external_id": "c_old", "name": "n"}, key="old")
+    clock.advance(hours=25)
+    post(client_for(secret), "/api/v1/customers/", {"external_id": "c_new", "name": "n"}, key="new")
+    assert purge_idempotency_records() == 1 and purge_idempotency_records() == 0
+    assert list(IdempotencyRecord.objects.values_list("key", flat=True)) == ["new"]
+    assert Schedule.objects.filter(func="integrations.tasks.purge_idempotency_records").exists()
