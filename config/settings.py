@@ -215,6 +215,13 @@ DUNNING_BATCH_SIZE = env_int("DUNNING_BATCH_SIZE", 500, minimum=1, maximum=10000
 # How long a claimed payment attempt is leased to one worker before another may reconcile it.
 PAYMENT_ATTEMPT_LEASE_SECONDS = env_int("PAYMENT_ATTEMPT_LEASE_SECONDS", 300, minimum=30)
 
+# --- Customer portal (docs/portal.md) -------------------------------------------------------
+# How long a portal link in a message stays valid; a newer link can always be requested.
+PORTAL_LINK_MAX_AGE_DAYS = env_int("PORTAL_LINK_MAX_AGE_DAYS", 14, minimum=1, maximum=365)
+# Token-less portal pages (asking for a fresh link): requests per client address per window.
+PORTAL_RATE_LIMIT = env_int("PORTAL_RATE_LIMIT", 10, minimum=1)
+PORTAL_RATE_WINDOW_SECONDS = env_int("PORTAL_RATE_WINDOW_SECONDS", 900, minimum=10)
+
 # --- REST framework -------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",

@@ -161,3 +161,6 @@ class CaseEventAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+from dunning import admin_plans  # noqa: E402,F401  (payment plans and limits)

@@ -250,3 +250,6 @@ class WorkItem(TimestampedModel):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()}: {self.title}"
+
+
+from dunning.plan_models import Instalment, PaymentPlan, PlanLimit  # noqa: E402,F401

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from dataclasses import dataclass
 
 from django.db import IntegrityError, transaction
 
@@ -81,3 +82,60 @@ class SandboxGateway(PaymentGateway):
             decline_code=existing.decline_code,
             advice_code=existing.advice_code,
         )
+
+
+# --- Card form (customer portal) ---------------------------------------------------------------
+# Test card numbers, as in Stripe's test mode, mapped to the sandbox's behaviour tokens.
+TEST_CARDS = {
+    "4242424242424242": "tok_ok",
+    "5555555555554444": "tok_ok",
+    "4000000000009995": "tok_insufficient_funds",
+    "4000000000000069": "tok_expired_card",
+    "4000000000000002": "tok_do_not_honor",
+    "4000000000009979": "tok_stolen_card",
+    "4000000000000119": "tok_processing_error",
+}
+
+
+@dataclass(frozen=True)
+class TokenizedCard:
+    """What may be kept of a card: the gateway's token, brand, last 4 digits and expiry. No PAN, no CVC."""
+
+    token: str
+    brand: str
+    last4: str
+    exp_month: int
+    exp_year: int
+
+
+class CardRejected(GatewayError):
+    """The card form's data is not a usable card (unknown test number, bad expiry)."""
+
+
+def card_brand(number: str) -> str:
+    if number.startswith("4"):
+        return "visa"
+    if number[:2] in {"51", "52", "53", "54", "55"} or "2221" <= number[:4] <= "2720":
+        return "mastercard"
+    if number[:2] in {"34", "37"}:
+        return "amex"
+    return "card"
+
+
+def tokenize_card(number: str, exp_month: int, exp_year: int, cvc: str) -> TokenizedCard:
+    """Stand-in for a processor's card vault: turn a test card into a token, keeping only what PCI DSS
+    allows. The number and CVC go no further than this function (never logged, never stored)."""
+    digits = "".join(ch for ch in number if ch.isdigit())
+    behaviour = TEST_CARDS.get(digits)
+    if behaviour is None or not (cvc.isdigit() and len(cvc) in (3, 4)):
+        raise CardRejected("This card was declined by the sandbox: use one of its test cards.")
+    return TokenizedCard(
+        token=f"{behaviour}:{uuid.uuid4().hex[:16]}",
+        brand=card_brand(digits),
+        last4=digits[-4:],
+        exp_month=exp_month,
+        exp_year=exp_year,
+    )
+
+
+SandboxGateway.tokenize_card = staticmethod(tokenize_card)
