@@ -106,6 +106,10 @@ class RowError:
     reason: str
 
     def as_dict(self) -> dict:
+        """JSON-ready, with NUL characters replaced (PostgreSQL's jsonb refuses them)."""
+        return _without_nul(self._as_dict())
+
+    def _as_dict(self) -> dict:
         return {"line": self.line, "column": self.column, "reason": self.reason}
 
 
@@ -158,6 +162,10 @@ class ImportReport:
             self.errors.append(RowError(line, column, reason))
 
     def as_dict(self) -> dict:
+        """JSON-ready, with NUL characters replaced (PostgreSQL's jsonb refuses them)."""
+        return _without_nul(self._as_dict())
+
+    def _as_dict(self) -> dict:
         return {
             "total": self.total, "new": self.new, "updated": self.updated, "unchanged": self.unchanged,
             "invalid": self.invalid, "errors": [e.as_dict() for e in self.errors],
@@ -188,6 +196,16 @@ class ImportReport:
             cells = self.invalid_rows[line]
             writer.writerow([line, *(cells.get(h, "") for h in self.header), "; ".join(reasons.get(line, []))])
         return out.getvalue()
+
+
+def _without_nul(value):
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    return value
 
 
 @dataclass(slots=True)
