@@ -19,6 +19,19 @@ from tests.factories import CustomerFactory, InvoiceFactory, PaymentMethodFactor
 schema = schemathesis.openapi.from_wsgi("/api/schema/", get_wsgi_application())
 
 
+@pytest.fixture(autouse=True)
+def keep_test_connection():
+    """Like Django's test client: requests must not close the connection that holds the test transaction."""
+    from django.core import signals
+    from django.db import close_old_connections
+
+    signals.request_started.disconnect(close_old_connections)
+    signals.request_finished.disconnect(close_old_connections)
+    yield
+    signals.request_started.connect(close_old_connections)
+    signals.request_finished.connect(close_old_connections)
+
+
 @pytest.fixture
 def bearer(db, defaults, settings):
     settings.API_THROTTLE_RATE = "100000/min"
