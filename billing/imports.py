@@ -298,7 +298,14 @@ def _xlsx_rows(opener: Opener) -> Iterator[tuple[int, list[Any]]]:
             raise ImportFileError(f"The file is not a readable XLSX workbook ({type(exc).__name__})") from None
         try:
             sheet = workbook.worksheets[0]
-            for number, values in enumerate(sheet.iter_rows(values_only=True), start=1):
+            rows = enumerate(sheet.iter_rows(values_only=True), start=1)
+            while True:
+                try:
+                    number, values = next(rows)
+                except StopIteration:
+                    return
+                except Exception as exc:  # a damaged sheet fails while streaming, in many ways
+                    raise ImportFileError(f"The workbook could not be read ({type(exc).__name__})") from None
                 yield number, [_cell(v) for v in values]
         finally:
             workbook.close()

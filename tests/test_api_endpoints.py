@@ -27,8 +27,9 @@ def world(defaults):
     case, _ = services.open_case(invoice, decline_code="insufficient_funds")
     note = Notification.objects.create(customer=customer, channel=Channel.INAPP, recipient="x",
                                        template_code="reminder", dedupe_key="n1", body_text="Please update your card")
+    event = PaymentEvent.objects.create(event_id="evt_seed", kind=PaymentEvent.Kind.PAYMENT_FAILED)
     return {"customer": customer, "method": method, "invoice": invoice, "case": case, "campaign": defaults,
-            "note": note}
+            "note": note, "event": event}
 
 
 def client_for(secret: str | None) -> APIClient:
@@ -47,7 +48,7 @@ def read_urls(w) -> list[str]:
         "/api/v1/customers/", f"/api/v1/customers/{w['customer'].pk}/",
         "/api/v1/payment-methods/", f"/api/v1/payment-methods/{w['method'].pk}/",
         "/api/v1/invoices/", f"/api/v1/invoices/{w['invoice'].pk}/",
-        "/api/v1/payment-events/",
+        "/api/v1/payment-events/", f"/api/v1/payment-events/{w['event'].event_id}/",
         "/api/v1/cases/", f"/api/v1/cases/{w['case'].pk}/",
         "/api/v1/campaigns/", f"/api/v1/campaigns/{w['campaign'].pk}/",
         "/api/v1/notifications/", f"/api/v1/notifications/{w['note'].pk}/",

@@ -216,3 +216,15 @@ def test_command_refuses_a_file_with_invalid_rows(customers, tmp_path):
         call_command("import_invoices", str(path), "--no-progress", "--skipped", str(skipped))
     assert Invoice.objects.count() == 0
     assert "currency" in skipped.read_text()
+
+
+def test_a_damaged_workbook_is_a_file_error_not_a_crash(customers):
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("[Content_Types].xml", "<not-really/>")
+    report = run(buffer.getvalue())
+    assert report.file_error.startswith("The ") and not report.written
+    assert Invoice.objects.count() == 0
