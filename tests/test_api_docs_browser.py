@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 
-def test_swagger_ui_renders_with_the_csp(live_server):
+@pytest.fixture
+def async_unsafe(monkeypatch):
+    # Playwright's sync API runs an event loop in this thread; only for this test, never globally.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+
+def test_swagger_ui_renders_with_the_csp(async_unsafe, live_server):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
