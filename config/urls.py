@@ -8,6 +8,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 api_docs = csp_update({"style-src": ["'unsafe-inline'"]})(SpectacularSwaggerSplitView.as_view(url_name="api-schema"))
 
 urlpatterns = [
+    path("admin/reports/", include("reports.urls")),
     path("admin/", admin.site.urls),
     path("portal/", include("dunning.portal.urls")),
     path("api/v1/", include("integrations.api.urls")),

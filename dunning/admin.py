@@ -162,5 +162,7 @@ class CaseEventAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         return False
 
+from dunning import admin_plans  # noqa: E402,F401,I001  (payment plans and limits)
 
-from dunning import admin_plans  # noqa: E402,F401  (payment plans and limits)
+# Last: it adjusts every registered changelist (see config.admin_paging.tune_large_changelists).
+from dunning import admin_cockpit  # noqa: E402,F401,I001  (work queue, variants, preview, big tables)
