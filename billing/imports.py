@@ -719,10 +719,15 @@ def _insert(rows: list[tuple]) -> None:
             invoices.append(invoice)
         Invoice.objects.bulk_create(invoices, batch_size=1000)
         return
-    sql = f"COPY {Invoice._meta.db_table} ({', '.join(INSERT_COLUMNS)}) FROM STDIN"
+    # Columns the file does not set (added by other features) get their model default: COPY does not
+    # apply Django's Python-side defaults.
+    others = [f for f in Invoice._meta.concrete_fields if not f.primary_key and f.column not in INSERT_COLUMNS]
+    defaults = tuple(f.get_db_prep_save(f.get_default(), connection) for f in others)
+    columns = [*INSERT_COLUMNS, *(f.column for f in others)]
+    sql = f"COPY {Invoice._meta.db_table} ({', '.join(columns)}) FROM STDIN"
     with connection.cursor() as cursor, connection.wrap_database_errors, cursor.cursor.copy(sql) as copy:
         for values in rows:
-            copy.write_row(values)
+            copy.write_row((*values, *defaults))
 
 
 def _write(chunks: Iterator[list], options: ImportOptions, report: ImportReport, progress) -> None:
