@@ -113,15 +113,16 @@ class PaymentAttempt(TimestampedModel):
     )
     amount = models.DecimalField(**MONEY)
     currency = models.CharField(max_length=3, validators=[validate_currency])
-    outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.PENDING, db_index=True)
+    # Indexes in Meta (no unused LIKE twins on PostgreSQL): retries insert a row per attempt.
+    outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.PENDING)
     source = models.CharField(max_length=16, choices=Source.choices, default=Source.RETRY)
-    decline_code = models.CharField(max_length=64, blank=True, db_index=True)
+    decline_code = models.CharField(max_length=64, blank=True)
     advice_code = models.CharField(max_length=8, blank=True, help_text=_("Mastercard merchant advice code."))
     network_code = models.CharField(max_length=8, blank=True, help_text=_("Raw network response code."))
     message = models.CharField(max_length=255, blank=True)
     gateway = models.CharField(max_length=32, blank=True)
-    gateway_reference = models.CharField(max_length=255, blank=True, db_index=True)
-    idempotency_key = models.CharField(max_length=255, unique=True)
+    gateway_reference = models.CharField(max_length=255, blank=True)
+    idempotency_key = models.CharField(max_length=255)
     # Processing lease: a pending attempt is (re)sent to the gateway by whichever worker claims it
     # once lease_until has passed.
     lease_until = models.DateTimeField(default=timezone.now)
@@ -137,6 +138,12 @@ class PaymentAttempt(TimestampedModel):
             models.Index(
                 fields=["lease_until"], condition=models.Q(outcome="pending"), name="attempt_pending_lease_idx"
             ),
+            models.Index(fields=["outcome"], name="attempt_outcome_idx"),
+            models.Index(fields=["decline_code"], name="attempt_decline_code_idx"),
+            models.Index(fields=["gateway_reference"], name="attempt_gateway_ref_idx"),
+        ]
+        constraints = [
+            models.UniqueConstraint(fields=["idempotency_key"], name="attempt_unique_idempotency_key"),
         ]
 
     def __str__(self) -> str:

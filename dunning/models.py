@@ -239,7 +239,7 @@ class CaseEvent(models.Model):
     # reports by kind.
     case = models.ForeignKey(DunningCase, on_delete=models.CASCADE, related_name="events", db_index=False)
     at = models.DateTimeField(default=timezone.now)
-    kind = models.CharField(max_length=64, db_index=True, help_text=_("Namespaced code, e.g. step.retry."))
+    kind = models.CharField(max_length=64, help_text=_("Namespaced code, e.g. step.retry."))
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+", db_index=False
     )
@@ -253,7 +253,10 @@ class CaseEvent(models.Model):
 
     class Meta:
         ordering = ["at", "id"]
-        indexes = [models.Index(fields=["case", "at"], name="caseevent_timeline_idx")]
+        indexes = [
+            models.Index(fields=["case", "at"], name="caseevent_timeline_idx"),
+            models.Index(fields=["kind"], name="caseevent_kind_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M} {self.kind}"

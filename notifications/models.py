@@ -75,21 +75,23 @@ class Notification(TimestampedModel):
     customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="notifications")
     channel = models.CharField(max_length=16, choices=Channel.choices, default=Channel.EMAIL)
     recipient = models.CharField(max_length=255, blank=True)
-    template_code = models.SlugField(max_length=64)
+    template_code = models.SlugField(max_length=64, db_index=False)
     locale = models.CharField(max_length=8, default="en")
     context = models.JSONField(default=dict, blank=True, help_text=_("Merge data, rendered at send time."))
     subject = models.CharField(max_length=255, blank=True)
     body_text = models.TextField(blank=True)
     body_html = models.TextField(blank=True)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
-    dedupe_key = models.CharField(max_length=200, unique=True)
+    # Indexes are declared in Meta: a CharField's db_index adds a second, unused LIKE index on
+    # PostgreSQL, and every engine step inserts a row here.
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    dedupe_key = models.CharField(max_length=200)
     reference = models.CharField(
-        max_length=100, blank=True, db_index=True, help_text=_("What caused the message, e.g. case:42.")
+        max_length=100, blank=True, help_text=_("What caused the message, e.g. case:42.")
     )
     send_after = models.DateTimeField(default=timezone.now)
     attempts = models.PositiveSmallIntegerField(default=0)
     last_error = models.TextField(blank=True)
-    provider_message_id = models.CharField(max_length=255, blank=True, db_index=True)
+    provider_message_id = models.CharField(max_length=255, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
     # In-app messages: shown in the portal and readable through the API until dismissed.
     read_at = models.DateTimeField(null=True, blank=True)
@@ -111,6 +113,13 @@ class Notification(TimestampedModel):
             # Read per claimed batch by the contact cap (notifications.policy.SendGate).
             models.Index(fields=["customer", "sent_at"], condition=models.Q(status="sent"),
                          name="notification_cap_idx"),
+            models.Index(fields=["status"], name="notification_status_idx"),
+            models.Index(fields=["reference"], name="notification_reference_idx"),
+            models.Index(fields=["provider_message_id"], name="notification_provider_id_idx"),
+            models.Index(fields=["template_code"], name="notification_template_idx"),
+        ]
+        constraints = [
+            models.UniqueConstraint(fields=["dedupe_key"], name="notification_unique_dedupe_key"),
         ]
 
     def __str__(self) -> str:
