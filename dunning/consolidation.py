@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from django.conf import settings
+from django.db.models import Count
 
 from billing.fees import open_fees_by_invoice
 from customers.models import BillingContact
@@ -50,10 +51,19 @@ def prepare(batch, cases: list[DunningCase], steps: dict[int, list[CampaignStep]
         return
     customer_ids = {c.customer_id for c in messaging}
     if settings.DUNNING_CONSOLIDATE_MESSAGES:
-        siblings = (
+        # Most customers have one invoice in dunning: find the groups with several first (one
+        # aggregate), and load sibling cases for those customers only.
+        multi = set(
             DunningCase.objects.filter(status=DunningCase.Status.ACTIVE, customer_id__in=customer_ids)
-            .select_related("invoice").order_by("pk")
+            .values_list("customer_id", "campaign_id").annotate(n=Count("id")).filter(n__gt=1)
+            .values_list("customer_id", "campaign_id")
         )
+        siblings = (
+            DunningCase.objects.filter(
+                status=DunningCase.Status.ACTIVE, customer_id__in={customer for customer, _c in multi}
+            )
+            .select_related("invoice").order_by("pk")
+        ) if multi else []
         for other in siblings:
             prepared.groups.setdefault((other.customer_id, other.campaign_id), []).append(other)
     for contact in BillingContact.objects.filter(customer_id__in=customer_ids).order_by("-is_primary", "id"):

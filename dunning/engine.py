@@ -230,7 +230,8 @@ def _flush(batch: Batch, cases: list[DunningCase]) -> None:
             status=Invoice.Status.UNCOLLECTIBLE, updated_at=batch.now
         )
     CaseEvent.objects.bulk_create(batch.events)
-    webhooks.emit_many(webhook_events.for_batch(batch, cases))
+    if webhooks.has_endpoints():
+        webhooks.emit_many(webhook_events.for_batch(batch, cases))
     _write_cases(batch, cases)
 
 

@@ -48,6 +48,11 @@ def emit(event_type: str, payload: dict, dedupe_key: str) -> int:
     return emit_many([(event_type, payload, dedupe_key)])
 
 
+def has_endpoints() -> bool:
+    """Whether any endpoint listens: callers skip building payloads when none does."""
+    return WebhookEndpoint.objects.filter(active=True).exists()
+
+
 def emit_many(events: list[tuple[str, dict, str]]) -> int:
     """Queue many events with two queries (endpoints, then one bulk insert). A dedupe key seen
     before for an endpoint is ignored, so re-running the cause never sends an event twice."""
