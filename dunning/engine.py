@@ -20,8 +20,9 @@ from django.utils import timezone
 from billing import services as billing
 from billing.models import Invoice, PaymentAttempt
 from customers.models import Customer, PaymentMethod
+from dunning import retries
 from dunning.links import portal_url
-from dunning.models import CampaignStep, CaseEvent, DunningCase
+from dunning.models import CampaignStep, CaseEvent, DunningCase, WorkItem
 from notifications import services as outbox
 from notifications.models import Notification
 
@@ -39,6 +40,8 @@ class Batch:
     suspend_customers: set[int] = field(default_factory=set)
     uncollectible_invoices: set[int] = field(default_factory=set)
     methods: dict[int, PaymentMethod] = field(default_factory=dict)
+    retry_context: retries.RetryContext | None = None
+    work_items: list[WorkItem] = field(default_factory=list)
 
     def event(self, case: DunningCase, kind: str, message: str, step: CampaignStep | None = None,
               **payload) -> CaseEvent:
@@ -82,14 +85,20 @@ def queue_messages(batch: Batch, case: DunningCase, step: CampaignStep) -> None:
                     channel=channel, template=step.template_code)
 
 
-def do_retry(batch: Batch, case: DunningCase, step: CampaignStep) -> None:
+def do_retry(batch: Batch, case: DunningCase, step: CampaignStep) -> bool | None:
     method = batch.methods.get(case.customer_id)
     if method is None:
         batch.event(case, "step.retry_skipped", "No payment method on file", step)
         return
+    # Smart retries (dunning.retries): a retry may wait (returns True: the case stays on this step)
+    # or stop because the method cannot be charged again.
+    decision = retries.decide_in_batch(batch, case, method)
+    if decision.action != retries.RETRY:
+        return retries.apply_in_batch(batch, case, step, method, decision)
+    case.retry_state = DunningCase.RetryState.SCHEDULED
     attempt = billing.new_attempt(
         case.invoice, payment_method=method, source=PaymentAttempt.Source.RETRY,
-        idempotency_key=f"case:{case.pk}:step:{step.pk}",
+        idempotency_key=f"case:{case.pk}:step:{step.pk}" + (f":q{case.quick_retries}" if case.quick_retries else ""),
     )
     attempt.lease_until = batch.now
     event = CaseEvent(case=case, kind="step.retry", message=f"Retry of {attempt.amount} {attempt.currency} queued",
@@ -170,13 +179,14 @@ def run_batch(now: datetime, batch_size: int) -> int:
                     customer_id__in=retry_customers, is_default=True, detached_at__isnull=True
                 )
             }
+            batch.retry_context = retries.prepare(batch, cases, steps)
         for case in cases:
             step = case.next_step
             handler = ACTIONS.get(step.action)
             if handler is None:
                 batch.event(case, "step.unknown_action", f"Unknown action {step.action!r}; skipped", step)
-            else:
-                handler(batch, case, step)
+            elif handler(batch, case, step):
+                continue  # the step waits (a deferred retry): the case keeps it and its new time
             _advance(case, step, steps.get(case.campaign_id, [step]), batch)
         _flush(batch, cases)
     return len(cases)
@@ -190,6 +200,8 @@ def _flush(batch: Batch, cases: list[DunningCase]) -> None:
             event.attempt = attempt
             batch.events.append(event)
     outbox.queue_many(batch.notifications)
+    if batch.work_items:
+        WorkItem.objects.bulk_create(batch.work_items, ignore_conflicts=True)
     if batch.suspend_customers:
         Customer.objects.filter(pk__in=batch.suspend_customers, status=Customer.Status.ACTIVE).update(
             status=Customer.Status.SUSPENDED, suspended_at=batch.now, updated_at=batch.now
@@ -202,7 +214,7 @@ def _flush(batch: Batch, cases: list[DunningCase]) -> None:
     for case in cases:
         case.updated_at = batch.now
     DunningCase.objects.bulk_update(
-        cases, ["current_step", "next_step", "next_action_at", "status", "closed_at", "updated_at"]
+        cases, ["current_step", "next_step", "next_action_at", "status", "closed_at", "retry_state", "updated_at"]
     )
 
 

@@ -18,6 +18,7 @@ from billing import services as billing
 from billing.gateways import OutcomeUnknown
 from billing.models import Invoice, PaymentAttempt
 from customers.models import Customer, PaymentMethod
+from dunning import retries
 from dunning.models import Campaign, CampaignStep, CaseEvent, DunningCase, WorkItem
 from notifications import services as outbox
 
@@ -103,6 +104,8 @@ def open_case(
             actor=actor, at=failed_at, attempt=attempt,
             payload={"campaign": campaign.pk, "decline_code": decline_code,
                      "amount": str(invoice.amount_remaining), "currency": invoice.currency})
+    if decline_code or attempt is not None:
+        retries.after_decline(case, attempt, at=failed_at)  # a hard decline stops retries at once
     return case, True
 
 
@@ -184,7 +187,9 @@ def settle_attempt(attempt: PaymentAttempt, result, *, at: datetime | None = Non
             record_payment(settled.invoice, settled.amount, attempt=settled, at=at)
         elif case is not None and case.is_open:
             log(case, "payment.declined", f"Declined: {settled.decline_code}", at=at, attempt=settled,
-                payload={"decline_code": settled.decline_code, "advice_code": settled.advice_code})
+                payload={"decline_code": settled.decline_code, "advice_code": settled.advice_code,
+                         "decline_class": settled.decline_class})
+            retries.after_decline(case, settled, at=at)
     return settled
 
 
