@@ -1,6 +1,9 @@
 from django.contrib import admin
 from django.urls import path
 
+from dunning.stripe_webhooks import stripe_webhook
+
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("webhooks/stripe/", stripe_webhook, name="stripe-webhook"),
 ]

@@ -158,3 +158,21 @@ class CaseEventAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+# --- Smart retries: the retry timing policy of a campaign ----------------------------------------
+
+from dunning.models import RetryPolicy  # noqa: E402
+
+
+class RetryPolicyInline(admin.StackedInline):
+    model = RetryPolicy
+    extra = 0
+    max_num = 1
+    verbose_name_plural = _("Retry timing (blank: charge at 10:00 local time, at least 20 hours apart)")
+
+
+CampaignAdmin.inlines = [*CampaignAdmin.inlines, RetryPolicyInline]
+DunningCaseAdmin.list_filter = (*DunningCaseAdmin.list_filter, "retry_state")
+DunningCaseAdmin.fields = (*DunningCaseAdmin.fields, "retry_state")
+DunningCaseAdmin.readonly_fields = DunningCaseAdmin.fields

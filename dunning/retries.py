@@ -202,9 +202,10 @@ def needs_method_effects(case: DunningCase, method: PaymentMethod | None, now: d
 
     tag = method.pk if method else "none"
     rows = []
-    for channel in ("email", "inapp"):
+    card = {"card_brand": method.brand.title(), "card_last4": method.last4} if method else {}
+    for channel in ("email",):
         row = outbox.build(case.customer, channel=channel, template_code=UPDATE_TEMPLATE,
-                           context={**context, "payment_method": str(method) if method else ""},
+                           context={**context, **card},
                            dedupe_key=f"case:{case.pk}:needs-method:{tag}:{channel}",
                            reference=f"case:{case.pk}", send_after=now)
         if row is not None:
