@@ -86,10 +86,14 @@ def align(moment: datetime.datetime, tz: zoneinfo.ZoneInfo, policy: Policy, payd
 
 def plan(now: datetime.datetime, *, tz: zoneinfo.ZoneInfo, policy: Policy, brand: str,
          usage: limits.CardUsage, last_invoice_attempt: datetime.datetime | None,
-         method_blocked: bool, table: declines.DeclineTable) -> Decision:
+         method_blocked: bool, table: declines.DeclineTable, fallback_decline_code: str = "") -> Decision:
     """Decide one retry. Pure: no queries."""
     last = usage.last_decline
-    found = table.classify(last[1], last[2], last[3], brand) if last else None
+    if last is None and fallback_decline_code:
+        # No decline on this card yet: the one reported when the case opened (by the billing system).
+        found = table.classify(fallback_decline_code, "", "", brand)
+    else:
+        found = table.classify(last[1], last[2], last[3], brand) if last else None
     decline_class = found.decline_class if found else ""
     if method_blocked or (found is not None and found.stops_method):
         return Decision(STOP, None, decline_class, ("the payment method cannot be charged again",))
@@ -100,7 +104,7 @@ def plan(now: datetime.datetime, *, tz: zoneinfo.ZoneInfo, policy: Policy, brand
     if last_invoice_attempt is not None and last_invoice_attempt + gap > earliest:
         earliest = last_invoice_attempt + gap
         reasons.append("minimum gap")
-    if found is not None and found.retry_after and last[0] + found.retry_after > earliest:
+    if found is not None and found.retry_after and last and last[0] + found.retry_after > earliest:
         earliest = last[0] + found.retry_after
         reasons.append(f"advice code retry-after {found.retry_after}")
     free_at = limits.next_allowed(usage, brand, earliest)
@@ -150,12 +154,21 @@ def prepare(batch, cases: list[DunningCase], steps: dict[int, list[CampaignStep]
 
 def decide_in_batch(batch, case: DunningCase, method: PaymentMethod) -> Decision:
     ctx: RetryContext = batch.retry_context or prepare(batch, [case])
-    return plan(
+    decision = plan(
         batch.now, tz=case.customer.tz, policy=ctx.policies.get(case.campaign_id, DEFAULT_POLICY),
         brand=method.brand, usage=ctx.usage.get(method.pk, limits.EMPTY),
         last_invoice_attempt=ctx.last_attempt.get(case.invoice_id),
         method_blocked=method.charge_blocked_at is not None, table=ctx.table,
+        fallback_decline_code=case.decline_code,
     )
+    if decision.action == RETRY:
+        # Several invoices of one card may be in the same batch: count this charge for the next one.
+        usage = ctx.usage.get(method.pk)
+        if usage is None:
+            usage = ctx.usage[method.pk] = limits.CardUsage([])
+        usage.times.append(batch.now)
+        ctx.last_attempt[case.invoice_id] = batch.now
+    return decision
 
 
 def _following_step_at(ctx: RetryContext, case: DunningCase, step: CampaignStep) -> datetime.datetime | None:
@@ -242,7 +255,13 @@ def after_decline(case: DunningCase, attempt: PaymentAttempt | None, *, at: date
         if decline_class in declines.STOPS_METHOD:
             if case.retry_state == DunningCase.RetryState.NEEDS_PAYMENT_METHOD:
                 return decline_class
-            method = attempt.payment_method if attempt else case.customer.default_payment_method
+            method = attempt.payment_method if attempt else None
+            if method is None:
+                # The billing system reported the decline without naming the method: it charged the default.
+                method = case.customer.default_payment_method
+                if method is not None:
+                    PaymentMethod.objects.filter(pk=method.pk, charge_blocked_at__isnull=True).update(
+                        charge_blocked_at=at, charge_blocked_reason=f"{decline_class}: {case.decline_code}"[:100])
             case.retry_state = DunningCase.RetryState.NEEDS_PAYMENT_METHOD
             case.save(update_fields=["retry_state", "updated_at"])
             services.log(case, "case.needs_payment_method",
