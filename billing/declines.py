@@ -38,11 +38,18 @@ class Classification:
         return self.decline_class in STOPS_METHOD
 
 
+_BRANDS: dict[str, str] = {}
+
+
 def normalise_brand(brand: str) -> str:
-    brand = (brand or "").lower().replace(" ", "").replace("_", "")
-    if brand in ("mc", "mastercard", "master"):
-        return "mastercard"
-    return brand
+    found = _BRANDS.get(brand)
+    if found is None:
+        found = (brand or "").lower().replace(" ", "").replace("_", "")
+        if found in ("mc", "master"):
+            found = "mastercard"
+        if len(_BRANDS) < 1000:
+            _BRANDS[brand] = found
+    return found
 
 
 def normalise_code(kind: str, code: str) -> str:

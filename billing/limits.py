@@ -9,6 +9,7 @@ so staff see exactly what the engine sees (PaymentMethod admin).
 
 from __future__ import annotations
 
+import bisect
 import datetime
 from collections import defaultdict
 from dataclasses import dataclass
@@ -89,11 +90,12 @@ def usage_for(method_ids, now: datetime.datetime) -> dict[int, CardUsage]:
 def next_allowed(usage: CardUsage, brand: str, now: datetime.datetime) -> datetime.datetime | None:
     """None if one more attempt keeps the card within every limit now, else the earliest time it does."""
     earliest = None
+    times = usage.times  # oldest first
     for limit in limits_for(brand, now):
-        in_window = [t for t in usage.times if t > now - limit.window]
-        if len(in_window) >= limit.maximum:
+        count = len(times) - bisect.bisect_right(times, now - limit.window)
+        if count >= limit.maximum:
             # Wait until enough of the oldest attempts have left the rolling window.
-            free_at = in_window[len(in_window) - limit.maximum] + limit.window
+            free_at = times[len(times) - limit.maximum] + limit.window
             earliest = free_at if earliest is None else max(earliest, free_at)
     return earliest
 

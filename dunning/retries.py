@@ -28,6 +28,7 @@ RETRY = "retry"
 DEFER = "defer"
 STOP = "stop"
 UPDATE_TEMPLATE = "update_payment_method"
+HOUR = timedelta(hours=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,27 +61,33 @@ class Decision:
     reasons: tuple[str, ...] = ()
 
 
-def _is_payday(day: datetime.date, paydays: tuple[int, ...]) -> bool:
-    last = calendar.monthrange(day.year, day.month)[1]
-    return any(day.day == min(p, last) for p in paydays)
+def _days_from(day: datetime.date, policy: Policy, paydays: bool):
+    """Candidate local dates from ``day`` on: every day, or only paydays (a 31 means the month's last day)."""
+    if not paydays:
+        for offset in range(3):
+            yield day + timedelta(days=offset)
+        return
+    year, month = day.year, day.month
+    for _ in range(3):
+        last = calendar.monthrange(year, month)[1]
+        for number in sorted({min(p, last) for p in policy.paydays}):
+            candidate = datetime.date(year, month, number)
+            if candidate >= day:
+                yield candidate
+        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
 
 
 def align(moment: datetime.datetime, tz: zoneinfo.ZoneInfo, policy: Policy, paydays: bool) -> datetime.datetime:
     """The earliest moment >= ``moment`` that falls in the policy's local hour (and on a payday)."""
-    local = moment.astimezone(tz)
-    day = local.date()
-    for _ in range(62):
-        ok_day = not paydays or _is_payday(day, policy.paydays)
-        if ok_day:
-            if policy.local_hour is None:
-                if day == local.date():
-                    return moment
-                return datetime.datetime.combine(day, datetime.time(0), tzinfo=tz).astimezone(UTC)
-            start = datetime.datetime.combine(day, datetime.time(policy.local_hour), tzinfo=tz).astimezone(UTC)
-            end = start + timedelta(hours=1)
-            if moment < end:
-                return max(moment, start)
-        day += timedelta(days=1)
+    day = moment.astimezone(tz).date()
+    for candidate in _days_from(day, policy, paydays):
+        if policy.local_hour is None:
+            if candidate == day:
+                return moment
+            return datetime.datetime.combine(candidate, datetime.time(0), tzinfo=tz).astimezone(UTC)
+        start = datetime.datetime.combine(candidate, datetime.time(policy.local_hour), tzinfo=tz).astimezone(UTC)
+        if moment < start + HOUR:
+            return max(moment, start)
     return moment
 
 
