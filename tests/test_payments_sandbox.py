@@ -1,0 +1,86 @@
+"""The sandbox gateway's test tokens and card form helper, and the staff view of network counters."""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+from django.contrib.auth.models import User
+
+from billing.gateways import ChargeRequest, OutcomeUnknown
+from billing.gateways.sandbox import SandboxGateway
+from billing.models import PaymentAttempt
+from tests.factories import InvoiceFactory, PaymentMethodFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def charge(token: str, key: str = "k1"):
+    return SandboxGateway().charge(ChargeRequest(amount=1, currency="USD", payment_method_token=token,
+                                                 idempotency_key=key))
+
+
+@pytest.mark.parametrize(("token", "codes"), [
+    ("tok_advice_03:a", ("do_not_honor", "03", "")),
+    ("tok_advice_24:a", ("do_not_honor", "24", "")),
+    ("tok_network_43:a", ("generic_decline", "", "43")),
+    ("tok_lost_card:a", ("lost_card", "", "")),
+    ("tok_fraudulent:a", ("fraudulent", "", "")),
+    ("tok_authentication_required:a", ("authentication_required", "", "")),
+])
+def test_declining_tokens_carry_their_codes(token, codes):
+    result = charge(token)
+    assert not result.succeeded
+    assert (result.decline_code, result.advice_code, result.network_code) == codes
+
+
+def test_timeout_after_charge_keeps_the_first_outcome_for_the_same_key():
+    with pytest.raises(OutcomeUnknown):
+        charge("tok_timeout_after_charge:x", key="same")
+    again = charge("tok_timeout_after_charge:x", key="same")
+    assert again.succeeded
+    with pytest.raises(OutcomeUnknown):
+        charge("tok_timeout:x")
+
+
+@pytest.mark.parametrize(("number", "brand", "behaviour"), [
+    ("4242 4242 4242 4242", "visa", "tok_ok"),
+    ("5555-5555-5555-4444", "mastercard", "tok_ok"),
+    ("4000000000009995", "visa", "tok_insufficient_funds"),
+    ("4000000000000069", "visa", "tok_expired_card"),
+    ("4000000000009979", "visa", "tok_stolen_card"),
+    ("4000000000000119", "visa", "tok_processing_error"),
+    ("5105105105105100", "mastercard", "tok_advice_03"),
+])
+def test_tokenize_card_maps_test_numbers_to_tokens_and_keeps_no_number(number, brand, behaviour):
+    details = SandboxGateway().tokenize_card(number, 12, 2030, "123", today=datetime.date(2026, 3, 2))
+    assert details.token.split(":")[0] == behaviour
+    assert (details.brand, details.last4, details.exp_month, details.exp_year) == (
+        brand, number[-4:], 12, 2030)
+    assert number.replace(" ", "").replace("-", "") not in repr(details)
+
+
+@pytest.mark.parametrize(("number", "month", "year", "cvc", "message"), [
+    ("4242424242424241", 12, 2030, "123", "card number"),
+    ("4242", 12, 2030, "123", "card number"),
+    ("4242424242424242", 2, 2026, "123", "expired"),
+    ("4242424242424242", 13, 2030, "123", "expired"),
+    ("4242424242424242", 12, 2030, "12", "security code"),
+])
+def test_tokenize_card_refuses_bad_input_with_a_customer_message(number, month, year, cvc, message):
+    with pytest.raises(ValueError, match=message):
+        SandboxGateway().tokenize_card(number, month, year, cvc, today=datetime.date(2026, 3, 2))
+
+
+def test_staff_see_network_retry_counters_on_the_payment_method(client, clock):
+    card = PaymentMethodFactory(brand="mastercard", token="tok_insufficient_funds:c")
+    invoice = InvoiceFactory(customer=card.customer)
+    for i in range(3):
+        PaymentAttempt.objects.create(invoice=invoice, payment_method=card, amount=1, currency="USD",
+                                      outcome="failed", decline_code="insufficient_funds", idempotency_key=f"k{i}",
+                                      created_at=clock.now - datetime.timedelta(hours=i * 20))
+    admin = User.objects.create_superuser("admin", "admin@example.com", "pw")
+    client.force_login(admin)
+    page = client.get(f"/admin/customers/paymentmethod/{card.pk}/change/").content.decode()
+    assert "Mastercard, 24 hours: 2 of 10" in page
+    assert "Mastercard, 30 days: 3 of 35" in page
