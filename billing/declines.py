@@ -132,11 +132,22 @@ def get_table() -> DeclineTable:
     return table
 
 
-def rules_changed(**kwargs) -> None:
-    """Signal receiver: a rule was saved or deleted; every process reloads on its next look-up."""
+def _bump() -> None:
     global _loaded
     _loaded = None
     cache.set(_VERSION_KEY, time.time_ns(), None)
+
+
+def rules_changed(**kwargs) -> None:
+    """Signal receiver: a rule was saved or deleted; every process reloads on its next look-up.
+
+    Bumped at once (the saving transaction sees its own edit) and again after the commit, so no
+    process keeps a copy it read while the edit was still uncommitted.
+    """
+    from django.db import transaction
+
+    _bump()
+    transaction.on_commit(_bump)
 
 
 def classify(decline_code: str = "", network_code: str = "", advice_code: str = "", brand: str = "") -> Classification:

@@ -111,7 +111,7 @@ class PaymentAttempt(TimestampedModel):
     advice_code = models.CharField(max_length=8, blank=True, help_text=_("Mastercard merchant advice code."))
     network_code = models.CharField(max_length=8, blank=True, help_text=_("Raw network response code."))
     decline_class = models.CharField(
-        max_length=20, blank=True, db_index=True, help_text=_("How the decline was classified (billing.declines).")
+        max_length=20, blank=True, help_text=_("How the decline was classified (billing.declines).")
     )
     message = models.CharField(max_length=255, blank=True)
     gateway = models.CharField(max_length=32, blank=True)

@@ -27,9 +27,19 @@ class AppliedPayment:
     fully_paid: bool
 
 
+def resolve_customer(customer: Customer | str) -> Customer:
+    """A Customer, or one looked up by the merchant's external id (a clear error if unknown)."""
+    if isinstance(customer, Customer):
+        return customer
+    found = Customer.objects.filter(external_id=customer).first()
+    if found is None:
+        raise ValidationError({"customer": [f"Unknown customer {customer!r}"]})
+    return found
+
+
 def create_invoice(
     *,
-    customer: Customer,
+    customer: Customer | str,
     external_id: str,
     number: str,
     currency: str,
@@ -40,7 +50,7 @@ def create_invoice(
 ) -> Invoice:
     """Validate everything first, then write: a bad field raises ValidationError and writes nothing."""
     invoice = Invoice(
-        customer=customer,
+        customer=resolve_customer(customer),
         external_id=external_id,
         number=number,
         currency=currency,

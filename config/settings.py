@@ -197,6 +197,9 @@ ANYMAIL = {
     if key.startswith("ANYMAIL_") and value
 }
 
+# Adds the signed portal links to a message's merge data when it is sent.
+NOTIFICATION_LINK_BUILDER = "dunning.links.message_links"
+
 # --- Payments -------------------------------------------------------------------------------
 PAYMENT_GATEWAY = env_str("PAYMENT_GATEWAY", "billing.gateways.sandbox.SandboxGateway")
 # Stripe (docs/payments.md). Empty keys: the Stripe gateway and webhook endpoint are unusable.

@@ -9,19 +9,21 @@ pending PaymentAttempt and queued Notification rows written here (transactional 
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import DateTimeField, ExpressionWrapper, F, Value
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from billing import services as billing
 from billing.models import Invoice, PaymentAttempt
 from customers.models import Customer, PaymentMethod
 from dunning import retries
-from dunning.links import portal_url
 from dunning.models import CampaignStep, CaseEvent, DunningCase, WorkItem
 from notifications import services as outbox
 from notifications.models import Notification
@@ -52,7 +54,8 @@ class Batch:
 
 
 def message_context(case: DunningCase, now: datetime) -> dict:
-    """Merge data stored with a message; rendered in the customer's language at send time."""
+    """Merge data stored with a message; rendered in the customer's language at send time, when the
+    signed portal links are added too (settings.NOTIFICATION_LINK_BUILDER)."""
     invoice, customer = case.invoice, case.customer
     return {
         "customer_name": customer.name,
@@ -62,8 +65,6 @@ def message_context(case: DunningCase, now: datetime) -> dict:
         "due_date": invoice.due_date.isoformat(),
         "failed_at": case.failed_at.astimezone(customer.tz).date().isoformat(),
         "days_overdue": max((now.astimezone(customer.tz).date() - invoice.due_date).days, 0),
-        "portal_url": portal_url(customer),
-        "unsubscribe_url": portal_url(customer, "preferences"),
         "invoices": [{"number": invoice.number, "amount": str(invoice.amount_remaining),
                       "currency": invoice.currency, "due_date": invoice.due_date.isoformat()}],
     }
@@ -100,7 +101,7 @@ def do_retry(batch: Batch, case: DunningCase, step: CampaignStep) -> bool | None
         case.invoice, payment_method=method, source=PaymentAttempt.Source.RETRY,
         idempotency_key=f"case:{case.pk}:step:{step.pk}" + (f":q{case.quick_retries}" if case.quick_retries else ""),
     )
-    attempt.lease_until = batch.now
+    attempt.lease_until = attempt.created_at = batch.now  # network limits count attempts by created_at
     event = CaseEvent(case=case, kind="step.retry", message=f"Retry of {attempt.amount} {attempt.currency} queued",
                       at=batch.now, step=step, actor_label="engine",
                       payload={"amount": str(attempt.amount), "payment_method": method.pk})
@@ -141,23 +142,38 @@ def _steps_by_campaign(campaign_ids: set[int]) -> dict[int, list[CampaignStep]]:
 
 
 def _advance(case: DunningCase, step: CampaignStep, steps: list[CampaignStep], batch: Batch) -> None:
+    """Move the case past `step` in memory; _flush writes it with one UPDATE per (step, next) group."""
     case.current_step = step
     index = next((i for i, s in enumerate(steps) if s.pk == step.pk), len(steps) - 1)
     following = steps[index + 1] if index + 1 < len(steps) else None
+    case.next_step = following
     if following is None:
         case.status = DunningCase.Status.EXHAUSTED
         case.closed_at = batch.now
-        case.next_step = None
         case.next_action_at = None
         batch.event(case, "case.exhausted", "Campaign finished without payment")
-    else:
-        case.next_step = following
+    elif getattr(case, "defer_until", None) is None:
+        # Steps that fell due while workers were down run now, in order, not all skipped.
         case.next_action_at = max(case.failed_at + following.offset, batch.now)
+
+
+# The columns a batch reads; handlers that need more add them here rather than query per case.
+CASE_FIELDS = (
+    "id", "status", "failed_at", "decline_code", "campaign_id", "current_step_id", "next_step_id",
+    "next_action_at", "closed_at", "retry_state", "quick_retries",
+    "invoice__id", "invoice__number", "invoice__external_id", "invoice__currency", "invoice__amount_due",
+    "invoice__amount_paid", "invoice__due_date", "invoice__status", "invoice__customer_id",
+    "customer__id", "customer__name", "customer__email", "customer__phone", "customer__locale",
+    "customer__timezone", "customer__status", "customer__segment", "customer__country",
+    "customer__opt_out_email", "customer__opt_out_sms", "customer__opt_out_inapp", "customer__email_undeliverable",
+)
 
 
 def run_batch(now: datetime, batch_size: int) -> int:
     """Claim and run one batch of due steps; returns how many steps ran (0: nothing was due)."""
     with transaction.atomic():
+        # Claim first, then load: locking and joining in one statement can hand back a row another
+        # worker advanced meanwhile with its old join (the concurrency test catches that).
         ids = list(
             DunningCase.objects.due(now)
             .order_by("next_action_at")
@@ -167,10 +183,13 @@ def run_batch(now: datetime, batch_size: int) -> int:
         if not ids:
             return 0
         cases = list(
-            DunningCase.objects.filter(pk__in=ids).select_related("invoice", "customer", "next_step")
+            DunningCase.objects.filter(pk__in=ids).select_related("invoice", "customer").only(*CASE_FIELDS)
         )
         batch = Batch(now=now)
         steps = _steps_by_campaign({c.campaign_id for c in cases})
+        step_by_id = {step.pk: step for campaign_steps in steps.values() for step in campaign_steps}
+        for case in cases:
+            case.next_step = step_by_id[case.next_step_id]
         retry_customers = {c.customer_id for c in cases if c.next_step.action == CampaignStep.Action.RETRY}
         if retry_customers:
             batch.methods = {
@@ -211,11 +230,36 @@ def _flush(batch: Batch, cases: list[DunningCase]) -> None:
             status=Invoice.Status.UNCOLLECTIBLE, updated_at=batch.now
         )
     CaseEvent.objects.bulk_create(batch.events)
+    _write_cases(batch, cases)
+
+
+def _write_cases(batch: Batch, cases: list[DunningCase]) -> None:
+    """One UPDATE per (step that ran, next step) group, the next time computed in SQL: the number
+    of queries depends on how many distinct steps a batch holds, not on how many cases."""
+    groups: dict[tuple, list[int]] = defaultdict(list)
+    custom: list[DunningCase] = []
     for case in cases:
         case.updated_at = batch.now
-    DunningCase.objects.bulk_update(
-        cases, ["current_step", "next_step", "next_action_at", "status", "closed_at", "retry_state", "updated_at"]
-    )
+        if getattr(case, "defer_until", None) is not None:
+            case.next_action_at = case.defer_until
+            custom.append(case)
+            continue
+        groups[(case.current_step, case.next_step, case.status, case.retry_state)].append(case.pk)
+    for (current, following, status, retry_state), ids in groups.items():
+        values = {"current_step": current, "next_step": following, "status": status, "retry_state": retry_state,
+                  "updated_at": batch.now}
+        if following is None:
+            values.update(next_action_at=None, closed_at=batch.now)
+        else:
+            values["next_action_at"] = Greatest(
+                ExpressionWrapper(F("failed_at") + Value(following.offset), output_field=DateTimeField()),
+                Value(batch.now, output_field=DateTimeField()),
+            )
+        DunningCase.objects.filter(pk__in=ids).update(**values)
+    if custom:
+        DunningCase.objects.bulk_update(
+            custom, ["current_step", "next_step", "next_action_at", "status", "closed_at", "retry_state", "updated_at"]
+        )
 
 
 def run_due_steps(now: datetime | None = None, *, batch_size: int | None = None,

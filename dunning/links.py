@@ -27,3 +27,8 @@ def portal_url(customer: Customer, page: str = "") -> str:
     except NoReverseMatch:  # the portal is not wired in this deployment
         path = f"/portal/{token}/"
     return f"{settings.SITE_URL}{path}{page + '/' if page else ''}"
+
+
+def message_links(customer: Customer) -> dict:
+    """Links added to every message when it is sent (settings.NOTIFICATION_LINK_BUILDER)."""
+    return {"portal_url": portal_url(customer), "unsubscribe_url": portal_url(customer, "preferences")}

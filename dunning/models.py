@@ -141,21 +141,21 @@ class DunningCase(TimestampedModel):
     invoice = models.ForeignKey(Invoice, on_delete=models.PROTECT, related_name="dunning_cases")
     customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="dunning_cases")
     campaign = models.ForeignKey(Campaign, on_delete=models.PROTECT, related_name="cases")
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE, db_index=True)
+    # status is covered by case_status_failed_idx (status, -failed_at).
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
     failed_at = models.DateTimeField(help_text=_("When the payment failed: step offsets count from here."))
     decline_code = models.CharField(max_length=64, blank=True)
     current_step = models.ForeignKey(
         CampaignStep, on_delete=models.PROTECT, null=True, blank=True, related_name="+",
         help_text=_("The last step that ran."),
     )
-    next_step = models.ForeignKey(CampaignStep, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    next_step = models.ForeignKey(CampaignStep, on_delete=models.PROTECT, null=True, blank=True, related_name="+",
+                                  db_index=False)
     next_action_at = models.DateTimeField(null=True, blank=True)
     paused_at = models.DateTimeField(null=True, blank=True)
     closed_at = models.DateTimeField(null=True, blank=True)
     # Smart retries (dunning.retries): whether retry steps charge, wait, or wait for a new method.
-    retry_state = models.CharField(
-        max_length=24, choices=RetryState.choices, default=RetryState.SCHEDULED, db_index=True
-    )
+    retry_state = models.CharField(max_length=24, choices=RetryState.choices, default=RetryState.SCHEDULED)
     quick_retries = models.PositiveSmallIntegerField(
         default=0, help_text=_("Retries repeated soon after a processing error.")
     )
@@ -193,20 +193,25 @@ class CaseEvent(models.Model):
     It is the audit trail, so rows are never updated or deleted through the ORM.
     """
 
-    case = models.ForeignKey(DunningCase, on_delete=models.CASCADE, related_name="events")
-    at = models.DateTimeField(default=timezone.now, db_index=True)
+    # Every engine step writes a row here, so only indexes a query needs: the timeline (case, at) and
+    # reports by kind.
+    case = models.ForeignKey(DunningCase, on_delete=models.CASCADE, related_name="events", db_index=False)
+    at = models.DateTimeField(default=timezone.now)
     kind = models.CharField(max_length=64, db_index=True, help_text=_("Namespaced code, e.g. step.retry."))
     actor = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+", db_index=False
     )
     actor_label = models.CharField(max_length=100, default="system")
-    step = models.ForeignKey(CampaignStep, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
-    attempt = models.ForeignKey(PaymentAttempt, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    step = models.ForeignKey(CampaignStep, on_delete=models.SET_NULL, null=True, blank=True, related_name="+",
+                             db_index=False)
+    attempt = models.ForeignKey(PaymentAttempt, on_delete=models.SET_NULL, null=True, blank=True, related_name="+",
+                                db_index=False)
     message = models.CharField(max_length=255, blank=True)
     payload = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["at", "id"]
+        indexes = [models.Index(fields=["case", "at"], name="caseevent_timeline_idx")]
 
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M} {self.kind}"

@@ -7,6 +7,7 @@
 - Invoices that are not paid automatically: one reminder ``INVOICE_DUE_REMINDER_DAYS`` before the due
   date (0: off).
 
+Portal links are added when a message is sent (settings.NOTIFICATION_LINK_BUILDER).
 Run by the "Send pre-dunning reminders" schedule (dunning.schedules); safe to run any number of times.
 """
 
@@ -20,7 +21,6 @@ from django.utils import timezone
 
 from billing.models import Invoice
 from customers.models import Customer, PaymentMethod
-from dunning.links import portal_url
 from notifications import services as outbox
 from notifications.models import Channel, Notification
 
@@ -71,8 +71,7 @@ def card_expiry_reminders(now: datetime.datetime | None = None) -> int:
         row = outbox.build(
             customer, channel=Channel.EMAIL, template_code="card_expiring",
             context={"customer_name": customer.name, "card_brand": method.brand.title() or "Card",
-                     "card_last4": method.last4, "portal_url": portal_url(customer),
-                     "unsubscribe_url": portal_url(customer, "preferences")},
+                     "card_last4": method.last4},
             dedupe_key=f"card-expiry:{method.pk}:{method.exp_year}-{method.exp_month:02d}:{threshold}d",
             reference=f"card:{method.pk}", send_after=now,
         )
@@ -104,8 +103,7 @@ def invoice_due_reminders(now: datetime.datetime | None = None) -> int:
             customer, channel=Channel.EMAIL, template_code="invoice_due_soon",
             context={"customer_name": customer.name, "invoice_number": invoice.number,
                      "amount": str(invoice.amount_remaining), "currency": invoice.currency,
-                     "due_date": invoice.due_date.isoformat(), "portal_url": portal_url(customer),
-                     "unsubscribe_url": portal_url(customer, "preferences"),
+                     "due_date": invoice.due_date.isoformat(),
                      "invoices": [{"number": invoice.number, "amount": str(invoice.amount_remaining),
                                    "currency": invoice.currency, "due_date": invoice.due_date.isoformat()}]},
             dedupe_key=f"invoice-due:{invoice.pk}:{days}d", reference=f"invoice:{invoice.pk}", send_after=now,

@@ -93,8 +93,14 @@ def align(moment: datetime.datetime, tz: zoneinfo.ZoneInfo, policy: Policy, payd
 
 def plan(now: datetime.datetime, *, tz: zoneinfo.ZoneInfo, policy: Policy, brand: str,
          usage: limits.CardUsage, last_invoice_attempt: datetime.datetime | None,
-         method_blocked: bool, table: declines.DeclineTable, fallback_decline_code: str = "") -> Decision:
-    """Decide one retry. Pure: no queries."""
+         method_blocked: bool, table: declines.DeclineTable, fallback_decline_code: str = "",
+         planned: bool = False) -> Decision:
+    """Decide one retry. Pure: no queries.
+
+    ``planned``: this retry was deferred to now by an earlier decision, which already chose the local
+    hour and payday; if the workers are late, only the hard constraints (limits, gap, advice) are
+    checked again, so a missed hour does not push the retry back by another day.
+    """
     last = usage.last_decline
     if last is None and fallback_decline_code:
         # No decline on this card yet: the one reported when the case opened (by the billing system).
@@ -118,7 +124,7 @@ def plan(now: datetime.datetime, *, tz: zoneinfo.ZoneInfo, policy: Policy, brand
     if free_at is not None and free_at > earliest:
         earliest = free_at
         reasons.append("network limit")
-    if not quick:
+    if not quick and not (planned and earliest <= now):
         aligned = align(earliest, tz, policy, paydays=policy.use_paydays and decline_class == declines.SOFT)
         if aligned > earliest:
             earliest = aligned
@@ -166,7 +172,7 @@ def decide_in_batch(batch, case: DunningCase, method: PaymentMethod) -> Decision
         brand=method.brand, usage=ctx.usage.get(method.pk, limits.EMPTY),
         last_invoice_attempt=ctx.last_attempt.get(case.invoice_id),
         method_blocked=method.charge_blocked_at is not None, table=ctx.table,
-        fallback_decline_code=case.decline_code,
+        fallback_decline_code=case.decline_code, planned=case.retry_state == DunningCase.RetryState.DEFERRED,
     )
     if decision.action == RETRY:
         # Several invoices of one card may be in the same batch: count this charge for the next one.
@@ -199,7 +205,7 @@ def apply_in_batch(batch, case: DunningCase, step: CampaignStep, method: Payment
                         reasons=list(decision.reasons), until=decision.at.isoformat())
             return False
         case.retry_state = DunningCase.RetryState.DEFERRED
-        case.next_action_at = decision.at
+        case.next_action_at = case.defer_until = decision.at  # the engine writes defer_until as is
         batch.event(case, "step.retry_deferred", f"Retry deferred to {decision.at:%Y-%m-%d %H:%M} UTC ({why})",
                     step, reasons=list(decision.reasons), until=decision.at.isoformat())
         return True

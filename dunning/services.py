@@ -130,6 +130,12 @@ def record_payment(
             .first()
         )
         if case is None:
+            # Paid after the campaign ended (exhausted or cancelled): still stop the consequences.
+            last = DunningCase.objects.filter(invoice_id=invoice.pk).order_by("-id").first()
+            if last is not None and applied.fully_paid:
+                log(last, "payment.after_close", f"Paid {applied.amount} {applied.invoice.currency} after the case "
+                    f"was {last.status}", actor=actor, at=at, attempt=attempt)
+                _reinstate_if_clear(last.customer_id, at, actor)
             return None
         inv = applied.invoice
         if not applied.fully_paid:
@@ -163,9 +169,14 @@ def _reinstate_if_clear(customer_id: int, at: datetime, actor) -> None:
     customer = Customer.objects.select_for_update().get(pk=customer_id)
     if customer.status != Customer.Status.SUSPENDED:
         return
-    still_suspending = DunningCase.objects.open().filter(
-        customer_id=customer_id, events__kind="customer.suspended"
-    ).exists()
+    # Another invoice that led to suspension and is still unpaid keeps the service suspended.
+    still_suspending = (
+        DunningCase.objects.filter(customer_id=customer_id, events__kind="customer.suspended")
+        .exclude(status=DunningCase.Status.RECOVERED)
+        .exclude(status=DunningCase.Status.CANCELLED)
+        .filter(invoice__status__in=[Invoice.Status.OPEN, Invoice.Status.UNCOLLECTIBLE])
+        .exists()
+    )
     if still_suspending:
         return
     customer.status = Customer.Status.ACTIVE

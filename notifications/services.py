@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
+from functools import lru_cache
 
+from django.conf import settings
 from django.core.mail import get_connection
 from django.db import transaction
 from django.db.models import F
 from django.dispatch import Signal
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
 from customers.models import Customer
 from notifications.channels import DeliveryError, deliver
@@ -112,13 +115,23 @@ def send_queued(now: datetime | None = None, limit: int = 200) -> int:
     return sent
 
 
+@lru_cache(maxsize=4)
+def _link_builder(path: str):
+    return import_string(path) if path else (lambda customer: {})
+
+
+def merge_data(row: Notification) -> dict:
+    """The stored merge data plus links minted now (a link's expiry counts from sending)."""
+    return {**row.context, **_link_builder(settings.NOTIFICATION_LINK_BUILDER)(row.customer)}
+
+
 def _send_one(row: Notification, now: datetime, template_cache: dict, connection) -> int:
     template = find_template(row.template_code, row.channel, row.locale, template_cache)
     try:
         if template is None:
             raise DeliveryError(f"No template {row.template_code!r} for channel {row.channel}", permanent=True)
         try:
-            row.subject, row.body_text, row.body_html = render_parts(template, row.context, row.locale)
+            row.subject, row.body_text, row.body_html = render_parts(template, merge_data(row), row.locale)
         except TemplateRenderError as exc:
             raise DeliveryError(str(exc), permanent=True) from None
         provider_id = deliver(row, connection)

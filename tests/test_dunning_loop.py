@@ -133,3 +133,92 @@ def test_second_failure_of_the_same_invoice_does_not_open_a_second_case(defaults
     assert first.pk == again.pk
     assert DunningCase.objects.count() == 1
     assert first.events.filter(kind="payment.failed").count() == 1
+
+
+def test_the_scheduled_task_hands_retries_and_messages_to_their_own_tasks(defaults, clock,
+                                                                         django_capture_on_commit_callbacks):
+    from dunning import tasks
+
+    customer = CustomerFactory(email="task@example.com")
+    PaymentMethodFactory(customer=customer, token="tok_ok:task")
+    invoice = InvoiceFactory(customer=customer)
+    services.open_case(invoice)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert tasks.run_due_steps() == 1  # day 0: the first notice
+    assert subjects_for("task@example.com") == ["We couldn't process your payment for invoice " + invoice.number]
+    clock.advance(days=3)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert tasks.run_due_steps() == 1  # day 3: the retry, charged by the follow-up task
+    invoice.refresh_from_db()
+    assert invoice.status == Invoice.Status.PAID
+    assert DunningCase.objects.get().status == DunningCase.Status.RECOVERED
+
+
+def test_staff_actions_pause_resume_cancel_and_mark_paid_leave_the_actor_on_the_timeline(defaults, clock):
+    from django.contrib.auth import get_user_model
+
+    staff = get_user_model().objects.create_user("agent", password="x", is_staff=True)
+    case, _ = services.open_case(InvoiceFactory())
+    services.pause_case(case, actor=staff)
+    assert engine.run_due_steps() == 0  # a paused case does not run
+    with pytest.raises(services.DunningError, match="only active cases can be paused"):
+        services.pause_case(case, actor=staff)
+    clock.advance(days=2)
+    services.resume_case(case, actor=staff)
+    case.refresh_from_db()
+    assert case.next_action_at == clock.now  # the missed day-0 step runs now
+    services.mark_paid(case, actor=staff)
+    case.refresh_from_db()
+    assert case.status == DunningCase.Status.RECOVERED
+    assert list(case.events.filter(actor=staff).values_list("kind", flat=True)) == [
+        "case.paused", "case.resumed", "case.recovered"]
+    with pytest.raises(services.DunningError, match="already recovered"):
+        services.cancel_case(case, actor=staff)
+
+
+def test_retry_now_charges_once_and_recovers(defaults, clock):
+    customer = CustomerFactory()
+    PaymentMethodFactory(customer=customer, token="tok_succeed_after_2:r")
+    case, _ = services.open_case(InvoiceFactory(customer=customer))
+    first = services.retry_now(case)
+    assert first.outcome == PaymentAttempt.Outcome.FAILED and first.decline_code == "insufficient_funds"
+    second = services.retry_now(case)
+    assert second.outcome == PaymentAttempt.Outcome.SUCCEEDED
+    case.refresh_from_db()
+    assert case.status == DunningCase.Status.RECOVERED
+    with pytest.raises(services.DunningError, match="nothing to retry"):
+        services.retry_now(case)
+
+
+def test_paying_after_the_campaign_ended_still_reinstates_service(defaults, clock):
+    customer = CustomerFactory()
+    PaymentMethodFactory(customer=customer, token="tok_insufficient_funds:late")
+    invoice = InvoiceFactory(customer=customer)
+    case, _ = services.open_case(invoice)
+    run_days(clock, T0, 29)
+    case.refresh_from_db()
+    invoice.refresh_from_db()
+    assert case.status == DunningCase.Status.EXHAUSTED and invoice.status == Invoice.Status.UNCOLLECTIBLE
+    services.record_payment(invoice, invoice.amount_remaining)
+    customer.refresh_from_db()
+    invoice.refresh_from_db()
+    assert invoice.status == Invoice.Status.PAID
+    assert customer.status == Customer.Status.ACTIVE
+    assert case.events.filter(kind="payment.after_close").count() == 1
+
+
+def test_another_unpaid_suspending_invoice_keeps_the_service_suspended(defaults, clock):
+    customer = CustomerFactory()
+    PaymentMethodFactory(customer=customer, token="tok_insufficient_funds:two")
+    first, second = InvoiceFactory(customer=customer), InvoiceFactory(customer=customer)
+    services.open_case(first)
+    services.open_case(second)
+    run_days(clock, T0, 15)
+    customer.refresh_from_db()
+    assert customer.status == Customer.Status.SUSPENDED
+    services.record_payment(first, first.amount_remaining)
+    customer.refresh_from_db()
+    assert customer.status == Customer.Status.SUSPENDED  # the second invoice is still unpaid
+    services.record_payment(second, second.amount_remaining)
+    customer.refresh_from_db()
+    assert customer.status == Customer.Status.ACTIVE

@@ -13,5 +13,7 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         created, kept = load_default_templates()
         campaign, made = ensure_default_campaign()
+        if options["verbosity"] == 0:
+            return
         self.stdout.write(f"Templates: {created} created, {kept} already present.")
         self.stdout.write(f"Campaign {campaign.name!r}: {'created' if made else 'already present'}.")

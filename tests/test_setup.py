@@ -1,0 +1,99 @@
+"""Settings parsing, production checks, schedules and demo data."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management import call_command
+
+from config import env
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("value", ["ture", "2", "maybe"])
+def test_a_bad_boolean_is_a_start_up_error(monkeypatch, value):
+    monkeypatch.setenv("SOME_FLAG", value)
+    with pytest.raises(ImproperlyConfigured, match=f"SOME_FLAG={value!r} is not a boolean"):
+        env.env_bool("SOME_FLAG", False)
+
+
+def test_a_bad_integer_is_a_start_up_error(monkeypatch):
+    monkeypatch.setenv("SOME_NUMBER", "ten")
+    with pytest.raises(ImproperlyConfigured, match="SOME_NUMBER='ten' is not an integer"):
+        env.env_int("SOME_NUMBER", 1)
+    monkeypatch.setenv("SOME_NUMBER", "0")
+    with pytest.raises(ImproperlyConfigured, match="below the minimum"):
+        env.env_int("SOME_NUMBER", 1, minimum=1)
+
+
+def _manage(*args, **extra_env):
+    clean = {k: v for k, v in os.environ.items()
+             if k not in {"DEBUG", "SECRET_KEY", "DJANGO_SETTINGS_MODULE", "Q_SYNC"}}
+    clean["DJANGO_SETTINGS_MODULE"] = "config.settings"
+    clean.pop("DATABASE_URL", None)
+    clean.update(extra_env)
+    return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=clean, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_start_up_names_the_bad_variable():
+    result = _manage("check", DEBUG="ture", SECRET_KEY="x" * 60)
+    assert result.returncode != 0
+    assert "DEBUG='ture' is not a boolean" in result.stderr
+
+
+def test_production_needs_a_secret_key():
+    result = _manage("check", DEBUG="false", SECRET_KEY="")
+    assert result.returncode != 0
+    assert "SECRET_KEY must be set when DEBUG is off" in result.stderr
+
+
+def test_production_settings_pass_check_deploy():
+    result = _manage("check", "--deploy", "--fail-level", "WARNING", DEBUG="false",
+                     SECRET_KEY="k" * 20 + "-production-secret-key-0123456789abcdef",
+                     ALLOWED_HOSTS="billing.example.com")
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert "no issues" in result.stdout
+
+
+@pytest.mark.django_db
+def test_schedules_are_created_once_and_corrected():
+    from django_q.models import Schedule
+
+    from dunning.schedules import SCHEDULES, ensure_schedules
+
+    Schedule.objects.filter(name="Run due dunning steps").update(minutes=60)
+    ensure_schedules()
+    ensure_schedules()
+    assert Schedule.objects.filter(name__in=SCHEDULES).count() == len(SCHEDULES)
+    assert Schedule.objects.get(name="Run due dunning steps").minutes == 1
+
+
+@pytest.mark.django_db
+def test_demo_data_loads_a_varied_set_and_a_second_run_changes_nothing(capsys):
+    from billing.models import Invoice, PaymentAttempt
+    from customers.models import Customer
+    from dunning.models import CaseEvent, DunningCase
+    from notifications.models import Notification
+
+    call_command("load_demo_data")
+    out = capsys.readouterr().out
+    assert "Admin login: admin / dunning-demo" in out
+
+    def counts():
+        return [m.objects.count() for m in (Customer, Invoice, DunningCase, CaseEvent, Notification, PaymentAttempt)]
+
+    first = counts()
+    assert set(Invoice.objects.values_list("currency", flat=True)) >= {"USD", "EUR", "JPY", "GBP"}
+    assert set(Customer.objects.values_list("locale", flat=True)) == {"en", "es", "it", "ja", "uk"}
+    statuses = set(DunningCase.objects.values_list("status", flat=True))
+    assert {"active", "recovered"} <= statuses
+    assert DunningCase.objects.filter(status="active").values("current_step").distinct().count() >= 3
+    call_command("load_demo_data")
+    assert counts() == first
