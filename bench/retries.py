@@ -45,7 +45,7 @@ def _inputs(n: int, now: datetime.datetime, seed: int = 7):
     advice_codes = [""] * 20 + ["01", "02", "03", "21", "24", "25", "26", "27", "28", "29", "30"]
     zones = [zoneinfo.ZoneInfo(z) for z in ("UTC", "Europe/Rome", "America/New_York", "Asia/Tokyo",
                                              "Australia/Sydney", "America/Los_Angeles")]
-    policies = [Policy(), Policy(local_hour=9, use_paydays=True), Policy(local_hour=None,
+    policies = [Policy(local_hour=10), Policy(local_hour=9, use_paydays=True), Policy(local_hour=None,
                                                                          min_gap=datetime.timedelta(hours=1))]
     brands = ["visa", "mastercard", "amex"]
     rows = []

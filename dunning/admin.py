@@ -169,7 +169,7 @@ class RetryPolicyInline(admin.StackedInline):
     model = RetryPolicy
     extra = 0
     max_num = 1
-    verbose_name_plural = _("Retry timing (blank: charge at 10:00 local time, at least 20 hours apart)")
+    verbose_name_plural = _("Retry timing (none: charge when the step is due, at least 20 hours apart)")
 
 
 CampaignAdmin.inlines = [*CampaignAdmin.inlines, RetryPolicyInline]

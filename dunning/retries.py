@@ -33,7 +33,9 @@ HOUR = timedelta(hours=1)
 
 @dataclass(frozen=True, slots=True)
 class Policy:
-    local_hour: int | None = 10
+    # A campaign without a RetryPolicy charges when its step is due (any hour, no payday), still within
+    # the network limits, advice codes and the minimum gap. The shipped Standard campaign gets 10:00.
+    local_hour: int | None = None
     use_paydays: bool = False
     paydays: tuple[int, ...] = (1, 15)
     min_gap: timedelta = timedelta(hours=20)
@@ -51,6 +53,12 @@ class Policy:
 
 
 DEFAULT_POLICY = Policy()
+
+
+def ensure_default_retry_policy(campaign) -> RetryPolicy:
+    """The shipped campaign's timing: charge at 10:00 in the customer's time zone, 20 hours apart."""
+    policy, _created = RetryPolicy.objects.get_or_create(campaign=campaign, defaults={"local_hour": 10})
+    return policy
 
 
 @dataclass(frozen=True, slots=True)
