@@ -216,7 +216,12 @@ RETRY_LIMIT_MASTERCARD_24H = env_int("RETRY_LIMIT_MASTERCARD_24H", 10, minimum=1
 RETRY_LIMIT_MASTERCARD_30D = env_int("RETRY_LIMIT_MASTERCARD_30D", 35, minimum=1)
 # Pre-dunning: "update your card" reminders this many days before a card expires (largest = window),
 # and an optional reminder N days before an invoice without automatic payment is due (0: off).
-CARD_EXPIRY_REMINDER_DAYS = [int(d) for d in env_list("CARD_EXPIRY_REMINDER_DAYS", ["30", "7"])]
+try:
+    CARD_EXPIRY_REMINDER_DAYS = sorted({int(d) for d in env_list("CARD_EXPIRY_REMINDER_DAYS", ["30", "7"])})
+except ValueError:
+    raise ImproperlyConfigured("CARD_EXPIRY_REMINDER_DAYS must be comma-separated whole days, e.g. 30,7") from None
+if any(d < 1 or d > 120 for d in CARD_EXPIRY_REMINDER_DAYS):
+    raise ImproperlyConfigured("CARD_EXPIRY_REMINDER_DAYS: each value must be between 1 and 120 days")
 INVOICE_DUE_REMINDER_DAYS = env_int("INVOICE_DUE_REMINDER_DAYS", 0, minimum=0, maximum=60)
 
 # --- The merchant, shown in messages and the portal -----------------------------------------
