@@ -169,7 +169,22 @@ def _apply_details(method: PaymentMethod, details: dict) -> bool:
 
 
 def _retry_after_commit(method: PaymentMethod, gateway: str, after_commit: list) -> None:
-    after_commit.append(lambda: retries.method_updated(method, actor=f"{gateway}:webhook"))
+    """Charge the open invoices in a worker once the event is committed (the webhook answers at once)."""
+    from django_q.tasks import async_task
+
+    after_commit.append(lambda: async_task("dunning.tasks.retry_after_method_update", method.pk))
+
+
+def refresh_payment_method(method: PaymentMethod) -> bool:
+    """Ask the gateway for a saved method's brand, last 4 and expiry (staff action, or a missed webhook).
+    A changed card is unblocked and the open invoices are retried once. Returns whether it changed."""
+    from billing.gateways import get_gateway_by_name
+
+    details = get_gateway_by_name(method.gateway).retrieve_method(method.token)
+    changed = _apply_details(method, details.__dict__)
+    if changed:
+        retries.method_updated(method, actor="sync")
+    return changed
 
 
 def on_method_updated(event, gateway, at, after_commit) -> str:

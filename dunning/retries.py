@@ -323,6 +323,9 @@ def method_updated(method: PaymentMethod, *, actor=None, source: str = PaymentAt
     PaymentMethod.objects.filter(pk=method.pk).update(charge_blocked_at=None, charge_blocked_reason="")
     method.charge_blocked_at = None
     method.charge_blocked_reason = ""
+    WorkItem.objects.filter(customer_id=method.customer_id, kind=WorkItem.Kind.NEEDS_PAYMENT_METHOD).exclude(
+        status=WorkItem.Status.DONE).update(status=WorkItem.Status.DONE, done_at=timezone.now(),
+                                            updated_at=timezone.now())
     for case in DunningCase.objects.open().filter(
         customer_id=method.customer_id, retry_state=DunningCase.RetryState.NEEDS_PAYMENT_METHOD
     ):

@@ -182,6 +182,29 @@ def test_a_hard_decline_reported_by_the_billing_system_stops_retries_before_the_
     assert not PaymentAttempt.objects.filter(invoice=invoice).exists()
 
 
+def test_a_card_blocked_by_another_invoice_is_not_retried_and_the_case_asks_for_a_new_one(defaults, clock):
+    customer = CustomerFactory(email="two@example.com")
+    card = PaymentMethodFactory(customer=customer, token="tok_lost_card:two")
+    first, second = InvoiceFactory(customer=customer), InvoiceFactory(customer=customer)
+    services.open_case(first, decline_code="insufficient_funds")
+    clock.advance(days=1)
+    case2, _ = services.open_case(second, decline_code="insufficient_funds")
+    run_hours(clock, T0, 5 * 24)   # first's day-3 retry: lost card. second's day-3 retry (day 4): skipped.
+    assert SandboxCharge.objects.filter(token=card.token).count() == 1
+    assert not PaymentAttempt.objects.filter(invoice=second).exists()
+    case2.refresh_from_db()
+    assert case2.retry_state == DunningCase.RetryState.NEEDS_PAYMENT_METHOD
+    assert case2.events.filter(kind="case.needs_payment_method").count() == 1
+    assert WorkItem.objects.filter(case=case2, kind="needs_payment_method").count() == 1
+    assert Notification.objects.filter(template_code="update_payment_method", status="sent").count() == 2
+
+    card.is_default = False
+    card.save()
+    retries.method_updated(PaymentMethodFactory(customer=customer, token="tok_ok:two-new"))
+    assert set(DunningCase.objects.values_list("status", flat=True)) == {"recovered"}
+    assert not WorkItem.objects.exclude(status="done").exists()   # the staff queue is cleared too
+
+
 def test_a_new_payment_method_gets_one_immediate_retry_of_every_open_invoice(defaults, clock):
     customer = CustomerFactory()
     old = PaymentMethodFactory(customer=customer, token="tok_expired_card:old")

@@ -304,3 +304,15 @@ def test_unknown_event_types_are_acknowledged_and_ignored(client):
     response = post(client, payload)
     assert response.status_code == 200
     assert WebhookEvent.objects.get().result.startswith("ignored")
+
+
+def test_a_saved_method_can_be_refreshed_from_stripe(defaults, fake_stripe):
+    from dunning.gateway_events import refresh_payment_method
+
+    customer, method = stripe_customer("pm_ok_sync", exp_month=1, exp_year=2026)
+    fake_stripe.add_method("pm_ok_sync", customer=customer.external_id, brand="visa", last4="4242",
+                           exp_month=6, exp_year=2030)
+    assert refresh_payment_method(method) is True
+    method.refresh_from_db()
+    assert (method.exp_month, method.exp_year) == (6, 2030)
+    assert refresh_payment_method(method) is False
