@@ -169,7 +169,8 @@ class RetryPolicyInline(admin.StackedInline):
     model = RetryPolicy
     extra = 0
     max_num = 1
-    verbose_name_plural = _("Retry timing (none: charge when the step is due, at least 20 hours apart)")
+    verbose_name = verbose_name_plural = _(
+        "Retry timing (without one: charge when the step is due, at least 20 hours apart)")
 
 
 CampaignAdmin.inlines = [*CampaignAdmin.inlines, RetryPolicyInline]

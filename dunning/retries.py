@@ -268,6 +268,8 @@ def after_decline(case: DunningCase, attempt: PaymentAttempt | None, *, at: date
             attempt.decline_code if attempt else case.decline_code, attempt.network_code if attempt else "",
             attempt.advice_code if attempt else "", method.brand if method else "",
         ).decline_class
+    if decline_class not in declines.STOPS_METHOD and decline_class != declines.RETRY_SOON:
+        return decline_class  # a soft decline: the campaign's next retry step handles it
     with transaction.atomic():
         case = DunningCase.objects.select_for_update().select_related("invoice", "customer", "campaign").get(
             pk=case.pk)

@@ -84,3 +84,18 @@ def test_staff_see_network_retry_counters_on_the_payment_method(client, clock):
     page = client.get(f"/admin/customers/paymentmethod/{card.pk}/change/").content.decode()
     assert "Mastercard, 24 hours: 2 of 10" in page
     assert "Mastercard, 30 days: 3 of 35" in page
+
+
+def test_admin_pages_for_retry_settings_render(client, defaults):
+    from dunning.models import RetryPolicy
+
+    admin = User.objects.create_superuser("admin", "admin@example.com", "pw")
+    client.force_login(admin)
+    page = client.get(f"/admin/dunning/campaign/{defaults.pk}/change/")
+    assert page.status_code == 200
+    assert "Retry timing" in page.content.decode()
+    assert RetryPolicy.objects.get(campaign=defaults).local_hour == 10
+    for url in ("/admin/billing/webhookevent/", "/admin/billing/declinerule/?decline_class__exact=hard",
+                "/admin/dunning/dunningcase/?retry_state__exact=needs_payment_method",
+                "/admin/customers/paymentmethod/?charge_blocked_at__isempty=0"):
+        assert client.get(url).status_code == 200, url
