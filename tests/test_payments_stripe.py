@@ -316,3 +316,31 @@ def test_a_saved_method_can_be_refreshed_from_stripe(defaults, fake_stripe):
     method.refresh_from_db()
     assert (method.exp_month, method.exp_year) == (6, 2030)
     assert refresh_payment_method(method) is False
+
+
+def test_payment_intent_failed_settles_our_pending_attempt_as_declined(defaults, client):
+    from billing import services as billing
+
+    customer, method = stripe_customer("pm_ok_pending", brand="mastercard")
+    invoice = InvoiceFactory(customer=customer)
+    case, _ = services.open_case(invoice, decline_code="insufficient_funds")
+    attempt = billing.new_attempt(invoice, payment_method=method, source="retry", idempotency_key="k-pending")
+    attempt.save()  # sent, answer lost: pending
+    intent = {"id": "pi_lost", "object": "payment_intent", "amount": 4900, "currency": "usd",
+              "customer": customer.external_id, "payment_method": "pm_ok_pending", "status": "requires_payment_method",
+              "metadata": {"attempt": str(attempt.pk)},
+              "last_payment_error": {"type": "card_error", "code": "card_declined", "decline_code": "do_not_honor",
+                                     "network_advice_code": "21"}}
+    payload = event("payment_intent.payment_failed", intent, created=int(time.time()))
+    assert post(client, payload).status_code == 200
+    attempt.refresh_from_db()
+    case.refresh_from_db()
+    assert (attempt.outcome, attempt.decline_code, attempt.advice_code, attempt.decline_class) == (
+        "failed", "do_not_honor", "21", "hard")
+    assert case.retry_state == DunningCase.RetryState.NEEDS_PAYMENT_METHOD
+    # A later success report for a settled attempt changes nothing.
+    ok = event("payment_intent.succeeded", {**intent, "status": "succeeded", "amount_received": 4900},
+               created=int(time.time()))
+    assert post(client, ok).json()["result"] == f"attempt {attempt.pk} already settled"
+    invoice.refresh_from_db()
+    assert invoice.amount_paid == 0
