@@ -317,6 +317,18 @@ def _retry_soon(case: DunningCase, attempt: PaymentAttempt, at: datetime.datetim
                  at=at, attempt=attempt, step=step)
 
 
+def manual_retry_refusal(method: PaymentMethod, now: datetime.datetime | None = None) -> str:
+    """Why staff may not charge this method now ("" if they may): a block or a network limit."""
+    now = now or timezone.now()
+    if method.charge_blocked_at is not None:
+        return f"{method} cannot be charged again ({method.charge_blocked_reason or 'hard decline'})"
+    usage = limits.usage_for([method.pk], now).get(method.pk, limits.EMPTY)
+    free_at = limits.next_allowed(usage, method.brand, now)
+    if free_at is not None:
+        return f"{method} has reached its network retry limit; next charge allowed after {free_at:%Y-%m-%d %H:%M} UTC"
+    return ""
+
+
 def method_updated(method: PaymentMethod, *, actor=None, source: str = PaymentAttempt.Source.PORTAL):
     """A customer added or updated a payment method: unblock it, leave "needs payment method" and retry
     every open invoice at once, once per method (dunning.services.retry_after_method_update)."""

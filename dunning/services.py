@@ -288,6 +288,8 @@ def retry_now(case: DunningCase, *, actor=None) -> PaymentAttempt:
         method = case.customer.default_payment_method
         if method is None:
             raise DunningError(f"{case.customer} has no payment method on file")
+        if refusal := retries.manual_retry_refusal(method):
+            raise DunningError(refusal)
         attempt = billing.new_attempt(case.invoice, payment_method=method, source=PaymentAttempt.Source.MANUAL,
                                       idempotency_key=f"manual-{case.pk}-{uuid.uuid4().hex}")
         attempt.lease_until = timezone.now() + timezone.timedelta(minutes=5)  # this call processes it

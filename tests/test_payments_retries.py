@@ -163,11 +163,24 @@ def test_no_retry_is_ever_made_after_a_hard_decline(defaults, clock):
     assert f"Please update your payment method for invoice {invoice.number}" in subjects
     assert subjects.count(f"Please update your payment method for invoice {invoice.number}") == 1
 
-    # Staff pressing "retry now" does not reach the gateway either.
+    # Staff pressing "retry now" is refused with the reason, and the gateway never sees the card again.
     case2, _ = services.open_case(InvoiceFactory(customer=customer), decline_code="insufficient_funds")
-    attempt = services.retry_now(case2)
-    assert attempt.decline_code == "payment_method_blocked"
+    with pytest.raises(services.DunningError, match="cannot be charged again"):
+        services.retry_now(case2)
     assert SandboxCharge.objects.filter(token=card.token).count() == 1
+
+
+def test_staff_retry_now_respects_the_network_limit(defaults, clock):
+    customer = CustomerFactory()
+    card = PaymentMethodFactory(customer=customer, brand="mastercard", token="tok_insufficient_funds:lim")
+    invoice = InvoiceFactory(customer=customer)
+    case, _ = services.open_case(invoice)
+    for _ in range(10):
+        services.retry_now(case)
+        clock.advance(minutes=30)
+    with pytest.raises(services.DunningError, match="network retry limit"):
+        services.retry_now(case)
+    assert SandboxCharge.objects.filter(token=card.token).count() == 10
 
 
 def test_a_hard_decline_reported_by_the_billing_system_stops_retries_before_the_first(defaults, clock):
