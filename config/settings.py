@@ -205,6 +205,7 @@ PAYMENT_GATEWAY = env_str("PAYMENT_GATEWAY", "billing.gateways.sandbox.SandboxGa
 # Stripe (docs/payments.md). Empty keys: the Stripe gateway and webhook endpoint are unusable.
 STRIPE_API_KEY = env_str("STRIPE_API_KEY", "")
 STRIPE_WEBHOOK_SECRET = env_str("STRIPE_WEBHOOK_SECRET", "")
+STRIPE_PUBLISHABLE_KEY = env_str("STRIPE_PUBLISHABLE_KEY", "")
 STRIPE_API_BASE = env_str("STRIPE_API_BASE", "https://api.stripe.com")
 STRIPE_TIMEOUT_SECONDS = env_int("STRIPE_TIMEOUT_SECONDS", 30, minimum=1)
 STRIPE_WEBHOOK_TOLERANCE_SECONDS = env_int("STRIPE_WEBHOOK_TOLERANCE_SECONDS", 300, minimum=1)
@@ -233,6 +234,13 @@ MERCHANT_BRAND_COLOR = env_str("MERCHANT_BRAND_COLOR", "#1f4fd1")
 DUNNING_BATCH_SIZE = env_int("DUNNING_BATCH_SIZE", 500, minimum=1, maximum=10000)
 # How long a claimed payment attempt is leased to one worker before another may reconcile it.
 PAYMENT_ATTEMPT_LEASE_SECONDS = env_int("PAYMENT_ATTEMPT_LEASE_SECONDS", 300, minimum=30)
+
+# --- Customer portal (docs/portal.md) -------------------------------------------------------
+# How long a portal link in a message stays valid; a newer link can always be requested.
+PORTAL_LINK_MAX_AGE_DAYS = env_int("PORTAL_LINK_MAX_AGE_DAYS", 14, minimum=1, maximum=365)
+# Token-less portal pages (asking for a fresh link): requests per client address per window.
+PORTAL_RATE_LIMIT = env_int("PORTAL_RATE_LIMIT", 10, minimum=1)
+PORTAL_RATE_WINDOW_SECONDS = env_int("PORTAL_RATE_WINDOW_SECONDS", 900, minimum=10)
 
 # --- REST framework -------------------------------------------------------------------------
 REST_FRAMEWORK = {

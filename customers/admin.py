@@ -1,4 +1,7 @@
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.db.models import F
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
 
 from customers.models import Customer, PaymentMethod
 
@@ -16,7 +19,19 @@ class CustomerAdmin(admin.ModelAdmin):
     list_filter = ("status", "currency", "locale", "segment", "is_business")
     search_fields = ("name", "email", "external_id")
     inlines = [PaymentMethodInline]
-    readonly_fields = ("created_at", "updated_at", "suspended_at")
+    readonly_fields = ("created_at", "updated_at", "suspended_at", "portal_token_version")
+    actions = ["revoke_portal_links"]
+
+    @admin.action(description=_("Revoke all portal links"), permissions=["change"])
+    def revoke_portal_links(self, request, queryset):
+        # Every link carries the version it was made with; bumping it makes all earlier links invalid.
+        count = queryset.update(portal_token_version=F("portal_token_version") + 1)
+        self.message_user(
+            request,
+            ngettext("Portal links revoked for %(n)d customer.", "Portal links revoked for %(n)d customers.",
+                     count) % {"n": count},
+            messages.SUCCESS,
+        )
 
 
 @admin.register(PaymentMethod)

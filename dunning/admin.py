@@ -160,8 +160,9 @@ class CaseEventAdmin(admin.ModelAdmin):
         return False
 
 
-# --- Smart retries: the retry timing policy of a campaign ----------------------------------------
+from dunning import admin_plans  # noqa: E402,F401  (payment plans and limits)
 
+# --- Smart retries: the retry timing policy of a campaign ----------------------------------------
 from dunning.models import RetryPolicy  # noqa: E402
 
 

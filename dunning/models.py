@@ -295,3 +295,6 @@ class RetryPolicy(models.Model):
             not isinstance(d, int) or not 1 <= d <= 31 for d in self.paydays
         ):
             raise ValidationError({"paydays": _("Use a list of days of the month between 1 and 31.")})
+
+
+from dunning.plan_models import Instalment, PaymentPlan, PlanLimit  # noqa: E402,F401

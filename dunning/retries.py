@@ -329,20 +329,29 @@ def manual_retry_refusal(method: PaymentMethod, now: datetime.datetime | None = 
     return ""
 
 
-def method_updated(method: PaymentMethod, *, actor=None, source: str = PaymentAttempt.Source.PORTAL):
-    """A customer added or updated a payment method: unblock it, leave "needs payment method" and retry
-    every open invoice at once, once per method (dunning.services.retry_after_method_update)."""
+def clear_needs_payment_method(method: PaymentMethod, *, actor=None) -> None:
+    """A new or updated method: unblock it, close the staff's "needs a payment method" items and let the
+    customer's cases retry again (called by dunning.services.retry_after_method_update)."""
     from dunning import services
 
-    PaymentMethod.objects.filter(pk=method.pk).update(charge_blocked_at=None, charge_blocked_reason="")
+    now = timezone.now()
+    PaymentMethod.objects.filter(pk=method.pk).exclude(charge_blocked_at=None).update(
+        charge_blocked_at=None, charge_blocked_reason="", updated_at=now)
     method.charge_blocked_at = None
     method.charge_blocked_reason = ""
     WorkItem.objects.filter(customer_id=method.customer_id, kind=WorkItem.Kind.NEEDS_PAYMENT_METHOD).exclude(
-        status=WorkItem.Status.DONE).update(status=WorkItem.Status.DONE, done_at=timezone.now(),
-                                            updated_at=timezone.now())
+        status=WorkItem.Status.DONE).update(status=WorkItem.Status.DONE, done_at=now, updated_at=now)
     for case in DunningCase.objects.open().filter(
         customer_id=method.customer_id, retry_state=DunningCase.RetryState.NEEDS_PAYMENT_METHOD
     ):
         DunningCase.objects.filter(pk=case.pk).update(retry_state=DunningCase.RetryState.SCHEDULED)
-        services.log(case, "case.payment_method_updated", f"New payment method {method}", actor=actor)
+        services.log(case, "case.payment_method_updated", f"New payment method {method}; retries resume",
+                     actor=actor)
+
+
+def method_updated(method: PaymentMethod, *, actor=None, source: str = PaymentAttempt.Source.PORTAL):
+    """A customer added or updated a payment method: leave "needs payment method" and retry every open
+    invoice at once, once per method (dunning.services.retry_after_method_update)."""
+    from dunning import services
+
     return services.retry_after_method_update(method.customer, method, actor=actor, source=source)

@@ -8,6 +8,7 @@ SCHEDULES = {
     "Process pending payment attempts": ("dunning.tasks.process_payment_attempts", 1),
     "Send queued notifications": ("dunning.tasks.send_notifications", 1),
     "Send pre-dunning reminders": ("dunning.tasks.send_predunning_reminders", 60),
+    "Charge due payment plan instalments": ("dunning.plans.charge_due_instalments", 15),
 }
 
 

@@ -321,6 +321,7 @@ def retry_after_method_update(customer: Customer, payment_method: PaymentMethod,
     The idempotency key names the method and the invoice, so a double submit or a repeated webhook
     never charges twice. Returns the settled attempts (one per open case).
     """
+    retries.clear_needs_payment_method(payment_method, actor=actor)
     attempts = []
     for case in DunningCase.objects.open().filter(customer=customer).select_related("invoice"):
         attempt = billing.new_attempt(

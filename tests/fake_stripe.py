@@ -57,6 +57,7 @@ class FakeStripe:
         self.dropped: set[str] = set()
         self.methods: dict[str, dict] = {}
         self.detached: list[str] = []
+        self.setup_intents: dict[str, dict] = {}
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -82,6 +83,10 @@ class FakeStripe:
                      "country": "US", "funding": "credit"},
         }
         return self.methods[pm_id]
+
+    def confirm_setup_intent(self, seti: str, pm_id: str) -> None:
+        """What Stripe Elements does in the browser: the intent succeeds with a new card."""
+        self.setup_intents[seti].update(status="succeeded", payment_method=pm_id)
 
     # --- API behaviour ---
 
@@ -140,6 +145,13 @@ class FakeStripe:
 
             def do_GET(self):
                 fake.requests.append(("GET", self.path, {}))
+                path, _, query = self.path.partition("?")
+                match = re.fullmatch(r"/v1/setup_intents/(\w+)", path)
+                if match and match.group(1) in fake.setup_intents:
+                    seti = dict(fake.setup_intents[match.group(1)])
+                    if "payment_method" in query and seti.get("payment_method") in fake.methods:
+                        seti["payment_method"] = fake.methods[seti["payment_method"]]
+                    return self._reply(200, seti)
                 match = re.fullmatch(r"/v1/payment_methods/([\w:]+)", self.path)
                 if match and match.group(1) in fake.methods:
                     return self._reply(200, fake.methods[match.group(1)])
@@ -166,9 +178,11 @@ class FakeStripe:
                     return self._reply(status, body)
                 if self.path == "/v1/setup_intents":
                     seti = f"seti_{uuid.uuid4().hex[:24]}"
-                    return self._reply(200, {"id": seti, "object": "setup_intent", "client_secret": f"{seti}_secret_x",
-                                             "customer": params.get("customer"), "status": "requires_payment_method",
-                                             "usage": params.get("usage", "off_session"), "livemode": False})
+                    fake.setup_intents[seti] = {
+                        "id": seti, "object": "setup_intent", "client_secret": f"{seti}_secret_x",
+                        "customer": params.get("customer"), "status": "requires_payment_method",
+                        "usage": params.get("usage", "off_session"), "livemode": False, "payment_method": None}
+                    return self._reply(200, fake.setup_intents[seti])
                 match = re.fullmatch(r"/v1/payment_methods/([\w:]+)/detach", self.path)
                 if match:
                     pm = fake.methods.get(match.group(1))

@@ -344,3 +344,37 @@ def test_payment_intent_failed_settles_our_pending_attempt_as_declined(defaults,
     assert post(client, ok).json()["result"] == f"attempt {attempt.pk} already settled"
     invoice.refresh_from_db()
     assert invoice.amount_paid == 0
+
+
+def test_the_portal_stripe_page_gets_a_setup_intent_and_reads_the_confirmed_card(defaults, fake_stripe, settings):
+    from billing.gateways import GatewayError
+    from dunning.portal import services as portal
+
+    settings.STRIPE_PUBLISHABLE_KEY = "pk_test_local"
+    customer, old = stripe_customer("pm_decline_expired_card")
+    invoice = InvoiceFactory(customer=customer, amount_due="12.00")
+    services.open_case(invoice, decline_code="expired_card")
+    gateway = get_gateway()
+    intent = gateway.create_setup_intent(customer)
+    assert intent["publishable_key"] == "pk_test_local" and intent["client_secret"].startswith(intent["id"])
+    with pytest.raises(GatewayError):
+        gateway.card_from_setup_intent(customer, intent["id"])  # not confirmed yet
+    fake_stripe.add_method("pm_ok_portal", customer=customer.external_id, brand="visa", last4="1881",
+                           exp_month=5, exp_year=2031)
+    fake_stripe.confirm_setup_intent(intent["id"], "pm_ok_portal")
+    other = CustomerFactory(external_id="cus_someone_else")
+    with pytest.raises(GatewayError):
+        gateway.card_from_setup_intent(other, intent["id"])
+    card = gateway.card_from_setup_intent(customer, intent["id"])
+    assert (card.token, card.brand, card.last4, card.exp_month, card.exp_year) == (
+        "pm_ok_portal", "visa", "1881", 5, 2031)
+
+    # What the portal view does next: save it and retry; the case leaves "needs payment method".
+    method, attempts = portal.update_payment_method(
+        customer, token=card.token, brand=card.brand, last4=card.last4, exp_month=card.exp_month,
+        exp_year=card.exp_year, gateway=gateway.name)
+    assert [a.outcome for a in attempts] == ["succeeded"]
+    case = DunningCase.objects.get(invoice=invoice)
+    assert case.status == DunningCase.Status.RECOVERED
+    assert not WorkItem.objects.exclude(status="done").exists()
+    assert len(fake_stripe.charges) == 1

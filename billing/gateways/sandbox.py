@@ -26,14 +26,14 @@ share a behaviour; "after N" counts charges per full token. Each idempotency key
 repeating a key returns the first outcome.
 
 ``tokenize_card`` turns well-known test card numbers into these tokens for the portal's sandbox
-card form (docs/payments.md lists the numbers).
+card form (docs/payments.md and docs/portal.md list the numbers).
 """
 
 from __future__ import annotations
 
-import datetime
 import re
 import uuid
+from dataclasses import dataclass
 
 from django.db import IntegrityError, transaction
 
@@ -60,42 +60,6 @@ DECLINING_TOKENS = {
 SUCCEED_AFTER = re.compile(r"^tok_succeed_after_(\d+)$")
 ADVICE = re.compile(r"^tok_advice_(\d{2})$")
 NETWORK = re.compile(r"^tok_network_([0-9A-Z]{2})$")
-
-# Test card numbers (Stripe's well-known ones) -> sandbox token.
-TEST_CARDS = {
-    "4242424242424242": "tok_ok",
-    "5555555555554444": "tok_ok",
-    "378282246310005": "tok_ok",
-    "4000000000009995": "tok_insufficient_funds",
-    "4000000000000069": "tok_expired_card",
-    "4000000000000002": "tok_do_not_honor",
-    "4000000000009979": "tok_stolen_card",
-    "4000000000009987": "tok_lost_card",
-    "4100000000000019": "tok_fraudulent",
-    "4000000000000119": "tok_processing_error",
-    "4000002760003184": "tok_authentication_required",
-    "5105105105105100": "tok_advice_03",
-}
-
-
-def card_brand(number: str) -> str:
-    if number.startswith("4"):
-        return "visa"
-    if number[:2] in {"51", "52", "53", "54", "55"} or "2221" <= number[:4] <= "2720":
-        return "mastercard"
-    if number[:2] in {"34", "37"}:
-        return "amex"
-    return "other"
-
-
-def luhn_ok(number: str) -> bool:
-    total = 0
-    for i, ch in enumerate(reversed(number)):
-        d = int(ch)
-        if i % 2:
-            d = d * 2 - 9 if d > 4 else d * 2
-        total += d
-    return total % 10 == 0
 
 
 class SandboxGateway(PaymentGateway):
@@ -170,27 +134,64 @@ class SandboxGateway(PaymentGateway):
     def retrieve_method(self, token: str) -> MethodDetails:
         raise GatewayError("The sandbox keeps no card details; use tokenize_card's answer")
 
-    def tokenize_card(self, number: str, exp_month: int, exp_year: int, cvc: str, *,
-                      today: datetime.date | None = None) -> MethodDetails:
-        """Validate a test card like a card form would; returns a sandbox token, brand, last 4 and expiry.
 
-        Numbers in TEST_CARDS behave as listed; any other valid number behaves like ``tok_ok``.
-        Raises ValueError with a message fit for the customer.
-        """
-        number = re.sub(r"[\s-]", "", str(number))
-        if not number.isdigit() or not 13 <= len(number) <= 19 or not luhn_ok(number):
-            raise ValueError("The card number is not valid.")
-        try:
-            exp_month, exp_year = int(exp_month), int(exp_year)
-        except (TypeError, ValueError):
-            raise ValueError("The expiry date is not valid.") from None
-        if exp_year < 100:
-            exp_year += 2000
-        today = today or datetime.date.today()
-        if not 1 <= exp_month <= 12 or (exp_year, exp_month) < (today.year, today.month):
-            raise ValueError("The card has expired or the expiry date is not valid.")
-        brand = card_brand(number)
-        if not re.fullmatch(r"\d{4}" if brand == "amex" else r"\d{3}", str(cvc or "")):
-            raise ValueError("The security code is not valid.")
-        token = f"{TEST_CARDS.get(number, 'tok_ok')}:{uuid.uuid4().hex[:12]}"
-        return MethodDetails(token=token, brand=brand, last4=number[-4:], exp_month=exp_month, exp_year=exp_year)
+# --- Card form (customer portal) ---------------------------------------------------------------
+# Test card numbers, as in Stripe's test mode, mapped to the sandbox's behaviour tokens.
+TEST_CARDS = {
+    "4242424242424242": "tok_ok",
+    "5555555555554444": "tok_ok",
+    "4000000000009995": "tok_insufficient_funds",
+    "4000000000000069": "tok_expired_card",
+    "4000000000000002": "tok_do_not_honor",
+    "4000000000009979": "tok_stolen_card",
+    "4000000000000119": "tok_processing_error",
+    "378282246310005": "tok_ok",
+    "4000000000009987": "tok_lost_card",
+    "4100000000000019": "tok_fraudulent",
+    "4000002760003184": "tok_authentication_required",
+    "5105105105105100": "tok_advice_03",
+}
+
+
+@dataclass(frozen=True)
+class TokenizedCard:
+    """What may be kept of a card: the gateway's token, brand, last 4 digits and expiry. No PAN, no CVC."""
+
+    token: str
+    brand: str
+    last4: str
+    exp_month: int
+    exp_year: int
+
+
+class CardRejected(GatewayError):
+    """The card form's data is not a usable card (unknown test number, bad expiry)."""
+
+
+def card_brand(number: str) -> str:
+    if number.startswith("4"):
+        return "visa"
+    if number[:2] in {"51", "52", "53", "54", "55"} or "2221" <= number[:4] <= "2720":
+        return "mastercard"
+    if number[:2] in {"34", "37"}:
+        return "amex"
+    return "card"
+
+
+def tokenize_card(number: str, exp_month: int, exp_year: int, cvc: str) -> TokenizedCard:
+    """Stand-in for a processor's card vault: turn a test card into a token, keeping only what PCI DSS
+    allows. The number and CVC go no further than this function (never logged, never stored)."""
+    digits = "".join(ch for ch in number if ch.isdigit())
+    behaviour = TEST_CARDS.get(digits)
+    if behaviour is None or not (cvc.isdigit() and len(cvc) in (3, 4)):
+        raise CardRejected("This card was declined by the sandbox: use one of its test cards.")
+    return TokenizedCard(
+        token=f"{behaviour}:{uuid.uuid4().hex[:16]}",
+        brand=card_brand(digits),
+        last4=digits[-4:],
+        exp_month=exp_month,
+        exp_year=exp_year,
+    )
+
+
+SandboxGateway.tokenize_card = staticmethod(tokenize_card)

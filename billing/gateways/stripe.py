@@ -148,6 +148,28 @@ class StripeGateway(PaymentGateway):
             raise GatewayError(f"Stripe: {exc.user_message or exc}") from exc
         return MethodUpdateSession(reference=intent["id"], client_secret=intent.get("client_secret") or "")
 
+    # --- The portal's Stripe Elements page (dunning.portal.views) ---
+
+    def create_setup_intent(self, customer) -> dict:
+        session = self.start_method_update(customer.external_id)
+        return {"id": session.reference, "client_secret": session.client_secret,
+                "publishable_key": settings.STRIPE_PUBLISHABLE_KEY}
+
+    def card_from_setup_intent(self, customer, setup_intent_id: str) -> MethodDetails:
+        """The card a confirmed SetupIntent saved, after checking it succeeded for this customer."""
+        if not setup_intent_id.startswith("seti_"):
+            raise GatewayError("Not a SetupIntent id")
+        try:
+            intent = self.client.v1.setup_intents.retrieve(
+                setup_intent_id, {"expand": ["payment_method"]}
+            ).to_dict()
+        except stripe.StripeError as exc:
+            raise GatewayError(f"Stripe: {exc.user_message or exc}") from exc
+        if intent.get("status") != "succeeded" or _id(intent.get("customer")) != customer.external_id:
+            raise GatewayError("The SetupIntent did not succeed for this customer")
+        pm = intent.get("payment_method")
+        return method_details(pm) if isinstance(pm, dict) else self.retrieve_method(_id(pm))
+
     def detach(self, token: str) -> None:
         try:
             self.client.v1.payment_methods.detach(token)

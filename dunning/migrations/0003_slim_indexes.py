@@ -10,7 +10,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('billing', '0001_initial'),
-        ('dunning', '0001_initial'),
+        ('dunning', '0002_payment_plans'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

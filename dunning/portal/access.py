@@ -1,0 +1,68 @@
+"""Reading portal links: a signed token names one customer, expires, and can be revoked by staff."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.core import signing
+from django.core.cache import cache
+
+from customers.models import Customer
+from dunning.links import SALT
+
+
+@dataclass
+class TokenProblem(Exception):
+    """The link cannot be used. ``customer`` is known when the signature was valid (expired, revoked)."""
+
+    reason: str  # "expired", "revoked" or "invalid"
+    customer: Customer | None = None
+
+
+def max_age() -> timedelta:
+    return timedelta(days=settings.PORTAL_LINK_MAX_AGE_DAYS)
+
+
+def read_token(token: str) -> Customer:
+    """The customer a link belongs to, or TokenProblem. SECRET_KEY_FALLBACKS are honoured by signing."""
+    try:
+        payload = signing.loads(token, salt=SALT, max_age=max_age())
+        expired = False
+    except signing.SignatureExpired:
+        # The signature is good, only old: read it anyway so the page can speak the customer's language.
+        payload = signing.loads(token, salt=SALT)
+        expired = True
+    except signing.BadSignature:
+        raise TokenProblem("invalid") from None
+    if not isinstance(payload, dict) or not isinstance(payload.get("c"), int):
+        raise TokenProblem("invalid")
+    customer = Customer.objects.filter(pk=payload["c"]).first()
+    if customer is None:
+        raise TokenProblem("invalid")
+    if payload.get("v", 0) != customer.portal_token_version:
+        raise TokenProblem("revoked", customer)
+    if expired:
+        raise TokenProblem("expired", customer)
+    return customer
+
+
+def client_ip(request) -> str:
+    # REMOTE_ADDR only: X-Forwarded-For is set by the client unless a trusted proxy rewrites it.
+    return request.META.get("REMOTE_ADDR", "") or "unknown"
+
+
+def rate_limited(key: str, limit: int | None = None, window: int | None = None) -> bool:
+    """Count one hit for key; True once more than ``limit`` hits fell in the current window."""
+    limit = limit or settings.PORTAL_RATE_LIMIT
+    window = window or settings.PORTAL_RATE_WINDOW_SECONDS
+    cache_key = f"portal-rl:{key}"
+    if cache.add(cache_key, 1, timeout=window):
+        return False
+    try:
+        hits = cache.incr(cache_key)
+    except ValueError:  # expired between add and incr
+        cache.add(cache_key, 1, timeout=window)
+        return False
+    return hits > limit

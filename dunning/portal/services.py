@@ -1,0 +1,248 @@
+"""What the customer portal does, as plain functions: the views only call these."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import time
+from dataclasses import dataclass
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from billing import services as billing
+from billing.gateways import get_gateway
+from billing.models import Invoice, PaymentAttempt
+from customers.models import Customer, PaymentMethod
+from dunning import services
+from dunning.models import CampaignStep, DunningCase, WorkItem
+from dunning.plan_models import PaymentPlan
+from notifications import services as outbox
+from notifications.models import Channel, Notification
+
+logger = logging.getLogger(__name__)
+
+ACTIVE, AT_RISK, SUSPENDED = "active", "at_risk", "suspended"
+
+
+def account_status(customer: Customer) -> str:
+    if customer.status == Customer.Status.SUSPENDED:
+        return SUSPENDED
+    if DunningCase.objects.open().filter(customer=customer).exists():
+        return AT_RISK
+    return ACTIVE
+
+
+@dataclass
+class InvoiceRow:
+    invoice: Invoice
+    case: DunningCase | None
+    retry_on: datetime.date | None = None
+    suspend_on: datetime.date | None = None
+    on_plan: bool = False
+    paying: bool = False
+
+
+def _local_date(customer: Customer, moment: datetime.datetime) -> datetime.date:
+    return moment.astimezone(customer.tz).date()
+
+
+def next_events(case: DunningCase, customer: Customer,
+                campaign_steps: list[CampaignStep] | None = None) -> tuple[datetime.date | None, datetime.date | None]:
+    """(next retry, suspension) as calendar days where the customer lives, from the remaining steps."""
+    if case.status != DunningCase.Status.ACTIVE or case.next_step is None:
+        return None, None
+    if campaign_steps is None:
+        campaign_steps = list(CampaignStep.objects.filter(campaign_id=case.campaign_id).order_by("position"))
+    steps = [s for s in campaign_steps if s.position >= case.next_step.position]
+    retry_on = suspend_on = None
+    for step in steps:
+        at = case.next_action_at if step.pk == case.next_step_id else case.failed_at + step.offset
+        at = max(at, case.next_action_at or at)
+        if step.action == CampaignStep.Action.RETRY and retry_on is None:
+            retry_on = _local_date(customer, at)
+        if (step.action == CampaignStep.Action.SUSPEND and suspend_on is None
+                and customer.status != Customer.Status.SUSPENDED):
+            suspend_on = _local_date(customer, at)
+    return retry_on, suspend_on
+
+
+def open_invoices(customer: Customer) -> list[InvoiceRow]:
+    cases = {
+        c.invoice_id: c
+        for c in DunningCase.objects.open().filter(customer=customer).select_related("next_step")
+    }
+    plan_invoice_ids = set(
+        Invoice.objects.filter(payment_plans__customer=customer,
+                               payment_plans__status=PaymentPlan.Status.ACTIVE).values_list("pk", flat=True)
+    )
+    paying = set(
+        PaymentAttempt.objects.pending().filter(invoice__customer=customer).values_list("invoice_id", flat=True)
+    )
+    steps: dict[int, list[CampaignStep]] = {}
+    for step in CampaignStep.objects.filter(campaign_id__in={c.campaign_id for c in cases.values()}).order_by(
+            "campaign_id", "position"):
+        steps.setdefault(step.campaign_id, []).append(step)
+    rows = []
+    for invoice in customer.invoices.open().order_by("due_date", "id"):
+        case = cases.get(invoice.pk)
+        row = InvoiceRow(invoice, case, on_plan=invoice.pk in plan_invoice_ids, paying=invoice.pk in paying)
+        if case is not None:
+            row.retry_on, row.suspend_on = next_events(case, customer, steps.get(case.campaign_id, []))
+        rows.append(row)
+    return rows
+
+
+def invoice_for(customer: Customer, invoice_id: int) -> Invoice:
+    """An invoice of this customer only (Invoice.DoesNotExist otherwise, which the view turns into 404)."""
+    return customer.invoices.get(pk=invoice_id)
+
+
+# --- Messages -------------------------------------------------------------------------------------
+
+def inapp_messages(customer: Customer) -> list[Notification]:
+    rows = list(
+        Notification.objects.filter(customer=customer, channel=Channel.INAPP, status=Notification.Status.SENT,
+                                    dismissed_at__isnull=True).order_by("-sent_at", "-id")[:20]
+    )
+    unread = [n.pk for n in rows if n.read_at is None]
+    if unread:
+        Notification.objects.filter(pk__in=unread).update(read_at=timezone.now())
+    return rows
+
+
+def dismiss_message(customer: Customer, notification_id: int) -> None:
+    note = Notification.objects.get(customer=customer, channel=Channel.INAPP, pk=notification_id)
+    if note.dismissed_at is None:
+        note.dismissed_at = timezone.now()
+        note.read_at = note.read_at or note.dismissed_at
+        note.save(update_fields=["dismissed_at", "read_at", "updated_at"])
+
+
+# --- Payment methods ------------------------------------------------------------------------------
+
+def save_payment_method(customer: Customer, *, token: str, brand: str, last4: str, exp_month: int | None,
+                        exp_year: int | None, gateway: str) -> PaymentMethod:
+    """Make a tokenized card the default method. Only the token, brand, last 4 and expiry are kept."""
+    with transaction.atomic():
+        customer = Customer.objects.select_for_update().get(pk=customer.pk)
+        existing = PaymentMethod.objects.filter(gateway=gateway, token=token).first()
+        if existing is not None:
+            if existing.customer_id != customer.pk:
+                raise IntegrityError("payment method token belongs to another customer")
+            return existing
+        customer.payment_methods.filter(is_default=True).update(is_default=False, updated_at=timezone.now())
+        method = PaymentMethod.objects.create(
+            customer=customer, gateway=gateway, token=token, kind=PaymentMethod.Kind.CARD, brand=brand,
+            last4=last4, exp_month=exp_month, exp_year=exp_year, is_default=True,
+        )
+        for case in DunningCase.objects.open().filter(customer=customer):
+            services.log(case, "customer.payment_method_updated", f"New payment method {method} (portal)",
+                         actor="portal", payload={"payment_method": method.pk})
+    return method
+
+
+def method_update_attempts(customer: Customer, method: PaymentMethod) -> list[PaymentAttempt]:
+    return list(
+        PaymentAttempt.objects.filter(invoice__customer=customer, payment_method=method,
+                                      idempotency_key__startswith=f"method-update:{method.pk}:")
+        .select_related("invoice").order_by("invoice__due_date", "id")
+    )
+
+
+def update_payment_method(customer: Customer, **card) -> tuple[PaymentMethod, list[PaymentAttempt]]:
+    """Save the new card, then retry every open invoice in dunning with it at once."""
+    method = save_payment_method(customer, **card)
+    attempts = services.retry_after_method_update(customer, method, actor="portal")
+    return method, attempts
+
+
+# --- Pay now --------------------------------------------------------------------------------------
+
+class PayNowRefused(services.DunningError):
+    pass
+
+
+def pay_invoice(customer: Customer, invoice_id: int, idempotency_key: str) -> PaymentAttempt:
+    """Charge one invoice's balance to the method on file. The key comes from the form, so a double
+    submit finds the first attempt instead of charging again; a second form is refused while one
+    attempt is pending or once nothing remains."""
+    key = f"portal-pay:{customer.pk}:{idempotency_key[:64]}"
+    existing = PaymentAttempt.objects.filter(idempotency_key=key).first()
+    if existing is not None:
+        if existing.invoice.customer_id != customer.pk:
+            raise Invoice.DoesNotExist
+        return existing
+    with transaction.atomic():
+        invoice = Invoice.objects.select_for_update().get(pk=invoice_for(customer, invoice_id).pk)
+        if invoice.status != Invoice.Status.OPEN or invoice.amount_remaining <= 0:
+            raise PayNowRefused("nothing_due")
+        if invoice.attempts.pending().exists():
+            raise PayNowRefused("in_progress")
+        method = customer.default_payment_method
+        if method is None:
+            raise PayNowRefused("no_method")
+        attempt = billing.new_attempt(invoice, payment_method=method, source=PaymentAttempt.Source.PORTAL,
+                                      idempotency_key=key)
+        attempt.lease_until = timezone.now() + datetime.timedelta(minutes=5)  # processed right here
+        attempt.save()
+        case = DunningCase.objects.open().filter(invoice=invoice).first()
+        if case is not None:
+            services.log(case, "payment.portal_pay", "The customer paid now from the portal", actor="portal",
+                         attempt=attempt)
+    return services.process_attempt(attempt)
+
+
+# --- Support, links, preferences ------------------------------------------------------------------
+
+def contact_support(customer: Customer, message: str) -> WorkItem:
+    case = DunningCase.objects.open().filter(customer=customer).order_by("-failed_at").first()
+    with transaction.atomic():
+        item, _created = services.create_work_item(
+            customer, WorkItem.Kind.SUPPORT, f"Message from {customer.name} (portal)", body=message,
+            case=case, actor="portal",
+        )
+        row = outbox.build(
+            customer, channel=Channel.EMAIL, template_code="support_ack",
+            context={"customer_name": customer.name},  # links are minted when it is sent
+            dedupe_key=f"support-ack:{item.pk}", reference=f"case:{case.pk}" if case else f"workitem:{item.pk}",
+        )
+        if row is not None:
+            outbox.queue_many([row])
+    return item
+
+
+def send_fresh_link(customer: Customer) -> bool:
+    """Email a new portal link to the address on file (at most one per customer per minute)."""
+    row = outbox.build(
+        customer, channel=Channel.EMAIL, template_code="portal_link",
+        context={"customer_name": customer.name},  # the link is minted when it is sent, never stored
+        dedupe_key=f"portal-link:{customer.pk}:{int(time.time()) // 60}", reference=f"customer:{customer.pk}",
+    )
+    if row is None or customer.email_undeliverable:
+        return False
+    outbox.queue_many([row])
+    return True
+
+
+def customers_with_email(email: str):
+    return Customer.objects.filter(email__iexact=email.strip())[:5]
+
+
+def set_preferences(customer: Customer, *, locale: str, opt_out_email: bool, opt_out_sms: bool,
+                    opt_out_inapp: bool) -> Customer:
+    fields = {"locale": locale, "opt_out_email": opt_out_email, "opt_out_sms": opt_out_sms,
+              "opt_out_inapp": opt_out_inapp}
+    changed = {k: v for k, v in fields.items() if getattr(customer, k) != v}
+    if changed:
+        for key, value in changed.items():
+            setattr(customer, key, value)
+        customer.save(update_fields=[*changed, "updated_at"])
+        for case in DunningCase.objects.open().filter(customer=customer):
+            services.log(case, "customer.preferences", "Communication preferences changed in the portal",
+                         actor="portal", payload={k: v for k, v in changed.items()})
+    return customer
+
+
+def gateway_name() -> str:
+    return getattr(get_gateway(), "name", "")

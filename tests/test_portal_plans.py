@@ -1,0 +1,202 @@
+"""Payment plans: limits, approval, charging on schedule, a missed instalment resumes dunning."""
+
+from __future__ import annotations
+
+import datetime
+from decimal import Decimal
+
+import pytest
+from django.urls import reverse
+
+from billing.models import Invoice, SandboxCharge
+from customers.models import PaymentMethod
+from dunning import engine, plans, services
+from dunning.links import make_token
+from dunning.models import DunningCase, WorkItem
+from dunning.plan_models import Instalment, PaymentPlan
+from tests.factories import CustomerFactory, InvoiceFactory, PaymentMethodFactory
+from tests.factories_portal import PlanLimitFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def owing(defaults, clock):
+    customer = CustomerFactory(email="bo@example.com")
+    PaymentMethodFactory(customer=customer, token="tok_insufficient_funds:bo")
+    first = InvoiceFactory(customer=customer, amount_due=Decimal("100.00"))
+    second = InvoiceFactory(customer=customer, amount_due=Decimal("50.00"))
+    cases = [services.open_case(inv, decline_code="insufficient_funds")[0] for inv in (first, second)]
+    return customer, [first, second], cases
+
+
+def use_card(customer, token):
+    PaymentMethod.objects.filter(customer=customer).update(is_default=False)
+    PaymentMethodFactory(customer=customer, token=token)
+
+
+def test_split_rounds_to_the_currency_and_the_last_instalment_takes_the_rest():
+    assert plans.split(Decimal("100.00"), 3, "USD") == [Decimal("33.33"), Decimal("33.33"), Decimal("33.34")]
+    assert plans.split(Decimal("10000"), 3, "JPY") == [Decimal("3333"), Decimal("3333"), Decimal("3334")]
+    assert plans.add_months(datetime.date(2026, 1, 31), 1) == datetime.date(2026, 2, 28)
+
+
+def test_a_plan_within_the_limits_is_accepted_and_pauses_dunning(owing, clock):
+    customer, invoices, cases = owing
+    PlanLimitFactory(currency="USD", min_instalment=Decimal("20"), max_months=4)
+    plan = plans.request_plan(customer, 3)
+    assert plan.status == PaymentPlan.Status.ACTIVE and plan.auto_approved
+    assert plan.total == Decimal("150.00")
+    assert [(i.due_date, i.amount) for i in plan.instalments.all()] == [
+        (datetime.date(2026, 3, 2), Decimal("50.00")),
+        (datetime.date(2026, 4, 2), Decimal("50.00")),
+        (datetime.date(2026, 5, 2), Decimal("50.00")),
+    ]
+    assert set(DunningCase.objects.values_list("status", flat=True)) == {DunningCase.Status.PAUSED}
+    assert not WorkItem.objects.exists()
+    with pytest.raises(plans.PlanError):
+        plans.request_plan(customer, 2)
+    # Paused cases do not run their steps.
+    clock.advance(days=5)
+    assert engine.run_due_steps() == 0
+
+
+@pytest.mark.parametrize("months,limit_kwargs", [
+    (5, {"max_months": 4}),                    # too many months
+    (6, {"min_instalment": Decimal("30")}),    # 25.00 a month is below the minimum
+])
+def test_a_plan_outside_the_limits_waits_for_staff(owing, months, limit_kwargs):
+    customer, invoices, cases = owing
+    PlanLimitFactory(currency="USD", **{"min_instalment": Decimal("20"), "max_months": 6, **limit_kwargs})
+    plan = plans.request_plan(customer, months)
+    assert plan.status == PaymentPlan.Status.PENDING
+    item = WorkItem.objects.get(kind=WorkItem.Kind.PLAN_REQUEST)
+    assert item.customer == customer and item.case in cases
+    assert set(DunningCase.objects.values_list("status", flat=True)) == {DunningCase.Status.ACTIVE}
+
+
+def test_no_limit_for_the_currency_means_staff_decide_and_can_approve(owing, admin_user):
+    customer, invoices, cases = owing
+    plan = plans.request_plan(customer, 2)
+    assert plan.status == PaymentPlan.Status.PENDING
+    plans.approve_plan(plan, actor=admin_user)
+    plan.refresh_from_db()
+    assert plan.status == PaymentPlan.Status.ACTIVE and plan.decided_by == admin_user
+    assert WorkItem.objects.get(kind="plan_request").status == WorkItem.Status.DONE
+    with pytest.raises(plans.PlanError):
+        plans.approve_plan(plan, actor=admin_user)
+
+
+def test_staff_reject_from_the_admin(owing, admin_client):
+    customer, invoices, cases = owing
+    plan = plans.request_plan(customer, 2)
+    admin_client.post(reverse("admin:dunning_paymentplan_changelist"),
+                      {"action": "reject", "_selected_action": [plan.pk]})
+    plan.refresh_from_db()
+    assert plan.status == PaymentPlan.Status.REJECTED
+    assert not plan.instalments.exists()
+
+
+def test_months_outside_two_to_six_are_refused(owing):
+    customer, invoices, cases = owing
+    for months in (1, 7):
+        with pytest.raises(plans.PlanError):
+            plans.request_plan(customer, months)
+    assert not PaymentPlan.objects.exists()
+
+
+def test_instalments_are_charged_on_schedule_once_and_the_plan_completes(owing, clock):
+    customer, invoices, cases = owing
+    use_card(customer, "tok_ok:bo")
+    PlanLimitFactory(currency="USD", min_instalment=Decimal("20"), max_months=6)
+    plan = plans.request_plan(customer, 2)  # 2 x 75.00 over invoices of 100.00 and 50.00
+    assert plans.charge_due_instalments() == 1
+    assert plans.charge_due_instalments() == 0  # run twice: nothing more
+    first, second = invoices
+    first.refresh_from_db()
+    assert first.amount_paid == Decimal("75.00") and first.status == Invoice.Status.OPEN
+    clock.advance(days=30)
+    assert plans.charge_due_instalments() == 0  # 1 April: not yet due
+    clock.advance(days=1)
+    assert plans.charge_due_instalments() == 1
+    plan.refresh_from_db()
+    assert plan.status == PaymentPlan.Status.COMPLETED
+    assert set(Instalment.objects.values_list("status", flat=True)) == {Instalment.Status.PAID}
+    assert set(Invoice.objects.values_list("status", flat=True)) == {Invoice.Status.PAID}
+    assert set(DunningCase.objects.values_list("status", flat=True)) == {DunningCase.Status.RECOVERED}
+    # The second instalment spanned both invoices: 25.00 + 50.00.
+    assert sorted(SandboxCharge.objects.filter(succeeded=True).values_list("amount", flat=True)) == [
+        Decimal("25.00"), Decimal("50.00"), Decimal("75.00")]
+    assert plans.charge_due_instalments() == 0
+
+
+def test_a_missed_instalment_ends_the_plan_and_resumes_dunning(owing, clock):
+    customer, invoices, cases = owing
+    PlanLimitFactory(currency="USD", min_instalment=Decimal("20"), max_months=6)
+    use_card(customer, "tok_ok:first")
+    plan = plans.request_plan(customer, 3)
+    assert plans.charge_due_instalments() == 1
+    use_card(customer, "tok_insufficient_funds:later")
+    clock.advance(days=31)
+    assert plans.charge_due_instalments() == 1
+    plan.refresh_from_db()
+    assert plan.status == PaymentPlan.Status.DEFAULTED
+    statuses = list(plan.instalments.values_list("status", flat=True))
+    assert statuses == [Instalment.Status.PAID, Instalment.Status.MISSED, Instalment.Status.CANCELLED]
+    assert set(DunningCase.objects.values_list("status", flat=True)) == {DunningCase.Status.ACTIVE}
+    assert DunningCase.objects.filter(events__kind="plan.defaulted").count() == 2
+    # Dunning carries on where it stopped: the next step of each case runs now, the later ones keep
+    # their spacing instead of all firing at once.
+    assert engine.run_due_steps() == 2
+    assert engine.run_due_steps() == 0
+
+
+def test_the_portal_plan_page_requests_a_plan(owing, client):
+    customer, invoices, cases = owing
+    PlanLimitFactory(currency="USD", min_instalment=Decimal("20"), max_months=6)
+    page_url = reverse("portal:plan", kwargs={"token": make_token(customer)})
+    page = client.get(page_url).content.decode()
+    assert "$150.00" in page and "3 × $50.00" in page
+    response = client.post(page_url, {"months": "3"}, follow=True)
+    body = response.content.decode()
+    assert "Your payment plan is active" in body and "Scheduled" in body
+    assert PaymentPlan.objects.get().months == 3
+
+
+def test_instalments_fall_due_on_the_customers_calendar_day(defaults, clock):
+    customer = CustomerFactory(timezone="Pacific/Honolulu")  # UTC-10
+    PaymentMethodFactory(customer=customer)
+    clock.move_to(datetime.datetime(2026, 3, 2, 5, 0, tzinfo=datetime.UTC))  # 1 March, 19:00 in Honolulu
+    services.open_case(InvoiceFactory(customer=customer, amount_due=Decimal("60.00")))
+    PlanLimitFactory(currency="USD", min_instalment=Decimal("20"), max_months=6)
+    plan = plans.request_plan(customer, 2)
+    assert [i.due_date for i in plan.instalments.all()] == [datetime.date(2026, 3, 1), datetime.date(2026, 4, 1)]
+    assert plans.charge_due_instalments() == 1
+    clock.move_to(datetime.datetime(2026, 4, 1, 5, 0, tzinfo=datetime.UTC))  # still 31 March there
+    assert plans.charge_due_instalments() == 0
+    assert plan.instalments.get(number=2).status == Instalment.Status.SCHEDULED
+    clock.move_to(datetime.datetime(2026, 4, 1, 12, 0, tzinfo=datetime.UTC))  # 1 April, 02:00 there
+    assert plans.charge_due_instalments() == 1
+    assert plan.instalments.get(number=2).status == Instalment.Status.PAID
+
+
+def test_an_instalment_left_charging_by_a_dead_worker_is_settled_later_without_a_second_charge(owing, clock):
+    customer, invoices, cases = owing
+    use_card(customer, "tok_ok:bo")
+    PlanLimitFactory(currency="USD", min_instalment=Decimal("20"), max_months=6)
+    plan = plans.request_plan(customer, 3)
+    first = plan.instalments.get(number=1)
+    # A worker claimed it, sent the charge, then died before recording anything.
+    assert plans.claim_due_instalments(clock.now.date()) == [first.pk]
+    attempts = plans._create_attempts(first, clock.now)
+    services.process_attempt(attempts[0])
+    first.refresh_from_db()
+    assert first.status == Instalment.Status.CHARGING
+    assert plans.charge_due_instalments() == 0  # a fresh claim is left to its worker
+    first.refresh_from_db()
+    assert first.status == Instalment.Status.CHARGING
+    clock.advance(minutes=11)
+    plans.charge_due_instalments()
+    first.refresh_from_db()
+    assert first.status == Instalment.Status.PAID
+    assert SandboxCharge.objects.count() == 1
