@@ -44,6 +44,9 @@ class Invoice(TimestampedModel):
     auto_collect = models.BooleanField(
         default=True, help_text=_("Charged automatically to the saved payment method (off: sent for manual payment).")
     )
+    exclude_from_dunning = models.BooleanField(
+        default=False, help_text=_("Never open a dunning case for this invoice.")
+    )
 
     objects = InvoiceQuerySet.as_manager()
 
@@ -52,6 +55,11 @@ class Invoice(TimestampedModel):
         constraints = [
             models.CheckConstraint(condition=models.Q(amount_due__gte=0), name="invoice_amount_due_not_negative"),
             models.CheckConstraint(condition=models.Q(amount_paid__gte=0), name="invoice_amount_paid_not_negative"),
+        ]
+        indexes = [
+            # The admin changelist's default ordering and its currency filter (reports group by it too).
+            models.Index(fields=["-issued_at", "-id"], name="invoice_issued_idx"),
+            models.Index(fields=["currency", "status"], name="invoice_currency_status_idx"),
         ]
 
     def __str__(self) -> str:

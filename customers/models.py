@@ -57,9 +57,17 @@ class Customer(TimestampedModel):
     email_undeliverable = models.BooleanField(default=False, help_text=_("Hard bounce or complaint received."))
     # Bumping this invalidates every portal link sent so far ("revoke all links").
     portal_token_version = models.PositiveIntegerField(default=0)
+    exclude_from_dunning = models.BooleanField(
+        default=False, help_text=_("Never open a dunning case for this customer (handled by hand).")
+    )
 
     class Meta:
         ordering = ["name", "id"]
+        indexes = [
+            # The admin changelist's default ordering, and its currency filter's choices (skip scan).
+            models.Index(fields=["name", "id"], name="customer_name_idx"),
+            models.Index(fields=["currency"], name="customer_currency_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.external_id})"

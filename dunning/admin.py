@@ -159,8 +159,7 @@ class CaseEventAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         return False
 
-
-from dunning import admin_plans  # noqa: E402,F401  (payment plans and limits)
+from dunning import admin_plans  # noqa: E402,F401,I001  (payment plans and limits)
 
 # --- Smart retries: the retry timing policy of a campaign ----------------------------------------
 from dunning.models import RetryPolicy  # noqa: E402
@@ -178,3 +177,6 @@ CampaignAdmin.inlines = [*CampaignAdmin.inlines, RetryPolicyInline]
 DunningCaseAdmin.list_filter = (*DunningCaseAdmin.list_filter, "retry_state")
 DunningCaseAdmin.fields = (*DunningCaseAdmin.fields, "retry_state")
 DunningCaseAdmin.readonly_fields = DunningCaseAdmin.fields
+
+# Last: it adjusts every registered changelist (see config.admin_paging.tune_large_changelists).
+from dunning import admin_cockpit  # noqa: E402,F401,I001  (work queue, variants, preview, big tables)

@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from billing import services as billing
 from billing.models import Invoice, PaymentAttempt
+from billing.money import format_money
 from customers.models import Customer, PaymentMethod
 from dunning import retries
 from dunning.models import CampaignStep, CaseEvent, DunningCase, WorkItem
@@ -124,6 +125,18 @@ def do_mark_uncollectible(batch: Batch, case: DunningCase, step: CampaignStep) -
     batch.event(case, "invoice.uncollectible", f"Invoice {case.invoice.number} marked uncollectible", step)
 
 
+def do_call(batch: Batch, case: DunningCase, step: CampaignStep) -> None:
+    """Put a "call the customer" task in the staff work queue (once per case and step)."""
+    invoice, customer = case.invoice, case.customer
+    title = f"Call {customer.name} about {invoice.number} ({format_money(invoice.amount_remaining, invoice.currency)})"
+    batch.work_items.append(WorkItem(
+        kind=WorkItem.Kind.CALL, customer=customer, case=case, title=title[:200],
+        body=f"Phone: {customer.phone or 'none on file'}", dedupe_key=f"case:{case.pk}:step:{step.pk}:call",
+        created_at=batch.now, updated_at=batch.now,
+    ))
+    batch.event(case, "workitem.created", f"Call the customer: {title}", step, work_kind=WorkItem.Kind.CALL)
+
+
 # Step action -> handler. A handler records its effects on the batch; it performs no query.
 ACTIONS: dict[str, Callable[[Batch, DunningCase, CampaignStep], None]] = {
     CampaignStep.Action.RETRY: do_retry,
@@ -131,6 +144,7 @@ ACTIONS: dict[str, Callable[[Batch, DunningCase, CampaignStep], None]] = {
     CampaignStep.Action.FINAL_NOTICE: do_message,
     CampaignStep.Action.SUSPEND: do_suspend,
     CampaignStep.Action.MARK_UNCOLLECTIBLE: do_mark_uncollectible,
+    CampaignStep.Action.CALL: do_call,
 }
 
 
@@ -220,7 +234,7 @@ def _flush(batch: Batch, cases: list[DunningCase]) -> None:
             batch.events.append(event)
     outbox.queue_many(batch.notifications)
     if batch.work_items:
-        WorkItem.objects.bulk_create(batch.work_items, ignore_conflicts=True)
+        WorkItem.objects.bulk_create(batch.work_items, ignore_conflicts=True)  # dedupe_key: once per step
     if batch.suspend_customers:
         Customer.objects.filter(pk__in=batch.suspend_customers, status=Customer.Status.ACTIVE).update(
             status=Customer.Status.SUSPENDED, suspended_at=batch.now, updated_at=batch.now

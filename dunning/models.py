@@ -39,6 +39,21 @@ class Campaign(TimestampedModel):
         max_digits=14, decimal_places=4, null=True, blank=True, validators=[MinValueValidator(Decimal("0"))]
     )
     segment = models.CharField(max_length=64, blank=True, help_text=_("Blank: any segment or plan."))
+    # Targeting rules (dunning.targeting): blank/empty means "any".
+    countries = models.CharField(
+        max_length=200, blank=True, help_text=_("Customer countries, comma-separated ISO codes (US, IT). Blank: any.")
+    )
+    min_tenure_days = models.PositiveIntegerField(
+        null=True, blank=True, help_text=_("Only customers who have been customers at least this many days.")
+    )
+    max_tenure_days = models.PositiveIntegerField(
+        null=True, blank=True, help_text=_("Only customers who have been customers at most this many days.")
+    )
+    payment_method_kinds = models.CharField(
+        max_length=100, blank=True,
+        help_text=_("Default payment method types, comma-separated: card, sepa_debit, ach_debit, other, "
+                    "none (no method on file). Blank: any."),
+    )
 
     objects = CampaignQuerySet.as_manager()
 
@@ -51,8 +66,18 @@ class Campaign(TimestampedModel):
     def clean(self) -> None:
         if self.min_amount is not None and self.max_amount is not None and self.min_amount > self.max_amount:
             raise ValidationError({"max_amount": _("The maximum amount must not be below the minimum.")})
+        if (self.min_tenure_days is not None and self.max_tenure_days is not None
+                and self.min_tenure_days > self.max_tenure_days):
+            raise ValidationError({"max_tenure_days": _("The maximum tenure must not be below the minimum.")})
+        from dunning.targeting import METHOD_KINDS, split_codes
 
-    def matches(self, invoice: Invoice) -> bool:
+        bad = [k for k in split_codes(self.payment_method_kinds, upper=False) if k not in METHOD_KINDS]
+        if bad:
+            raise ValidationError({"payment_method_kinds": _("Unknown payment method type: %s.") % ", ".join(bad)})
+
+    def matches(self, invoice: Invoice, *, method_kind: str | None = None) -> bool:
+        """Whether this campaign's rules accept the invoice. ``method_kind`` is the customer's default
+        payment method type ("none" without one); it is looked up only if a rule needs it."""
         remaining = invoice.amount_remaining
         if self.currency and self.currency != invoice.currency:
             return False
@@ -62,7 +87,9 @@ class Campaign(TimestampedModel):
             return False
         if self.segment and self.segment != invoice.customer.segment:
             return False
-        return True
+        from dunning.targeting import matches_customer_rules
+
+        return matches_customer_rules(self, invoice, method_kind)
 
 
 class CampaignStep(models.Model):
@@ -72,6 +99,7 @@ class CampaignStep(models.Model):
         FINAL_NOTICE = "final_notice", _("Send the final notice")
         SUSPEND = "suspend", _("Suspend service")
         MARK_UNCOLLECTIBLE = "mark_uncollectible", _("Mark the invoice uncollectible")
+        CALL = "call", _("Call the customer (work queue task)")
 
     campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="steps")
     position = models.PositiveSmallIntegerField(help_text=_("Steps run in this order."))
@@ -159,6 +187,16 @@ class DunningCase(TimestampedModel):
     quick_retries = models.PositiveSmallIntegerField(
         default=0, help_text=_("Retries repeated soon after a processing error.")
     )
+    # Copies of invoice facts for the dashboard's join-free sums (set by dunning.services).
+    currency = models.CharField(max_length=3, blank=True, help_text=_("The invoice's currency."))
+    recovered_amount = models.DecimalField(
+        max_digits=14, decimal_places=4, null=True, blank=True,
+        help_text=_("What the invoice had been paid when the case recovered."),
+    )
+    variant = models.ForeignKey(
+        "CampaignVariant", on_delete=models.PROTECT, null=True, blank=True, related_name="cases",
+        help_text=_("The A/B test variant this case was assigned to (kept for the case's life)."),
+    )
 
     objects = DunningCaseQuerySet.as_manager()
 
@@ -177,6 +215,11 @@ class DunningCase(TimestampedModel):
                 fields=["next_action_at"], condition=models.Q(status="active"), name="case_due_idx"
             ),
             models.Index(fields=["status", "-failed_at"], name="case_status_failed_idx"),
+            # The changelist's default ordering, and the reports' date range on failed_at.
+            models.Index(fields=["-failed_at", "-id"], name="case_failed_idx"),
+            # The dashboard's recovered revenue over time (index-only) and "closed this week" counts.
+            models.Index(fields=["status", "closed_at", "currency", "recovered_amount"],
+                         name="case_status_closed_idx"),
         ]
 
     def __str__(self) -> str:
@@ -256,7 +299,11 @@ class WorkItem(TimestampedModel):
 
     class Meta:
         ordering = ["status", "created_at"]
-        indexes = [models.Index(fields=["status", "kind", "created_at"], name="workitem_queue_idx")]
+        indexes = [
+            models.Index(fields=["status", "kind", "created_at"], name="workitem_queue_idx"),
+            # The work queue's default ordering without a kind filter.
+            models.Index(fields=["status", "created_at"], name="workitem_status_created_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()}: {self.title}"
@@ -297,4 +344,81 @@ class RetryPolicy(models.Model):
             raise ValidationError({"paydays": _("Use a list of days of the month between 1 and 31.")})
 
 
+class WorkItemComment(models.Model):
+    """A note by staff on a work item; also copied to the case timeline (dunning.workqueue)."""
+
+    item = models.ForeignKey(WorkItem, on_delete=models.CASCADE, related_name="comments")
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
+    body = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.author or 'system'}: {self.body[:40]}"
+
+
+class CampaignVariant(models.Model):
+    """One arm of an A/B test on a campaign.
+
+    The experiment is the campaign the targeting rules select; each variant runs the steps of the
+    campaign it points at (the control points at the experiment's own campaign, a challenger at an
+    inactive copy with different steps). A case is assigned by a hash of its invoice id, so the
+    same invoice always lands in the same arm, and keeps the arm for life (DunningCase.variant).
+    """
+
+    experiment = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="variants")
+    name = models.CharField(max_length=60)
+    weight = models.PositiveSmallIntegerField(default=1, validators=[MinValueValidator(1)])
+    steps_from = models.ForeignKey(
+        Campaign, on_delete=models.PROTECT, related_name="+",
+        help_text=_("The campaign whose steps this variant runs (the experiment itself for the control)."),
+    )
+    is_control = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["experiment", "-is_control", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["experiment", "name"], name="variant_unique_name"),
+            models.UniqueConstraint(
+                fields=["experiment"], condition=models.Q(is_control=True), name="variant_one_control"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.experiment.name} / {self.name}"
+
+    def clean(self) -> None:
+        if not self.steps_from_id:
+            return
+        if not self.steps_from.steps.exists():
+            raise ValidationError({"steps_from": _("This campaign has no steps.")})
+        if self.steps_from_id != self.experiment_id and self.steps_from.variants.exists():
+            raise ValidationError({"steps_from": _("That campaign runs its own A/B test; pick a plain campaign.")})
+
+
+class CampaignPin(models.Model):
+    """Pin a customer or one invoice to a campaign, overriding the targeting rules."""
+
+    customer = models.OneToOneField(
+        Customer, on_delete=models.CASCADE, null=True, blank=True, related_name="campaign_pin"
+    )
+    invoice = models.OneToOneField(
+        Invoice, on_delete=models.CASCADE, null=True, blank=True, related_name="campaign_pin"
+    )
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="pins")
+    note = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(customer__isnull=True, invoice__isnull=False)
+                | models.Q(customer__isnull=False, invoice__isnull=True),
+                name="pin_customer_xor_invoice",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.invoice or self.customer} → {self.campaign}"
 from dunning.plan_models import Instalment, PaymentPlan, PlanLimit  # noqa: E402,F401

@@ -33,6 +33,10 @@ class NoMatchingCampaign(DunningError):
     pass
 
 
+class DunningExcluded(NoMatchingCampaign):
+    """The invoice or its customer is excluded from dunning."""
+
+
 def actor_fields(actor) -> dict:
     """CaseEvent actor columns for a user, a label such as 'api:key-name', or None (the system)."""
     if actor is None:
@@ -58,12 +62,10 @@ def case_reference(case_id: int) -> str:
 # --- Opening ----------------------------------------------------------------------------------
 
 def select_campaign(invoice: Invoice) -> Campaign:
-    for campaign in Campaign.objects.active().order_by("priority", "id"):
-        if campaign.matches(invoice):
-            return campaign
-    raise NoMatchingCampaign(
-        f"No active campaign matches invoice {invoice.number} ({invoice.currency} {invoice.amount_remaining})"
-    )
+    """Exclusions, pins, then the first matching active campaign (rules in dunning.targeting)."""
+    from dunning import targeting
+
+    return targeting.select_campaign(invoice)
 
 
 def open_case(
@@ -92,17 +94,21 @@ def open_case(
         if invoice.amount_remaining <= 0:
             raise DunningError(f"Invoice {invoice.number} has nothing left to pay")
         campaign = campaign or select_campaign(invoice)
+        from dunning.targeting import assign_variant
+
+        campaign, variant = assign_variant(campaign, invoice)
         steps = list(campaign.steps.order_by("position"))
         if not steps:
             raise DunningError(f"Campaign {campaign.name!r} has no steps; add steps before it can run")
         first = steps[0]
         case = DunningCase.objects.create(
             invoice=invoice, customer=invoice.customer, campaign=campaign, failed_at=failed_at,
-            decline_code=decline_code, next_step=first, next_action_at=failed_at + first.offset,
+            decline_code=decline_code, next_step=first, next_action_at=failed_at + first.offset, variant=variant,
+            currency=invoice.currency,
         )
         log(case, "case.opened", f"Payment failed ({decline_code or 'no code'}); campaign {campaign.name}",
             actor=actor, at=failed_at, attempt=attempt,
-            payload={"campaign": campaign.pk, "decline_code": decline_code,
+            payload={"campaign": campaign.pk, "variant": variant.pk if variant else None, "decline_code": decline_code,
                      "amount": str(invoice.amount_remaining), "currency": invoice.currency})
     if decline_code or attempt is not None:
         retries.after_decline(case, attempt, at=failed_at)  # a hard decline stops retries at once
@@ -145,6 +151,8 @@ def record_payment(
                 payload={"amount": str(applied.amount), "remaining": str(inv.amount_remaining)})
             return case
         _close(case, DunningCase.Status.RECOVERED, at)
+        # Kept on the case so the dashboard sums recovered revenue without joining invoices.
+        DunningCase.objects.filter(pk=case.pk).update(recovered_amount=inv.amount_paid)
         log(case, "case.recovered", f"Paid {applied.amount} {inv.currency}", actor=actor, at=at, attempt=attempt,
             payload={"amount": str(applied.amount), "source": attempt.source if attempt else "unknown",
                      "last_step": case.current_step_id})

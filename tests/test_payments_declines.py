@@ -112,3 +112,16 @@ def test_managers_see_and_edit_the_table_in_the_admin(client):
     client.force_login(clerk)
     assert client.get("/admin/billing/declinerule/").status_code == 200
     assert client.post(f"/admin/billing/declinerule/{rule.pk}/change/", {"decline_class": "hard"}).status_code == 403
+
+
+def test_the_staff_roles_cover_the_decline_table_and_retry_policies():
+    from django.contrib.auth.models import Group
+
+    def codes(name):
+        return set(Group.objects.get(name=name).permissions.values_list("codename", flat=True))
+
+    assert {"change_declinerule", "add_retrypolicy", "change_retrypolicy", "view_webhookevent"} <= codes(
+        "Collections manager")
+    for reader in ("Collections agent", "Auditor"):
+        assert {"view_declinerule", "view_retrypolicy"} <= codes(reader)
+        assert "change_declinerule" not in codes(reader)

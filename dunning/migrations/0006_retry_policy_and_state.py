@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('dunning', '0003_slim_indexes'),
+        ('dunning', '0005_case_currency_recovered_amount'),
     ]
 
     operations = [
