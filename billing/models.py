@@ -237,3 +237,6 @@ class WebhookEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.gateway} {self.type} {self.event_id}"
+
+
+from billing.ledger_models import CustomerCredit, InvoiceFee, PaymentAllocation  # noqa: E402,F401

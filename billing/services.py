@@ -14,6 +14,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from billing.declines import classify_attempt
+from billing.fees import allocate_payment
 from billing.gateways import ChargeRequest, ChargeResult, GatewayError, OutcomeUnknown, get_gateway
 from billing.models import Invoice, PaymentAttempt
 from billing.money import to_amount
@@ -25,6 +26,9 @@ class AppliedPayment:
     invoice: Invoice
     amount: Decimal
     fully_paid: bool
+    # Beyond the invoice's balance: paid its open fees, then kept as customer credit (billing.fees).
+    to_fees: Decimal = Decimal("0")
+    credited: Decimal = Decimal("0")
 
 
 def resolve_customer(customer: Customer | str) -> Customer:
@@ -68,11 +72,15 @@ def create_invoice(
 
 
 def apply_payment(invoice_id: int, amount: Decimal, *, at: datetime | None = None) -> AppliedPayment:
-    """Add a received payment to an invoice; marks it paid once nothing remains. Locks the row."""
+    """Add a received payment to an invoice; marks it paid once nothing remains. Locks the row.
+
+    Only the remaining balance goes to the invoice; the rest pays its open fees, then becomes credit.
+    """
     with transaction.atomic():
         invoice = Invoice.objects.select_for_update().get(pk=invoice_id)
         amount = to_amount(amount, invoice.currency)
-        invoice.amount_paid = invoice.amount_paid + amount
+        to_invoice = min(amount, invoice.amount_remaining)
+        invoice.amount_paid = invoice.amount_paid + to_invoice
         fields = ["amount_paid", "updated_at"]
         if invoice.amount_paid >= invoice.amount_due and invoice.status in (
             Invoice.Status.OPEN,
@@ -82,7 +90,9 @@ def apply_payment(invoice_id: int, amount: Decimal, *, at: datetime | None = Non
             invoice.paid_at = at or timezone.now()
             fields += ["status", "paid_at"]
         invoice.save(update_fields=fields)
-        return AppliedPayment(invoice, amount, invoice.status == Invoice.Status.PAID)
+        allocation = allocate_payment(invoice, amount, to_invoice, at or timezone.now())
+        return AppliedPayment(invoice, amount, invoice.status == Invoice.Status.PAID,
+                              to_fees=allocation.to_fees, credited=allocation.to_credit)
 
 
 def new_attempt(

@@ -18,6 +18,7 @@ from django.utils.translation import gettext_lazy as _
 from config.env import (
     env_bool,
     env_choice,
+    env_decimal,
     env_int,
     env_list,
     env_str,
@@ -234,6 +235,15 @@ MERCHANT_BRAND_COLOR = env_str("MERCHANT_BRAND_COLOR", "#1f4fd1")
 DUNNING_BATCH_SIZE = env_int("DUNNING_BATCH_SIZE", 500, minimum=1, maximum=10000)
 # How long a claimed payment attempt is leased to one worker before another may reconcile it.
 PAYMENT_ATTEMPT_LEASE_SECONDS = env_int("PAYMENT_ATTEMPT_LEASE_SECONDS", 300, minimum=30)
+# One reminder per customer and step listing every invoice in dunning (docs/contacts.md).
+DUNNING_CONSOLIDATE_MESSAGES = env_bool("DUNNING_CONSOLIDATE_MESSAGES", True)
+
+# --- Late fees and privacy (docs/fees.md, docs/privacy.md) ----------------------------------
+# EU late payment preset: statutory interest = this reference rate (ECB main refinancing rate, %) + 8.
+FEES_EU_REFERENCE_RATE = env_decimal("FEES_EU_REFERENCE_RATE", "2.15")
+FEES_EU_FIXED_FEE = env_decimal("FEES_EU_FIXED_FEE", "40.00")
+# Message bodies, merge data and tracking rows older than this many days are removed.
+RETENTION_DAYS = env_int("RETENTION_DAYS", 400, minimum=1)
 
 # --- Customer portal (docs/portal.md) -------------------------------------------------------
 # How long a portal link in a message stays valid; a newer link can always be requested.
@@ -270,7 +280,9 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # Masks card numbers, payment-method and portal tokens that reach a log line by accident.
+    "filters": {"redact": {"()": "config.logfilters.RedactSecrets"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact"]}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }

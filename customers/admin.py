@@ -3,7 +3,13 @@ from django.db.models import F
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from customers.models import Customer, PaymentMethod
+from customers.models import BillingContact, Customer, PaymentMethod
+
+
+class BillingContactInline(admin.TabularInline):
+    model = BillingContact
+    extra = 0
+    fields = ("name", "email", "phone", "language", "role", "is_primary")
 
 
 class PaymentMethodInline(admin.TabularInline):
@@ -18,7 +24,7 @@ class CustomerAdmin(admin.ModelAdmin):
     list_display = ("name", "external_id", "email", "segment", "currency", "locale", "status")
     list_filter = ("status", "currency", "locale", "segment", "is_business")
     search_fields = ("name", "email", "external_id")
-    inlines = [PaymentMethodInline]
+    inlines = [PaymentMethodInline, BillingContactInline]
     readonly_fields = ("created_at", "updated_at", "suspended_at", "portal_token_version")
     actions = ["revoke_portal_links"]
 

@@ -60,6 +60,8 @@ class Customer(TimestampedModel):
     exclude_from_dunning = models.BooleanField(
         default=False, help_text=_("Never open a dunning case for this customer (handled by hand).")
     )
+    # Set when personal data was erased (dunning.privacy.erase_customer); nothing is sent afterwards.
+    erased_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["name", "id"]
@@ -143,3 +145,47 @@ class PaymentMethod(TimestampedModel):
             return None
         last_day = calendar.monthrange(self.exp_year, self.exp_month)[1]
         return datetime.date(self.exp_year, self.exp_month, last_day)
+
+
+class BillingContact(TimestampedModel):
+    """A person to address about a customer's invoices (accounts payable, the account owner...).
+
+    Campaign steps choose who is addressed: the primary contact, every contact, or also the contacts
+    of a role from a given step on (escalation). Without contacts, the customer's own address is used.
+    """
+
+    class Role(models.TextChoices):
+        BILLING = "billing", _("Billing / accounts payable")
+        OWNER = "owner", _("Account owner")
+        FINANCE = "finance", _("Finance manager")
+        TECHNICAL = "technical", _("Technical contact")
+        OTHER = "other", _("Other")
+
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="billing_contacts")
+    name = models.CharField(max_length=200, blank=True)
+    email = models.EmailField(blank=True)
+    phone = PhoneNumberField(blank=True)
+    language = models.CharField(
+        max_length=8, choices=settings.LANGUAGES, blank=True, help_text=_("Blank: the customer's language.")
+    )
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.BILLING, db_index=True)
+    is_primary = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["customer", "-is_primary", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["customer"], condition=models.Q(is_primary=True), name="one_primary_billing_contact"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name or self.email or self.phone} ({self.get_role_display()})"
+
+    @property
+    def locale(self) -> str:
+        return self.language or self.customer.locale
+
+    def clean(self) -> None:
+        if not (self.email or self.phone):
+            raise ValidationError(_("Give an email address or a phone number."))

@@ -25,7 +25,8 @@ class CampaignStepInline(admin.TabularInline):
     model = CampaignStep
     formset = StepFormSet
     extra = 0
-    fields = ("position", "offset_days", "offset_hours", "action", "template_code", "channels")
+    fields = ("position", "offset_days", "offset_hours", "action", "template_code", "channels", "audience",
+              "escalate_to")
     ordering = ("position",)
 
 
@@ -159,10 +160,15 @@ class CaseEventAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         return False
 
+# Order matters: the cockpit re-registers the Campaign and DunningCase admins, the extras then attach
+# their inlines and actions to whatever is registered, and the large-table tuning runs last.
 from dunning import admin_plans  # noqa: E402,F401,I001  (payment plans and limits)
+from dunning import admin_cockpit  # noqa: E402,F401,I001  (work queue, variants, preview)
+from dunning import admin_extras  # noqa: E402,F401,I001  (fees, contacts and privacy admin)
+from config.admin_paging import tune_large_changelists  # noqa: E402,I001
 
-# --- Smart retries: the retry timing policy of a campaign ----------------------------------------
-from dunning.models import RetryPolicy  # noqa: E402
+# --- Smart retries: the retry timing policy of a campaign, the retry state of a case ------------
+from dunning.models import RetryPolicy  # noqa: E402,I001
 
 
 class RetryPolicyInline(admin.StackedInline):
@@ -173,10 +179,18 @@ class RetryPolicyInline(admin.StackedInline):
         "Retry timing (without one: charge when the step is due, at least 20 hours apart)")
 
 
-CampaignAdmin.inlines = [*CampaignAdmin.inlines, RetryPolicyInline]
-DunningCaseAdmin.list_filter = (*DunningCaseAdmin.list_filter, "retry_state")
-DunningCaseAdmin.fields = (*DunningCaseAdmin.fields, "retry_state")
-DunningCaseAdmin.readonly_fields = DunningCaseAdmin.fields
+def attach_retry_settings() -> None:
+    """Add to whatever admin is registered for campaigns and cases (the cockpit replaces the base ones)."""
+    campaign_admin = admin.site.get_model_admin(Campaign)
+    if RetryPolicyInline not in campaign_admin.inlines:
+        campaign_admin.inlines = [*campaign_admin.inlines, RetryPolicyInline]
+    case_admin = admin.site.get_model_admin(DunningCase)
+    if "retry_state" not in case_admin.list_filter:
+        case_admin.list_filter = (*case_admin.list_filter, "retry_state")
+    if "retry_state" not in case_admin.fields:
+        case_admin.fields = (*case_admin.fields, "retry_state")
+        case_admin.readonly_fields = (*case_admin.readonly_fields, "retry_state")
 
-# Last: it adjusts every registered changelist (see config.admin_paging.tune_large_changelists).
-from dunning import admin_cockpit  # noqa: E402,F401,I001  (work queue, variants, preview, big tables)
+
+attach_retry_settings()
+tune_large_changelists(admin.site)

@@ -19,7 +19,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from config.admin_paging import CappedCountPaginator, skip_scan_filter, tune_large_changelists
+from config.admin_paging import CappedCountPaginator, skip_scan_filter
 from customers.models import Customer
 from dunning import services, workqueue
 from dunning.admin import CampaignAdmin, DunningCaseAdmin
@@ -293,5 +293,3 @@ for model, model_admin in ((Campaign, CockpitCampaignAdmin), (DunningCase, Cockp
     admin.site.unregister(model)
     admin.site.register(model, model_admin)
 
-# Last: after every app's admin module registered its ModelAdmins (INSTALLED_APPS order).
-tune_large_changelists(admin.site)

@@ -24,7 +24,7 @@ from billing import services as billing
 from billing.models import Invoice, PaymentAttempt
 from billing.money import format_money
 from customers.models import Customer, PaymentMethod
-from dunning import retries
+from dunning import consolidation, retries
 from dunning.models import CampaignStep, CaseEvent, DunningCase, WorkItem
 from notifications import services as outbox
 from notifications.models import Notification
@@ -45,6 +45,7 @@ class Batch:
     methods: dict[int, PaymentMethod] = field(default_factory=dict)
     retry_context: retries.RetryContext | None = None
     work_items: list[WorkItem] = field(default_factory=list)
+    extra: dict = field(default_factory=dict)  # data loaded once per batch by helpers (consolidation)
 
     def event(self, case: DunningCase, kind: str, message: str, step: CampaignStep | None = None,
               **payload) -> CaseEvent:
@@ -72,19 +73,8 @@ def message_context(case: DunningCase, now: datetime) -> dict:
 
 
 def queue_messages(batch: Batch, case: DunningCase, step: CampaignStep) -> None:
-    ctx = message_context(case, batch.now)
-    for channel in step.message_channels:
-        row = outbox.build(
-            case.customer, channel=channel, template_code=step.template_code, context=ctx,
-            dedupe_key=f"case:{case.pk}:step:{step.pk}:{channel}", reference=f"case:{case.pk}",
-            send_after=batch.now,
-        )
-        if row is None:
-            batch.event(case, "message.skipped", f"No {channel} address on file", step, channel=channel)
-            continue
-        batch.notifications.append(row)
-        batch.event(case, "message.queued", f"{step.template_code} queued ({channel})", step,
-                    channel=channel, template=step.template_code)
+    # Recipients (billing contacts, escalation) and one message per customer and step: see there.
+    consolidation.queue_messages(batch, case, step)
 
 
 def do_retry(batch: Batch, case: DunningCase, step: CampaignStep) -> bool | None:
@@ -213,6 +203,7 @@ def run_batch(now: datetime, batch_size: int) -> int:
                 )
             }
             batch.retry_context = retries.prepare(batch, cases, steps)
+        consolidation.prepare(batch, cases, steps)
         for case in cases:
             step = case.next_step
             handler = ACTIONS.get(step.action)

@@ -11,7 +11,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from billing.models import Invoice, PaymentAttempt
-from customers.models import Customer, TimestampedModel
+from customers.models import BillingContact, Customer, TimestampedModel
 from customers.validators import validate_currency
 from notifications.models import Channel
 
@@ -111,6 +111,15 @@ class CampaignStep(models.Model):
     )
     channels = models.JSONField(
         default=list, blank=True, help_text=_('Channels for messages, e.g. ["email"]. Empty means email.')
+    )
+    # Who is addressed (customers.BillingContact); see notifications.recipients.
+    audience = models.CharField(
+        max_length=16, choices=[("primary", _("Primary contact")), ("all", _("All billing contacts"))],
+        default="primary", help_text=_("Without billing contacts, the customer's own address is used."),
+    )
+    escalate_to = models.CharField(
+        max_length=16, blank=True, choices=BillingContact.Role.choices,
+        help_text=_("From this step on, also address the contacts with this role (e.g. the account owner)."),
     )
 
     class Meta:
@@ -421,4 +430,5 @@ class CampaignPin(models.Model):
 
     def __str__(self) -> str:
         return f"{self.invoice or self.customer} → {self.campaign}"
+from dunning.fee_models import FeePolicy  # noqa: E402,F401
 from dunning.plan_models import Instalment, PaymentPlan, PlanLimit  # noqa: E402,F401

@@ -9,6 +9,9 @@ SCHEDULES = {
     "Send queued notifications": ("dunning.tasks.send_notifications", 1),
     "Send pre-dunning reminders": ("dunning.tasks.send_predunning_reminders", 60),
     "Charge due payment plan instalments": ("dunning.plans.charge_due_instalments", 15),
+    # Idempotent (unique fee keys, interest recomputed): hourly so interest follows local midnight.
+    "Apply late fees and interest": ("dunning.tasks.apply_fees", 60),
+    "Remove old message bodies and tracking data": ("dunning.tasks.purge_old_messages", 1440),
 }
 
 

@@ -144,6 +144,9 @@ def record_payment(
                 _reinstate_if_clear(last.customer_id, at, actor)
             return None
         inv = applied.invoice
+        if applied.credited:
+            log(case, "payment.credit", f"Overpayment of {applied.credited} {inv.currency} kept as credit",
+                actor=actor, at=at, attempt=attempt, payload={"credited": str(applied.credited)})
         if not applied.fully_paid:
             log(case, "payment.partial",
                 f"Partial payment of {applied.amount} {inv.currency}; {inv.amount_remaining} remains",

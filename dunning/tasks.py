@@ -48,3 +48,15 @@ def retry_after_method_update(payment_method_id: int) -> int:
 
     method = PaymentMethod.objects.select_related("customer").get(pk=payment_method_id)
     return len(retries.method_updated(method))
+
+
+def apply_fees() -> int:
+    from dunning import fees
+
+    return fees.apply_fees()
+
+
+def purge_old_messages() -> int:
+    from notifications import retention
+
+    return retention.purge_old_messages()

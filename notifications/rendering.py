@@ -35,6 +35,12 @@ SAMPLE_CONTEXT = {
     "card_brand": "Visa",
     "card_last4": "4242",
     "invoices": [{"number": "INV-0001", "amount": "49.00", "currency": "USD", "due_date": "2026-11-01"}],
+    # Billing contacts, consolidated reminders and late fees (docs/fees.md, docs/contacts.md).
+    "contact_name": "Grace Hopper",
+    "invoice_count": 1,
+    "fees": [{"label": "Late fee", "amount": "15.00", "currency": "USD", "invoice_number": "INV-0001"}],
+    "fees_total": "15.00",
+    "total_owed": "64.00",
 }
 
 
@@ -72,6 +78,11 @@ def localize_context(raw: dict, locale: str) -> dict:
     currency = ctx.get("currency") or "USD"
     if ctx.get("amount") not in ("", None):
         ctx["amount"] = _money(ctx["amount"], currency, locale)
+    for key in ("fees_total", "total_owed"):
+        if ctx.get(key) not in ("", None):
+            ctx[key] = _money(ctx[key], currency, locale)
+    ctx["fees"] = [{**fee, "amount": _money(fee.get("amount", "0"), fee.get("currency", currency), locale)}
+                   for fee in ctx.get("fees", [])]
     for key in ("due_date", "failed_at", "next_retry_date", "suspension_date"):
         if key in ctx:
             ctx[key] = _date(ctx[key], locale)

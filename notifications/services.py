@@ -48,9 +48,15 @@ def build(
     dedupe_key: str,
     reference: str = "",
     send_after: datetime | None = None,
+    recipient: str | None = None,
+    locale: str | None = None,
 ) -> Notification | None:
-    """An unsaved outbox row, or None when the customer has no address for the channel."""
-    recipient = recipient_for(customer, channel)
+    """An unsaved outbox row, or None when the customer has no address for the channel.
+
+    ``recipient``/``locale`` address someone else of the customer (a billing contact, see
+    notifications.recipients) instead of the customer's own address and language.
+    """
+    recipient = recipient or recipient_for(customer, channel)
     if not recipient:
         return None
     return Notification(
@@ -58,7 +64,7 @@ def build(
         channel=channel,
         recipient=recipient,
         template_code=template_code,
-        locale=customer.locale,
+        locale=locale or customer.locale,
         context=context,
         dedupe_key=dedupe_key,
         reference=reference,

@@ -36,6 +36,8 @@ def campaign_post(campaign: Campaign, **changes) -> dict:
         "variants-MAX_NUM_FORMS": "1000",
         "retry_policy-TOTAL_FORMS": "0", "retry_policy-INITIAL_FORMS": "0", "retry_policy-MIN_NUM_FORMS": "0",
         "retry_policy-MAX_NUM_FORMS": "1",
+        "fee_policy-TOTAL_FORMS": "0", "fee_policy-INITIAL_FORMS": "0", "fee_policy-MIN_NUM_FORMS": "0",
+        "fee_policy-MAX_NUM_FORMS": "1", "steps-0-audience": "primary", "steps-0-escalate_to": "",
     }
     data.update(changes)
     return data

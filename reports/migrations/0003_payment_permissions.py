@@ -37,8 +37,8 @@ def grant(apps, schema_editor):
 class Migration(migrations.Migration):
     dependencies = [
         ("reports", "0002_permission_groups"),
-        ("billing", "0004_seed_decline_rules"),
-        ("dunning", "0006_retry_policy_and_state"),
+        ("billing", "0005_seed_decline_rules"),
+        ("dunning", "0007_retry_policy_and_state"),
     ]
 
     operations = [migrations.RunPython(grant, migrations.RunPython.noop)]

@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('dunning', '0005_case_currency_recovered_amount'),
+        ('dunning', '0006_fee_policy_and_step_audience'),
     ]
 
     operations = [

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('customers', '0003_changelist_indexes'),
+        ('customers', '0004_billing_contacts_and_erasure'),
     ]
 
     operations = [

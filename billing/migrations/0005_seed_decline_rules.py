@@ -8,6 +8,6 @@ def seed(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("billing", "0003_decline_rules_webhook_events")]
+    dependencies = [("billing", "0004_decline_rules_webhook_events")]
 
     operations = [migrations.RunPython(seed, migrations.RunPython.noop)]

@@ -7,8 +7,8 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('billing', '0002_exclude_and_indexes'),
-        ('customers', '0004_payment_method_charge_block'),
+        ('billing', '0003_fees_allocations_credit'),
+        ('customers', '0005_payment_method_charge_block'),
     ]
 
     operations = [
