@@ -231,6 +231,36 @@ MERCHANT_NAME = env_str("MERCHANT_NAME", "Acme Cloud")
 MERCHANT_SUPPORT_EMAIL = env_str("MERCHANT_SUPPORT_EMAIL", "support@example.com")
 MERCHANT_BRAND_COLOR = env_str("MERCHANT_BRAND_COLOR", "#1f4fd1")
 
+# --- Notifications: SMS, respect rules, outbound webhooks (docs/notifications.md) -----------
+# SMS backend by dotted path: the console backend writes messages to the log and to var/sms.
+SMS_BACKEND = env_str("SMS_BACKEND", "notifications.sms.console.ConsoleSmsBackend")
+SMS_FILE_PATH = env_str("SMS_FILE_PATH", str(BASE_DIR / "var" / "sms"))
+TWILIO_ACCOUNT_SID = env_str("TWILIO_ACCOUNT_SID", "")
+TWILIO_AUTH_TOKEN = env_str("TWILIO_AUTH_TOKEN", "")
+TWILIO_FROM_NUMBER = env_str("TWILIO_FROM_NUMBER", "")
+TWILIO_MESSAGING_SERVICE_SID = env_str("TWILIO_MESSAGING_SERVICE_SID", "")
+# Only for tests and Twilio-compatible gateways: where the SDK sends its API requests.
+TWILIO_API_BASE_URL = env_str("TWILIO_API_BASE_URL", "")
+PHONENUMBER_DEFAULT_REGION = env_str("PHONENUMBER_DEFAULT_REGION", None)
+# Quiet hours in the customer's own time zone ("21:00-08:00"; empty turns them off).
+NOTIFY_QUIET_HOURS = env_str("NOTIFY_QUIET_HOURS", "21:00-08:00") or ""
+# Contact cap: at most N contacts per rolling window of days per customer (0 turns it off).
+NOTIFY_CONTACT_CAP = env_int("NOTIFY_CONTACT_CAP", 3, minimum=0)
+NOTIFY_CONTACT_CAP_DAYS = env_int("NOTIFY_CONTACT_CAP_DAYS", 7, minimum=1)
+# Messages the customer asked for or expects at once (receipts, a new portal link, a support
+# acknowledgement): sent at any hour, never capped nor counted, not stopped by a reminder opt-out.
+NOTIFY_TRANSACTIONAL_CODES = env_list(
+    "NOTIFY_TRANSACTIONAL_CODES",
+    ["receipt", "payment_receipt", "payment_succeeded", "payment_recovered", "portal_link", "support_ack", "test"],
+)
+# Legally required notices: sent despite an email/in-app opt-out and the contact cap (never to an
+# SMS number that replied STOP, never outside quiet hours). See docs/notifications.md.
+NOTIFY_LEGAL_NOTICE_CODES = env_list("NOTIFY_LEGAL_NOTICE_CODES", ["final_notice", "suspended"])
+# When a channel cannot be used (opted out, bounced, no address), the first usable one in this order.
+NOTIFY_FALLBACK_ORDER = env_list("NOTIFY_FALLBACK_ORDER", ["email", "sms", "inapp"])
+WEBHOOK_MAX_ATTEMPTS = env_int("WEBHOOK_MAX_ATTEMPTS", 10, minimum=1, maximum=30)
+WEBHOOK_TIMEOUT_SECONDS = env_int("WEBHOOK_TIMEOUT_SECONDS", 10, minimum=1, maximum=60)
+
 # --- Dunning engine -------------------------------------------------------------------------
 DUNNING_BATCH_SIZE = env_int("DUNNING_BATCH_SIZE", 500, minimum=1, maximum=10000)
 # How long a claimed payment attempt is leased to one worker before another may reconcile it.

@@ -8,4 +8,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("webhooks/stripe/", stripe_webhook, name="stripe-webhook"),
     path("portal/", include("dunning.portal.urls")),
+    # Email tracking webhooks of every ESP anymail supports, e.g. /anymail/postmark/tracking/.
+    path("anymail/", include("anymail.urls")),
+    path("notifications/", include("notifications.urls")),
 ]

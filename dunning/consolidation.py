@@ -21,6 +21,7 @@ from django.conf import settings
 from billing.fees import open_fees_by_invoice
 from customers.models import BillingContact
 from dunning.models import CampaignStep, DunningCase
+from notifications import policy
 from notifications import recipients as addressing
 from notifications import services as outbox
 
@@ -76,8 +77,10 @@ def group_for(prepared: Prepared, case: DunningCase) -> list[DunningCase]:
 def context_for(batch, case: DunningCase, group: list[DunningCase], prepared: Prepared) -> dict:
     from dunning import engine
     from dunning.fees import fee_context
+    from dunning.message_dates import upcoming_dates
 
-    ctx = engine.message_context(case, batch.now)
+    ctx = engine.message_context(case, batch.now) | upcoming_dates(
+        case, case.next_step, batch.steps.get(case.campaign_id, []), batch.now)
     invoices = [c.invoice for c in group]
     ctx.update(fee_context(invoices, prepared.fees))
     ctx["invoice_count"] = len(invoices)
@@ -105,7 +108,12 @@ def queue_messages(batch, case: DunningCase, step: CampaignStep) -> None:
     else:
         base = f"case:{case.pk}:step:{step.pk}"
     numbers = [c.invoice.number for c in group]
-    for channel in step.message_channels:
+    # The respect rules choose the channels (an opted-out, bounced or missing one falls back).
+    for choice in policy.plan_channels(case.customer, step.message_channels, step.template_code):
+        channel = choice.channel
+        if not channel:
+            batch.event(case, "message.skipped", f"{choice.requested}: {choice.note}", step, channel=choice.requested)
+            continue
         targets = addressing.resolve(
             case.customer, channel, audience=step.audience, extra_roles=prepared.escalation.get(step.pk, frozenset()),
             contacts=prepared.contacts.get(case.customer_id, []),
@@ -129,6 +137,8 @@ def queue_messages(batch, case: DunningCase, step: CampaignStep) -> None:
                 continue
             prepared.queued_keys.add(key)
             batch.notifications.append(row)
-            batch.event(case, "message.queued", f"{step.template_code} queued ({channel})", step,
+            note = "; ".join(n for n in (choice.note, getattr(row, "policy_note", "")) if n)
+            batch.event(case, "message.queued",
+                        f"{step.template_code} queued ({channel})" + (f": {note}" if note else ""), step,
                         channel=channel, template=step.template_code, contact=target.contact_id,
-                        invoices=numbers)
+                        invoices=numbers, **({"note": note} if note else {}))

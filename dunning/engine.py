@@ -24,9 +24,10 @@ from billing import services as billing
 from billing.models import Invoice, PaymentAttempt
 from billing.money import format_money
 from customers.models import Customer, PaymentMethod
-from dunning import consolidation, retries
+from dunning import consolidation, retries, webhook_events
 from dunning.models import CampaignStep, CaseEvent, DunningCase, WorkItem
 from notifications import services as outbox
+from notifications import webhooks
 from notifications.models import Notification
 
 logger = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ class Batch:
     retry_context: retries.RetryContext | None = None
     work_items: list[WorkItem] = field(default_factory=list)
     extra: dict = field(default_factory=dict)  # data loaded once per batch by helpers (consolidation)
+    steps: dict[int, list[CampaignStep]] = field(default_factory=dict)
 
     def event(self, case: DunningCase, kind: str, message: str, step: CampaignStep | None = None,
               **payload) -> CaseEvent:
@@ -73,7 +75,8 @@ def message_context(case: DunningCase, now: datetime) -> dict:
 
 
 def queue_messages(batch: Batch, case: DunningCase, step: CampaignStep) -> None:
-    # Recipients (billing contacts, escalation) and one message per customer and step: see there.
+    # Recipients (billing contacts, escalation), one message per customer and step, and the respect
+    # rules (opt-outs, bounces, quiet hours): see dunning.consolidation.
     consolidation.queue_messages(batch, case, step)
 
 
@@ -168,7 +171,7 @@ CASE_FIELDS = (
     "invoice__id", "invoice__number", "invoice__external_id", "invoice__currency", "invoice__amount_due",
     "invoice__amount_paid", "invoice__due_date", "invoice__status", "invoice__customer_id",
     "customer__id", "customer__name", "customer__email", "customer__phone", "customer__locale",
-    "customer__timezone", "customer__status", "customer__segment", "customer__country",
+    "customer__timezone", "customer__status", "customer__segment", "customer__country", "customer__external_id",
     "customer__opt_out_email", "customer__opt_out_sms", "customer__opt_out_inapp", "customer__email_undeliverable",
 )
 
@@ -190,7 +193,7 @@ def run_batch(now: datetime, batch_size: int) -> int:
             DunningCase.objects.filter(pk__in=ids).select_related("invoice", "customer").only(*CASE_FIELDS)
         )
         batch = Batch(now=now)
-        steps = _steps_by_campaign({c.campaign_id for c in cases})
+        steps = batch.steps = _steps_by_campaign({c.campaign_id for c in cases})
         step_by_id = {step.pk: step for campaign_steps in steps.values() for step in campaign_steps}
         for case in cases:
             case.next_step = step_by_id[case.next_step_id]
@@ -235,6 +238,7 @@ def _flush(batch: Batch, cases: list[DunningCase]) -> None:
             status=Invoice.Status.UNCOLLECTIBLE, updated_at=batch.now
         )
     CaseEvent.objects.bulk_create(batch.events)
+    webhooks.emit_many(webhook_events.for_batch(batch, cases))
     _write_cases(batch, cases)
 
 

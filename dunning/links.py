@@ -31,4 +31,5 @@ def portal_url(customer: Customer, page: str = "") -> str:
 
 def message_links(customer: Customer) -> dict:
     """Links added to every message when it is sent (settings.NOTIFICATION_LINK_BUILDER)."""
-    return {"portal_url": portal_url(customer), "unsubscribe_url": portal_url(customer, "preferences")}
+    base = portal_url(customer)  # one signature for both links: signing is most of a message's link cost
+    return {"portal_url": base, "unsubscribe_url": f"{base}preferences/"}

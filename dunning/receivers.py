@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from django.dispatch import receiver
 
-from dunning.models import CaseEvent, DunningCase
-from notifications.services import notification_event
+from dunning.models import CaseEvent, DunningCase, WorkItem
+from notifications.preferences import contact_preference_changed
+from notifications.rendering import register_context_provider
+from notifications.services import notification_event, notifications_sent
 
 
 @receiver(notification_event, dispatch_uid="dunning.message_timeline")
 def message_on_timeline(sender, notification, kind: str, detail: str = "", **kwargs) -> None:
-    if not notification.reference.startswith("case:"):
-        return
+    if kind == "sent" or not notification.reference.startswith("case:"):
+        return  # sent messages arrive in groups through notifications_sent
     case_id = int(notification.reference.split(":", 1)[1])
     if not DunningCase.objects.filter(pk=case_id).exists():
         return
@@ -23,3 +25,57 @@ def message_on_timeline(sender, notification, kind: str, detail: str = "", **kwa
         payload={"notification": notification.pk, "channel": notification.channel, "detail": detail[:500]},
         actor_label="system",
     )
+
+
+@receiver(notifications_sent, dispatch_uid="dunning.sent_timeline")
+def sent_on_timeline(sender, notifications, **kwargs) -> None:
+    """One query to check the cases, one insert for the whole group."""
+    by_case = {n: _case_id(n.reference) for n in notifications}
+    existing = set(DunningCase.objects.filter(pk__in={c for c in by_case.values() if c}).values_list("pk", flat=True))
+    CaseEvent.objects.bulk_create(
+        CaseEvent(case_id=case_id, kind="message.sent", message=f"{n.template_code} sent ({n.channel})",
+                  payload={"notification": n.pk, "channel": n.channel, "detail": ""}, actor_label="system")
+        for n, case_id in by_case.items() if case_id in existing
+    )
+
+
+@receiver(notification_event, dispatch_uid="dunning.bounce_work_item")
+def bounced_address_to_work_queue(sender, notification, kind: str, detail: str = "", **kwargs) -> None:
+    """A hard bounce or complaint: staff should get a working address (later steps use another channel)."""
+    if kind not in ("bounced", "complained"):
+        return
+    from dunning.services import create_work_item
+
+    case = DunningCase.objects.filter(pk=_case_id(notification.reference)).first()
+    create_work_item(notification.customer, WorkItem.Kind.BOUNCED, f"Email {kind}: {notification.recipient}",
+                     body=detail, case=case, dedupe_key=f"bounced:{notification.customer_id}:{notification.recipient}")
+
+
+@receiver(contact_preference_changed, dispatch_uid="dunning.preference_timeline")
+def preference_on_timeline(sender, customer, field: str, value: bool, source: str = "", **kwargs) -> None:
+    message = f"{field.replace('_', ' ')}: {'yes' if value else 'no'} ({source})"
+    CaseEvent.objects.bulk_create(
+        CaseEvent(case_id=case_id, kind="customer.preference", message=message,
+                  payload={"field": field, "value": value, "source": source}, actor_label=source or "system")
+        for case_id in DunningCase.objects.open().filter(customer=customer).values_list("pk", flat=True)
+    )
+
+
+def _case_id(reference: str) -> int | None:
+    if reference.startswith("case:") and reference[5:].isdigit():
+        return int(reference[5:])
+    return None
+
+
+def _case_message_context(case_id: int) -> dict:
+    """Merge data of a message about this case, for template previews in the admin."""
+    from django.utils import timezone
+
+    from dunning.engine import message_context
+    from dunning.links import message_links
+
+    case = DunningCase.objects.select_related("invoice", "customer").get(pk=case_id)
+    return message_context(case, timezone.now()) | message_links(case.customer)
+
+
+register_context_provider("case", _case_message_context)

@@ -214,6 +214,7 @@ def apply_in_batch(batch, case: DunningCase, step: CampaignStep, method: Payment
             return False
         case.retry_state = DunningCase.RetryState.DEFERRED
         case.next_action_at = case.defer_until = decision.at  # the engine writes defer_until as is
+        case.held = True  # the step did not run (no "step completed" webhook)
         batch.event(case, "step.retry_deferred", f"Retry deferred to {decision.at:%Y-%m-%d %H:%M} UTC ({why})",
                     step, reasons=list(decision.reasons), until=decision.at.isoformat())
         return True

@@ -12,6 +12,7 @@ SCHEDULES = {
     # Idempotent (unique fee keys, interest recomputed): hourly so interest follows local midnight.
     "Apply late fees and interest": ("dunning.tasks.apply_fees", 60),
     "Remove old message bodies and tracking data": ("dunning.tasks.purge_old_messages", 1440),
+    "Deliver outbound webhooks": ("notifications.tasks.deliver_webhooks", 1),
 }
 
 

@@ -20,7 +20,9 @@ from billing.models import Invoice, PaymentAttempt
 from customers.models import Customer, PaymentMethod
 from dunning import retries
 from dunning.models import Campaign, CampaignStep, CaseEvent, DunningCase, WorkItem
+from dunning.webhook_events import case_payload, customer_payload
 from notifications import services as outbox
+from notifications import webhooks
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +112,7 @@ def open_case(
             actor=actor, at=failed_at, attempt=attempt,
             payload={"campaign": campaign.pk, "variant": variant.pk if variant else None, "decline_code": decline_code,
                      "amount": str(invoice.amount_remaining), "currency": invoice.currency})
+        webhooks.emit("case.opened", case_payload(case), f"case:{case.pk}:opened")
     if decline_code or attempt is not None:
         retries.after_decline(case, attempt, at=failed_at)  # a hard decline stops retries at once
     return case, True
@@ -159,6 +162,7 @@ def record_payment(
         log(case, "case.recovered", f"Paid {applied.amount} {inv.currency}", actor=actor, at=at, attempt=attempt,
             payload={"amount": str(applied.amount), "source": attempt.source if attempt else "unknown",
                      "last_step": case.current_step_id})
+        webhooks.emit("payment.recovered", case_payload(case, amount=str(applied.amount)), f"case:{case.pk}:recovered")
         _reinstate_if_clear(case.customer_id, at, actor)
     return case
 
@@ -193,6 +197,8 @@ def _reinstate_if_clear(customer_id: int, at: datetime, actor) -> None:
     customer.status = Customer.Status.ACTIVE
     customer.suspended_at = None
     customer.save(update_fields=["status", "suspended_at", "updated_at"])
+    webhooks.emit("customer.reinstated", {"customer": customer_payload(customer)},
+                  f"customer:{customer_id}:reinstated:{at.isoformat()}")
     for case in DunningCase.objects.filter(customer_id=customer_id).order_by("-closed_at")[:1]:
         log(case, "customer.reinstated", "Service reinstated", actor=actor, at=at)
 

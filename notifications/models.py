@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import secrets
+
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
@@ -7,6 +9,10 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from customers.models import Customer, TimestampedModel
+
+
+def _new_webhook_secret() -> str:
+    return "whsec_" + secrets.token_urlsafe(32)
 
 
 class Channel(models.TextChoices):
@@ -88,6 +94,12 @@ class Notification(TimestampedModel):
     # In-app messages: shown in the portal and readable through the API until dismissed.
     read_at = models.DateTimeField(null=True, blank=True)
     dismissed_at = models.DateTimeField(null=True, blank=True)
+    # Email delivery tracking (anymail webhooks): the latest state and when each milestone happened.
+    tracking_status = models.CharField(max_length=16, blank=True, help_text=_("delivered, bounced, opened..."))
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    opened_at = models.DateTimeField(null=True, blank=True)
+    clicked_at = models.DateTimeField(null=True, blank=True)
+    bounced_at = models.DateTimeField(null=True, blank=True)
 
     objects = NotificationQuerySet.as_manager()
 
@@ -96,7 +108,79 @@ class Notification(TimestampedModel):
         indexes = [
             # Scanned by the sender (notifications.tasks.send_queued).
             models.Index(fields=["send_after"], condition=models.Q(status="queued"), name="notification_queued_idx"),
+            # Read per claimed batch by the contact cap (notifications.policy.SendGate).
+            models.Index(fields=["customer", "sent_at"], condition=models.Q(status="sent"),
+                         name="notification_cap_idx"),
         ]
 
     def __str__(self) -> str:
         return f"{self.get_channel_display()} {self.template_code} to {self.recipient or self.customer_id}"
+
+
+class WebhookEndpoint(TimestampedModel):
+    """A URL of the merchant's own app that receives signed event notifications (docs/webhooks.md)."""
+
+    url = models.URLField(max_length=500)
+    description = models.CharField(max_length=200, blank=True)
+    secret = models.CharField(
+        max_length=128, default=_new_webhook_secret,
+        help_text=_("Shared secret for the HMAC-SHA256 signature; give it to the receiving app."),
+    )
+    events = models.JSONField(
+        default=list, blank=True,
+        help_text=_('Event types to send, e.g. ["case.opened", "payment.recovered"]. Empty: all events.'),
+    )
+    active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["url", "id"]
+
+    def __str__(self) -> str:
+        return self.description or self.url
+
+    def clean(self) -> None:
+        from notifications.webhooks import EVENT_TYPES
+
+        if not isinstance(self.events, list) or any(e not in EVENT_TYPES for e in self.events):
+            raise ValidationError({"events": _("Use a list of event types from: %s.") % ", ".join(EVENT_TYPES)})
+
+    def wants(self, event_type: str) -> bool:
+        return self.active and (not self.events or event_type in self.events)
+
+
+class WebhookDelivery(TimestampedModel):
+    """One event for one endpoint: the delivery log and the outbox of outbound webhooks."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", _("Pending")
+        SENDING = "sending", _("Sending")
+        DELIVERED = "delivered", _("Delivered")
+        FAILED = "failed", _("Failed")
+
+    endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries")
+    event_id = models.CharField(max_length=200, help_text=_("Stable id of the event (the dedupe key)."))
+    event_type = models.CharField(max_length=64, db_index=True)
+    payload = models.JSONField(default=dict)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_body = models.TextField(blank=True)
+    last_error = models.TextField(blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "webhook deliveries"
+        constraints = [
+            models.UniqueConstraint(fields=["endpoint", "event_id"], name="webhook_delivery_unique_event"),
+        ]
+        indexes = [
+            # Scanned by the webhook sender (notifications.webhooks.deliver_due).
+            models.Index(fields=["next_attempt_at"], condition=models.Q(status="pending"),
+                         name="webhook_delivery_due_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event_type} → {self.endpoint_id} ({self.status})"

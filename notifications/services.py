@@ -8,13 +8,14 @@ from functools import lru_cache
 
 from django.conf import settings
 from django.core.mail import get_connection
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.dispatch import Signal
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from customers.models import Customer
+from notifications import policy
 from notifications.channels import DeliveryError, deliver
 from notifications.models import Channel, Notification
 from notifications.rendering import TemplateRenderError, find_template, render_parts
@@ -25,6 +26,9 @@ logger = logging.getLogger(__name__)
 # part that caused it (a dunning case) can note it on its own timeline.
 # kwargs: notification, kind (str), detail (str)
 notification_event = Signal()
+# Sent once per group of messages marked sent (kwargs: notifications, a list), so a listener can
+# record them with one query; notification_event(kind="sent") still follows for each message.
+notifications_sent = Signal()
 
 MAX_ATTEMPTS = 6
 
@@ -59,7 +63,10 @@ def build(
     recipient = recipient or recipient_for(customer, channel)
     if not recipient:
         return None
-    return Notification(
+    due = send_after or timezone.now()
+    # Quiet hours: a message due at night waits for the morning in the customer's time zone.
+    allowed = policy.first_allowed_at(customer, channel, due, template_code)
+    row = Notification(
         customer=customer,
         channel=channel,
         recipient=recipient,
@@ -68,8 +75,36 @@ def build(
         context=context,
         dedupe_key=dedupe_key,
         reference=reference,
-        send_after=send_after or timezone.now(),
+        send_after=allowed,
     )
+    row.policy_note = (
+        f"quiet hours: waits until {allowed.astimezone(customer.tz):%Y-%m-%d %H:%M} ({customer.timezone})"
+        if allowed > due else ""
+    )
+    return row
+
+
+def plan(
+    customer: Customer,
+    channels: list[str],
+    *,
+    template_code: str,
+    context: dict,
+    dedupe_prefix: str,
+    reference: str = "",
+    send_after: datetime | None = None,
+) -> list[tuple[policy.ChannelChoice, Notification | None]]:
+    """Unsaved outbox rows for one message on the requested channels, after the respect rules:
+    an opted-out, bounced or missing channel falls back to another (see notifications.policy).
+    Runs no query. Each pair is (choice, row); row is None when nothing could carry the message."""
+    planned = []
+    for choice in policy.plan_channels(customer, channels, template_code):
+        row = None
+        if choice.channel:
+            row = build(customer, channel=choice.channel, template_code=template_code, context=context,
+                        dedupe_key=f"{dedupe_prefix}:{choice.channel}", reference=reference, send_after=send_after)
+        planned.append((choice, row))
+    return planned
 
 
 def queue_many(rows: list[Notification]) -> None:
@@ -110,15 +145,101 @@ def send_queued(now: datetime | None = None, limit: int = 200) -> int:
         return 0
     rows = list(Notification.objects.filter(pk__in=ids).select_related("customer").order_by("pk"))
     template_cache: dict = {}
-    sent = 0
+    sent: list[Notification] = []
+    total = 0
+    gate = policy.SendGate.for_rows(rows, now)
     connection = get_connection()
     connection.open()
     try:
         for row in rows:
-            sent += _send_one(row, now, template_cache, connection)
+            decision = gate.check(row, row.customer)
+            if decision.action != "send":
+                _hold(row, now, decision)
+                continue
+            if _send_one(row, now, template_cache, connection):
+                gate.record_sent(row)
+                sent.append(row)
+            if len(sent) >= SENT_FLUSH_EVERY:
+                total += _mark_sent(sent)
     finally:
         connection.close()
-    return sent
+        total += _mark_sent(sent)
+    return total
+
+
+# Sent rows are marked in small groups, one transaction each: a commit per message would make the
+# database's fsync the bottleneck. A worker dying before a group is marked leaves those rows
+# 'sending', and release_stuck marks them failed rather than sending them twice.
+SENT_FLUSH_EVERY = 100
+SENT_FIELDS = ["status", "sent_at", "provider_message_id", "subject", "body_text", "last_error",
+               "updated_at"]
+
+
+def _update_sent_rows(rows: list[Notification]) -> None:
+    """Write the sent rows with one statement (PostgreSQL: UPDATE ... FROM VALUES), else executemany."""
+    fields = [Notification._meta.get_field(name) for name in SENT_FIELDS]
+    ops = connection.ops
+    table = ops.quote_name(Notification._meta.db_table)
+    params = [[f.get_db_prep_save(getattr(row, f.attname), connection) for f in fields] + [row.pk] for row in rows]
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            casts = ", ".join(f"%s::{f.db_type(connection)}" for f in fields) + ", %s::bigint"
+            values = ", ".join(f"({casts})" for _row in rows)
+            names = ", ".join(ops.quote_name(f.column) for f in fields)
+            assignments = ", ".join(f"{ops.quote_name(f.column)} = v.{ops.quote_name(f.column)}" for f in fields)
+            sql = (f"UPDATE {table} SET {assignments} FROM (VALUES {values}) AS v({names}, id) "  # noqa: S608
+                   f"WHERE {table}.id = v.id")
+            cursor.execute(sql, [value for row_params in params for value in row_params])
+        else:
+            assignments = ", ".join(f"{ops.quote_name(f.column)} = %s" for f in fields)
+            cursor.executemany(f"UPDATE {table} SET {assignments} WHERE id = %s", params)  # noqa: S608
+
+
+def _mark_sent(rows: list[Notification]) -> int:
+    if not rows:
+        return 0
+    count = len(rows)
+    with transaction.atomic():
+        _update_sent_rows(rows)
+        notifications_sent.send(Notification, notifications=list(rows))
+        for row in rows:
+            notification_event.send(Notification, notification=row, kind="sent", detail="")
+    rows.clear()
+    return count
+
+
+def _hold(row: Notification, now: datetime, decision: policy.Decision) -> None:
+    """Apply a respect-rule decision to a claimed row that is not sent now."""
+    fields = ["status", "last_error", "updated_at"]
+    row.last_error = decision.reason[:2000]
+    if decision.action == "defer":
+        row.status = Notification.Status.QUEUED
+        row.send_after = decision.until
+        row.attempts = max(row.attempts - 1, 0)  # waiting is not a failed attempt
+        fields += ["send_after", "attempts"]
+        kind = "deferred"
+    elif decision.action == "merge":
+        row.status = Notification.Status.CANCELLED
+        kind = "merged"
+    else:  # "switch" or "drop": the channel cannot be used any more
+        row.status = Notification.Status.CANCELLED
+        kind = "rerouted" if decision.action == "switch" else "skipped"
+    with transaction.atomic():
+        row.save(update_fields=fields)
+        if decision.action == "switch":
+            replacement = build(row.customer, channel=decision.channel, template_code=row.template_code,
+                                context=row.context, dedupe_key=_rerouted_key(row, decision.channel),
+                                reference=row.reference, send_after=now)
+            queue_many([replacement] if replacement else [])
+    notification_event.send(Notification, notification=row, kind=kind, detail=decision.reason)
+
+
+def _rerouted_key(row: Notification, channel: str) -> str:
+    # "case:1:step:2:email" -> "case:1:step:2:sms": the same key a planned SMS would have had, so
+    # a message already going by SMS is not sent twice.
+    suffix = f":{row.channel}"
+    base = row.dedupe_key[: -len(suffix)] if row.dedupe_key.endswith(suffix) else f"{row.dedupe_key}:via"
+    return f"{base}:{channel}"
 
 
 @lru_cache(maxsize=4)
@@ -137,7 +258,8 @@ def _send_one(row: Notification, now: datetime, template_cache: dict, connection
         if template is None:
             raise DeliveryError(f"No template {row.template_code!r} for channel {row.channel}", permanent=True)
         try:
-            row.subject, row.body_text, row.body_html = render_parts(template, merge_data(row), row.locale)
+            row.merged_context = merge_data(row)  # the email channel reads the links from it
+            row.subject, row.body_text, row.body_html = render_parts(template, row.merged_context, row.locale)
         except TemplateRenderError as exc:
             raise DeliveryError(str(exc), permanent=True) from None
         provider_id = deliver(row, connection)
@@ -146,11 +268,9 @@ def _send_one(row: Notification, now: datetime, template_cache: dict, connection
         return 0
     row.status = Notification.Status.SENT
     row.sent_at = now
+    row.updated_at = timezone.now()
     row.provider_message_id = provider_id or ""
     row.last_error = ""
-    row.save(update_fields=["status", "sent_at", "provider_message_id", "subject", "body_text", "body_html",
-                            "last_error", "updated_at"])
-    notification_event.send(Notification, notification=row, kind="sent", detail="")
     return 1
 
 

@@ -29,6 +29,7 @@ def test_reminders_list_the_fees_and_the_total_now_due(defaults, clock):
     for invoice in (first, second):
         services.open_case(invoice)
     engine.run_due_steps()  # day 0: first notice, before any fee
+    outbox.send_queued()
     clock.move_to(T0 + datetime.timedelta(days=5))
     fees.apply_fees()
     engine.run_due_steps()  # day 5: the reminder

@@ -69,12 +69,13 @@ def test_reminders_after_a_partial_payment_show_what_remains(defaults, clock):
     invoice = InvoiceFactory(customer=customer, amount_due=Decimal("120.00"))
     case, _ = services.open_case(invoice)
     engine.run_due_steps()  # the first notice at day 0
+    from notifications import services as outbox
+
+    outbox.send_queued()
     services.record_payment(invoice, Decimal("45.50"))
     clock.move_to(T0 + datetime.timedelta(days=5))
     engine.run_due_steps()
     services.process_payment_attempts()
-    from notifications import services as outbox
-
     outbox.send_queued()
     bodies = [m.body for m in mail.outbox if m.to == ["ana@example.com"]]
     assert "$120.00" in bodies[0]

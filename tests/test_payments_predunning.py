@@ -34,7 +34,7 @@ def test_expiring_card_gets_a_reminder_at_30_and_at_7_days_each_once(defaults, c
     PaymentMethodFactory(customer=customer, brand="visa", last4="1111", exp_month=4, exp_year=2026)
     PaymentMethodFactory(customer=CustomerFactory(), exp_month=4, exp_year=2026, is_default=False)  # not charged
     PaymentMethodFactory(customer=CustomerFactory(), exp_month=12, exp_year=2030)                 # far away
-    subject = "Your Visa card ending in 1111 expires soon"
+    subject = "Your card ending in 1111 expires soon"
 
     assert run_job(clock, datetime.datetime(2026, 3, 2, 10, tzinfo=UTC)) == []      # 59 days left
     assert run_job(clock, datetime.datetime(2026, 4, 1, 10, tzinfo=UTC)) == [subject]  # 29 days

@@ -160,8 +160,7 @@ def test_no_retry_is_ever_made_after_a_hard_decline(defaults, clock):
     assert case.events.filter(kind="step.retry_skipped").count() == 1     # the day-7 retry step
     assert WorkItem.objects.filter(case=case, kind=WorkItem.Kind.NEEDS_PAYMENT_METHOD).count() == 1
     subjects = [m.subject for m in mail.outbox if m.to == ["stolen@example.com"]]
-    assert f"Please update your payment method for invoice {invoice.number}" in subjects
-    assert subjects.count(f"Please update your payment method for invoice {invoice.number}") == 1
+    assert subjects.count("Please update your payment method for Acme Cloud") == 1
 
     # Staff pressing "retry now" is refused with the reason, and the gateway never sees the card again.
     case2, _ = services.open_case(InvoiceFactory(customer=customer), decline_code="insufficient_funds")
@@ -209,7 +208,8 @@ def test_a_card_blocked_by_another_invoice_is_not_retried_and_the_case_asks_for_
     assert case2.retry_state == DunningCase.RetryState.NEEDS_PAYMENT_METHOD
     assert case2.events.filter(kind="case.needs_payment_method").count() == 1
     assert WorkItem.objects.filter(case=case2, kind="needs_payment_method").count() == 1
-    assert Notification.objects.filter(template_code="update_payment_method", status="sent").count() == 2
+    # One message per case (the second may wait for the notifications' contact cap).
+    assert Notification.objects.filter(template_code="update_payment_method").count() == 2
 
     card.is_default = False
     card.save()

@@ -25,7 +25,7 @@ def send_email(notification: Notification, connection=None) -> str:
         from_email=settings.DEFAULT_FROM_EMAIL,
         to=[notification.recipient],
         connection=connection,
-        headers={"X-Dunning-Notification": str(notification.pk)},
+        headers=_headers(notification),
     )
     if notification.body_html:
         message.attach_alternative(notification.body_html, "text/html")
@@ -41,6 +41,29 @@ def send_email(notification: Notification, connection=None) -> str:
     return (status.message_id or "") if status else ""
 
 
+def _headers(notification: Notification) -> dict:
+    headers = {"X-Dunning-Notification": str(notification.pk)}
+    merged = getattr(notification, "merged_context", None) or notification.context or {}
+    unsubscribe = merged.get("unsubscribe_url")
+    if unsubscribe:
+        # Mail clients show an "unsubscribe" button for this header (RFC 2369).
+        headers["List-Unsubscribe"] = f"<{unsubscribe}>"
+    return headers
+
+
+def send_sms_message(notification: Notification, connection=None) -> str:
+    from notifications import preferences
+    from notifications.sms import SmsError, send_sms
+
+    try:
+        return send_sms(notification.recipient, notification.body_text.strip(), reference=notification.reference)
+    except SmsError as exc:
+        if exc.opted_out:
+            # The carrier says the number replied STOP: record it so later steps pick another channel.
+            preferences.set_opt_out(notification.customer, Channel.SMS, True, source="sms:carrier-unsubscribed")
+        raise DeliveryError(str(exc), permanent=exc.permanent) from exc
+
+
 def send_inapp(notification: Notification, connection=None) -> str:
     # In-app messages are read from the database by the portal and the API: storing them is delivery.
     return f"inapp-{notification.pk}"
@@ -49,6 +72,7 @@ def send_inapp(notification: Notification, connection=None) -> str:
 SENDERS = {
     Channel.EMAIL: send_email,
     Channel.INAPP: send_inapp,
+    Channel.SMS: send_sms_message,
 }
 
 

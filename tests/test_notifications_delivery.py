@@ -1,0 +1,143 @@
+"""Delivery guarantees: the outbox survives crashes without sending twice; failures retry or land
+on the case timeline."""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+from django.core import mail
+
+from dunning import engine, services
+from dunning.models import CaseEvent
+from notifications import services as outbox
+from notifications.channels import base as channels
+from notifications.models import Notification
+from tests.conftest import T0
+from tests.factories import CustomerFactory, InvoiceFactory
+
+pytestmark = pytest.mark.django_db
+
+
+class Crash(BaseException):
+    """Stands for the process dying: not an Exception, so no handler swallows it."""
+
+
+def test_a_crash_between_writing_and_sending_sends_exactly_one_message(defaults, clock):
+    customer = CustomerFactory(email="c@example.com")
+    services.open_case(InvoiceFactory(customer=customer))
+    engine.run_due_steps()
+    # The worker dies here: the step and its outbox row are committed, nothing was sent.
+    assert Notification.objects.filter(status="queued").count() == 1
+    # After the restart the engine runs again and two senders race for the queue.
+    assert engine.run_due_steps() == 0
+    assert outbox.send_queued() == 1
+    assert outbox.send_queued() == 0
+    engine.run_due_steps()
+    outbox.send_queued()
+    assert [m.to for m in mail.outbox] == [["c@example.com"]]
+
+
+def test_a_crash_inside_the_engine_batch_writes_nothing_and_the_rerun_sends_once(defaults, clock, monkeypatch):
+    customer = CustomerFactory(email="r@example.com")
+    case, _ = services.open_case(InvoiceFactory(customer=customer))
+
+    def die(*args, **kwargs):
+        raise Crash
+
+    with monkeypatch.context() as patch:
+        patch.setattr(CaseEvent.objects, "bulk_create", die)
+        with pytest.raises(Crash):
+            engine.run_due_steps()
+    # The outbox row was written in the same transaction as the step: both rolled back.
+    assert Notification.objects.count() == 0
+    assert not case.events.filter(kind="message.queued").exists()
+    clock.tick()
+    clock.tick()
+    assert [m.to for m in mail.outbox] == [["r@example.com"]]
+
+
+def test_a_crash_after_the_provider_took_the_message_never_sends_it_again(defaults, clock, monkeypatch):
+    customer = CustomerFactory(email="p@example.com")
+    case, _ = services.open_case(InvoiceFactory(customer=customer))
+    engine.run_due_steps()
+    real_send = channels.send_email
+
+    def send_then_die(notification, connection=None):
+        real_send(notification, connection)
+        raise Crash
+
+    monkeypatch.setitem(channels.SENDERS, "email", send_then_die)
+    with pytest.raises(Crash):
+        outbox.send_queued()
+    monkeypatch.setitem(channels.SENDERS, "email", real_send)
+    # Restarted senders skip the row the dead worker held ...
+    assert outbox.send_queued() == 0
+    clock.advance(minutes=16)
+    # ... and after the lease it is marked failed (and shown on the timeline), not sent again.
+    assert outbox.release_stuck() == 1
+    assert outbox.send_queued() == 0
+    assert len(mail.outbox) == 1
+    assert Notification.objects.get().status == "failed"
+    assert "not sent again" in case.events.get(kind="message.failed").message
+
+
+def test_transient_failures_retry_with_backoff_then_succeed(defaults, clock, monkeypatch):
+    customer = CustomerFactory(email="t@example.com")
+    case, _ = services.open_case(InvoiceFactory(customer=customer))
+    engine.run_due_steps()
+    real_send = channels.send_email
+    failures = iter([True, True, False])
+
+    def flaky(notification, connection=None):
+        if next(failures):
+            raise channels.DeliveryError("SMTP 451 try again later", permanent=False)
+        return real_send(notification, connection)
+
+    monkeypatch.setitem(channels.SENDERS, "email", flaky)
+    assert outbox.send_queued() == 0
+    row = Notification.objects.get()
+    assert row.status == "queued" and row.send_after == T0 + datetime.timedelta(minutes=1)
+    clock.advance(minutes=1)
+    assert outbox.send_queued() == 0
+    row.refresh_from_db()
+    assert row.send_after == T0 + datetime.timedelta(minutes=3)  # then 2 minutes later
+    clock.advance(minutes=2)
+    assert outbox.send_queued() == 1
+    row.refresh_from_db()
+    assert row.status == "sent" and row.attempts == 3
+    assert len(mail.outbox) == 1
+    assert not case.events.filter(kind="message.failed").exists()
+
+
+def test_a_permanent_failure_is_marked_with_its_reason_on_the_case_timeline(defaults, clock, monkeypatch):
+    customer = CustomerFactory(email="bad@example.com")
+    case, _ = services.open_case(InvoiceFactory(customer=customer))
+
+    def refuse(notification, connection=None):
+        raise channels.DeliveryError("AnymailRecipientsRefused: invalid mailbox", permanent=True)
+
+    monkeypatch.setitem(channels.SENDERS, "email", refuse)
+    clock.tick()
+    row = Notification.objects.get()
+    assert row.status == "failed" and "invalid mailbox" in row.last_error
+    event = case.events.get(kind="message.failed")
+    assert "first_notice failed (email): AnymailRecipientsRefused: invalid mailbox" == event.message
+
+
+def test_inapp_messages_are_stored_per_customer_with_read_and_dismissed_state(defaults, clock):
+    from notifications import inapp
+
+    customer = CustomerFactory(email="", locale="es")
+    other = CustomerFactory(email="")
+    for who in (customer, other):
+        services.open_case(InvoiceFactory(customer=who))
+    clock.tick()  # no email address: the first notice falls back to an in-app message
+    [message] = inapp.messages_for(customer)
+    assert message.subject == "No hemos podido procesar su pago" and message.sent_at == T0
+    assert inapp.unread_count(customer) == 1
+    assert inapp.mark_read(message) and not inapp.mark_read(message)
+    assert inapp.unread_count(customer) == 0
+    assert inapp.dismiss(message) and not inapp.dismiss(message)
+    assert list(inapp.messages_for(customer)) == []
+    assert inapp.messages_for(other).count() == 1
