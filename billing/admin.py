@@ -1,6 +1,8 @@
 from django.contrib import admin
+from import_export.admin import ExportMixin
 
 from billing.models import Invoice, PaymentAttempt
+from billing.resources import InvoiceResource, PaymentAttemptResource
 
 
 class PaymentAttemptInline(admin.TabularInline):
@@ -16,7 +18,10 @@ class PaymentAttemptInline(admin.TabularInline):
 
 
 @admin.register(Invoice)
-class InvoiceAdmin(admin.ModelAdmin):
+class InvoiceAdmin(ExportMixin, admin.ModelAdmin):
+    resource_classes = [InvoiceResource]
+    # Adds an "Import invoices" button (integrations.admin.ImportJobAdmin); import-export extends it.
+    change_list_template = "admin/billing/invoice/change_list_import.html"
     list_display = ("number", "customer", "currency", "amount_due", "amount_paid", "due_date", "status")
     list_filter = ("status", "currency")
     search_fields = ("number", "external_id", "customer__name", "customer__external_id")
@@ -28,7 +33,8 @@ class InvoiceAdmin(admin.ModelAdmin):
 
 
 @admin.register(PaymentAttempt)
-class PaymentAttemptAdmin(admin.ModelAdmin):
+class PaymentAttemptAdmin(ExportMixin, admin.ModelAdmin):
+    resource_classes = [PaymentAttemptResource]
     list_display = ("created_at", "invoice", "amount", "currency", "source", "outcome", "decline_code", "tries")
     list_filter = ("outcome", "source", "decline_code", "currency")
     search_fields = ("invoice__number", "gateway_reference", "idempotency_key")

@@ -54,6 +54,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_q",
     "anymail",
     "import_export",
@@ -63,6 +64,7 @@ INSTALLED_APPS = [
     "notifications",
     "dunning",
     "reports",
+    "integrations",
 ]
 
 MIDDLEWARE = [
@@ -290,6 +292,22 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "Dunning back office API",
     "VERSION": "1.0.0",
 }
+# The /api/v1/ settings (authentication, throttling, idempotency) live in integrations/api/settings.py.
+from integrations.api.settings import api_rest_framework, api_spectacular  # noqa: E402
+
+REST_FRAMEWORK.update(api_rest_framework())
+SPECTACULAR_SETTINGS.update(api_spectacular())
+# Requests per minute per API key (and per client address for unauthenticated requests).
+API_THROTTLE_RATE = env_str("API_THROTTLE_RATE", "600/min")
+# How long the first response to an Idempotency-Key is kept and replayed.
+API_IDEMPOTENCY_HOURS = env_int("API_IDEMPOTENCY_HOURS", 24, minimum=1)
+
+# --- Imports --------------------------------------------------------------------------------
+# Admin uploads larger than this many bytes are imported by a background worker (django-q2).
+IMPORT_BACKGROUND_BYTES = env_int("IMPORT_BACKGROUND_BYTES", 2_000_000, minimum=0)
+# The admin's preview-then-confirm upload must be readable by every web server: media storage
+# (shared volume or object storage) rather than the default local temp file.
+IMPORT_EXPORT_TMP_STORAGE_CLASS = env_str("IMPORT_EXPORT_TMP_STORAGE_CLASS", "import_export.tmp_storages.MediaStorage")
 
 # --- Content Security Policy (django-csp 4) -------------------------------------------------
 CONTENT_SECURITY_POLICY = {

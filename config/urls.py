@@ -1,5 +1,11 @@
+from csp.decorators import csp_update
 from django.contrib import admin
 from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
+
+# Swagger UI's assets are served locally (drf-spectacular-sidecar) and its script is a separate file;
+# only its few inline styles need an exception to the site-wide CSP, and only on this page.
+api_docs = csp_update({"style-src": ["'unsafe-inline'"]})(SpectacularSwaggerSplitView.as_view(url_name="api-schema"))
 
 from dunning.stripe_webhooks import stripe_webhook
 
@@ -11,4 +17,7 @@ urlpatterns = [
     # Email tracking webhooks of every ESP anymail supports, e.g. /anymail/postmark/tracking/.
     path("anymail/", include("anymail.urls")),
     path("notifications/", include("notifications.urls")),
+    path("api/v1/", include("integrations.api.urls")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/docs/", api_docs, name="api-docs"),
 ]

@@ -2,8 +2,10 @@ from django.contrib import admin, messages
 from django.db.models import F
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
+from import_export.admin import ImportExportMixin
 
 from customers.models import BillingContact, Customer, PaymentMethod
+from customers.resources import CustomerResource
 
 
 class BillingContactInline(admin.TabularInline):
@@ -20,7 +22,8 @@ class PaymentMethodInline(admin.TabularInline):
 
 
 @admin.register(Customer)
-class CustomerAdmin(admin.ModelAdmin):
+class CustomerAdmin(ImportExportMixin, admin.ModelAdmin):
+    resource_classes = [CustomerResource]
     list_display = ("name", "external_id", "email", "segment", "currency", "locale", "status")
     list_filter = ("status", "currency", "locale", "segment", "is_business")
     search_fields = ("name", "email", "external_id")

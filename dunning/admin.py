@@ -6,10 +6,12 @@ from django.forms.models import BaseInlineFormSet
 from django.template.loader import render_to_string
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
+from import_export.admin import ExportMixin
 
 from billing.models import PaymentAttempt
 from dunning import services
 from dunning.models import Campaign, CampaignStep, CaseEvent, DunningCase
+from dunning.resources import DunningCaseResource
 from notifications.models import Notification
 
 
@@ -73,7 +75,8 @@ def _run_action(modeladmin, request, queryset, func, done_label: str):
 
 
 @admin.register(DunningCase)
-class DunningCaseAdmin(admin.ModelAdmin):
+class DunningCaseAdmin(ExportMixin, admin.ModelAdmin):
+    resource_classes = [DunningCaseResource]
     list_display = ("id", "customer", "invoice", "amount", "campaign", "status", "current_step", "next_action_at")
     list_filter = ("status", "campaign", "current_step", "invoice__currency")
     search_fields = ("customer__name", "customer__email", "customer__external_id", "invoice__number",

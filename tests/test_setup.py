@@ -34,7 +34,7 @@ def test_a_bad_integer_is_a_start_up_error(monkeypatch):
 
 def _manage(*args, **extra_env):
     clean = {k: v for k, v in os.environ.items()
-             if k not in {"DEBUG", "SECRET_KEY", "DJANGO_SETTINGS_MODULE", "Q_SYNC"}}
+             if k not in {"DEBUG", "SECRET_KEY", "DJANGO_SETTINGS_MODULE", "Q_SYNC", "DJANGO_ALLOW_ASYNC_UNSAFE"}}
     clean["DJANGO_SETTINGS_MODULE"] = "config.settings"
     clean.pop("DATABASE_URL", None)
     clean.update(extra_env)

@@ -1,0 +1,109 @@
+"""API keys: ``Authorization: Bearer dk_<prefix>_<secret>``, scopes and per-key throttling."""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from rest_framework import exceptions, permissions, throttling
+from rest_framework.authentication import BaseAuthentication, get_authorization_header
+
+from integrations.models import KEY_PREFIX, ApiKey, hash_secret
+
+
+@dataclass
+class ApiClient:
+    """request.user for API requests: the key's owner, not a staff account."""
+
+    key: ApiKey
+    is_authenticated: bool = True
+    is_active: bool = True
+    is_staff: bool = False
+
+    @property
+    def pk(self):
+        return None
+
+    def __str__(self) -> str:
+        return self.key.actor_label
+
+
+def parse_key(raw: str) -> tuple[str, str] | None:
+    parts = raw.split("_", 2)
+    if len(parts) != 3 or parts[0] != KEY_PREFIX or not parts[1] or not parts[2]:
+        return None
+    return parts[1], parts[2]
+
+
+class ApiKeyAuthentication(BaseAuthentication):
+    keyword = b"bearer"
+
+    def authenticate(self, request):
+        header = get_authorization_header(request).split()
+        if not header or header[0].lower() != self.keyword:
+            return None
+        if len(header) != 2:
+            raise exceptions.AuthenticationFailed("Send exactly one key: Authorization: Bearer <key>.")
+        try:
+            parsed = parse_key(header[1].decode("ascii"))
+        except UnicodeDecodeError:
+            parsed = None
+        if parsed is None:
+            raise exceptions.AuthenticationFailed("This is not an API key.")
+        prefix, secret = parsed
+        # Revocation is immediate: the key row is read on every request, never cached.
+        key = ApiKey.objects.usable().filter(prefix=prefix).first()
+        if key is None or not hmac.compare_digest(key.secret_hash, hash_secret(secret)):
+            raise exceptions.AuthenticationFailed("Unknown or revoked API key.")
+        now = timezone.now()
+        if key.last_used_at is None or key.last_used_at < now - timedelta(minutes=1):
+            # After the request's transaction, so that concurrent requests never queue on the key's row.
+            transaction.on_commit(lambda: ApiKey.objects.filter(pk=key.pk).update(last_used_at=now))
+        return ApiClient(key), key
+
+    def authenticate_header(self, request) -> str:
+        return 'Bearer realm="api"'
+
+
+class HasKeyScope(permissions.BasePermission):
+    """Any valid key may read; writing (POST) needs a read-write key."""
+
+    message = "This API key is read-only; writing needs a read-write key."
+
+    def has_permission(self, request, view) -> bool:
+        key = request.auth
+        if not isinstance(key, ApiKey):
+            return False  # DRF answers 401 with a WWW-Authenticate header
+        return request.method in permissions.SAFE_METHODS or key.can_write
+
+
+class KeyRateThrottle(throttling.SimpleRateThrottle):
+    scope = "api_key"
+
+    def get_rate(self) -> str:
+        return settings.API_THROTTLE_RATE
+
+    def allow_request(self, request, view):
+        # Read the rate on every request so that settings overrides (tests, reloads) apply.
+        self.rate = self.get_rate()
+        self.num_requests, self.duration = self.parse_rate(self.rate)
+        return super().allow_request(request, view)
+
+    def get_cache_key(self, request, view) -> str:
+        key = request.auth
+        ident = f"key:{key.prefix}" if isinstance(key, ApiKey) else f"ip:{self.get_ident(request)}"
+        return f"throttle:api:{ident}"
+
+
+class ApiKeyScheme(OpenApiAuthenticationExtension):
+    target_class = "integrations.api.auth.ApiKeyAuthentication"
+    name = "ApiKey"
+
+    def get_security_definition(self, auto_schema):
+        return {"type": "http", "scheme": "bearer", "bearerFormat": "dk_<prefix>_<secret>",
+                "description": "An API key created by staff in the admin (Integrations > API keys)."}

@@ -1,0 +1,128 @@
+"""Invoice imports end to end: the billing pipeline, then dunning for the rows that need it.
+
+The admin, the background task and the ``import_invoices`` command all call :func:`import_invoices`.
+Rows that are open, unpaid and past due, or flagged as a failed payment, open a dunning case through
+dunning.services.open_case (the same service as everywhere else); payments found by re-importing go
+through dunning.services.record_payment so that an open case is recovered.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from decimal import Decimal
+
+from django.conf import settings
+from django.core.files.storage import default_storage
+from django.db import transaction
+from django.utils import timezone
+
+from billing.imports import ImportOptions, ImportReport, Opener, run_import
+from billing.models import Invoice
+from dunning import services as dunning
+from dunning.models import DunningCase
+from integrations.models import ImportJob
+
+logger = logging.getLogger(__name__)
+
+
+def import_invoices(opener: Opener, options: ImportOptions, *, actor=None,
+                    progress: Callable[[str, int], None] | None = None) -> ImportReport:
+    options.defer_payments = True
+    report = run_import(opener, options, progress)
+    if not report.written:
+        return report
+    actor = actor or "import"
+    for _line, invoice_id, amount in report.deferred_payments:
+        invoice = Invoice.objects.get(pk=invoice_id)
+        dunning.record_payment(invoice, Decimal(amount), actor=actor)
+    open_ids = set(
+        DunningCase.objects.open()
+        .filter(invoice_id__in=[c[1] for c in report.dunning_candidates])
+        .values_list("invoice_id", flat=True)
+    )
+    for count, (line, invoice_id, decline_code) in enumerate(report.dunning_candidates, start=1):
+        if invoice_id in open_ids:
+            continue
+        invoice = Invoice.objects.select_related("customer").get(pk=invoice_id)
+        try:
+            _case, created = dunning.open_case(invoice, decline_code=decline_code, actor=actor)
+        except dunning.DunningError as exc:
+            report.warnings.append(f"Line {line}: invoice {invoice.number} imported, no dunning case opened: {exc}")
+            continue
+        report.cases_opened += int(created)
+        if progress and count % 500 == 0:
+            progress("dunning", count)
+    return report
+
+
+# --- Admin jobs -----------------------------------------------------------------------------------
+
+def storage_opener(path: str) -> Opener:
+    return lambda: default_storage.open(path, "rb")
+
+
+def job_options(job: ImportJob, *, dry_run: bool) -> ImportOptions:
+    return ImportOptions(format=job.format, date_format=job.date_format, valid_only=job.valid_only,
+                         dry_run=dry_run)
+
+
+def preview_job(job: ImportJob) -> ImportReport:
+    report = run_import(storage_opener(job.stored_path), job_options(job, dry_run=True),
+                        _progress_saver(job))
+    job.report = report.as_dict()
+    job.total = report.total
+    job.status = ImportJob.Status.PREVIEW
+    job.save(update_fields=["report", "total", "status", "updated_at"])
+    return report
+
+
+def runs_in_background(job: ImportJob) -> bool:
+    return job.size > settings.IMPORT_BACKGROUND_BYTES
+
+
+def confirm_job(job: ImportJob, *, actor=None) -> None:
+    """Run the import now, or hand it to a worker when the file is large."""
+    claimed = ImportJob.objects.filter(pk=job.pk, status=ImportJob.Status.PREVIEW).update(
+        status=ImportJob.Status.QUEUED, updated_at=timezone.now())
+    if not claimed:
+        return  # confirmed twice (double click, two tabs): the first one runs it
+    if runs_in_background(job):
+        from django_q.tasks import async_task
+
+        transaction.on_commit(lambda: async_task("integrations.tasks.run_import_job", job.pk,
+                                                 actor.pk if actor else None))
+    else:
+        run_job(job.pk, actor=actor)
+
+
+def run_job(job_id: int, *, actor=None) -> ImportJob | None:
+    """Claim a queued job and run it; a second delivery of the same task finds nothing to claim."""
+    claimed = ImportJob.objects.filter(pk=job_id, status=ImportJob.Status.QUEUED).update(
+        status=ImportJob.Status.RUNNING, processed=0, updated_at=timezone.now())
+    job = ImportJob.objects.get(pk=job_id)
+    if not claimed:
+        return None
+    try:
+        report = import_invoices(storage_opener(job.stored_path), job_options(job, dry_run=False),
+                                 actor=actor or "import", progress=_progress_saver(job))
+    except Exception as exc:
+        logger.exception("Import job %s failed", job_id)
+        job.status = ImportJob.Status.FAILED
+        job.report = {**job.report, "file_error": f"The import failed: {exc}"}
+    else:
+        job.report = report.as_dict()
+        job.status = ImportJob.Status.DONE if report.written else ImportJob.Status.FAILED
+        job.processed = report.total
+    job.finished_at = timezone.now()
+    job.save(update_fields=["status", "report", "processed", "finished_at", "updated_at"])
+    # The upload is no longer needed: the report keeps every invalid row for the skipped-rows CSV.
+    default_storage.delete(job.stored_path)
+    return job
+
+
+def _progress_saver(job: ImportJob) -> Callable[[str, int], None]:
+    def save(phase: str, processed: int) -> None:
+        ImportJob.objects.filter(pk=job.pk).update(phase=phase, processed=processed)
+
+    return save

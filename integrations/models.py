@@ -1,0 +1,157 @@
+"""API keys, idempotency records, deduplicated payment events and background import jobs."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from customers.models import TimestampedModel
+
+KEY_PREFIX = "dk"
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class ApiKeyQuerySet(models.QuerySet):
+    def usable(self):
+        return self.filter(revoked_at__isnull=True)
+
+
+class ApiKey(TimestampedModel):
+    """A client of the REST API. Only a SHA-256 of the secret is stored; the key is shown once.
+
+    The full key is ``dk_<prefix>_<secret>``: the prefix finds the row, the hash proves the secret.
+    """
+
+    class Scope(models.TextChoices):
+        READ = "read", _("Read only")
+        READ_WRITE = "read_write", _("Read and write")
+
+    name = models.CharField(max_length=100, help_text=_("Who uses it, e.g. 'billing system (production)'."))
+    prefix = models.CharField(max_length=16, unique=True, editable=False)
+    secret_hash = models.CharField(max_length=64, editable=False)
+    scope = models.CharField(max_length=16, choices=Scope.choices, default=Scope.READ)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ApiKeyQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = _("API key")
+
+    def __str__(self) -> str:
+        return f"{self.name} ({KEY_PREFIX}_{self.prefix}_…)"
+
+    @classmethod
+    def issue(cls, name: str, scope: str = Scope.READ, *, created_by=None) -> tuple[ApiKey, str]:
+        """Create a key; returns the row and the full key, which is never stored nor shown again."""
+        prefix = secrets.token_hex(4)
+        secret = secrets.token_urlsafe(32)
+        key = cls.objects.create(name=name, scope=scope, prefix=prefix, secret_hash=hash_secret(secret),
+                                 created_by=created_by)
+        return key, f"{KEY_PREFIX}_{prefix}_{secret}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+    @property
+    def can_write(self) -> bool:
+        return self.scope == self.Scope.READ_WRITE
+
+    @property
+    def actor_label(self) -> str:
+        return f"api:{self.name}"[:100]
+
+    def revoke(self) -> None:
+        if self.revoked_at is None:
+            self.revoked_at = timezone.now()
+            self.save(update_fields=["revoked_at", "updated_at"])
+
+
+class IdempotencyRecord(models.Model):
+    """The first response to a POST with an Idempotency-Key, replayed for later requests with that key."""
+
+    api_key = models.ForeignKey(ApiKey, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=255)
+    method = models.CharField(max_length=8)
+    path = models.CharField(max_length=255)
+    request_hash = models.CharField(max_length=64)
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True, help_text=_("Empty while in progress."))
+    response_body = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["api_key", "key"], name="idempotency_unique_key")]
+
+    def __str__(self) -> str:
+        return f"{self.key} -> {self.status_code}"
+
+
+class PaymentEvent(models.Model):
+    """A payment event received through the API, deduplicated by the client's event id."""
+
+    class Kind(models.TextChoices):
+        PAYMENT_FAILED = "payment_failed", _("Payment failed")
+        PAYMENT_SUCCEEDED = "payment_succeeded", _("Payment succeeded")
+        REFUNDED = "refunded", _("Refunded")
+        PAYMENT_METHOD_UPDATED = "payment_method_updated", _("Payment method updated")
+
+    event_id = models.CharField(max_length=255, unique=True)
+    kind = models.CharField(max_length=32, choices=Kind.choices)
+    api_key = models.ForeignKey(ApiKey, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    payload = models.JSONField(default=dict)
+    result = models.JSONField(default=dict, blank=True)
+    received_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-received_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.event_id}"
+
+
+class ImportJob(TimestampedModel):
+    """An invoice import started in the admin; large files run in the background and report progress."""
+
+    class Status(models.TextChoices):
+        VALIDATING = "validating", _("Validating")
+        PREVIEW = "preview", _("Validated, waiting for confirmation")
+        QUEUED = "queued", _("Queued")
+        RUNNING = "running", _("Running")
+        DONE = "done", _("Done")
+        FAILED = "failed", _("Failed")
+
+    file_name = models.CharField(max_length=255)
+    stored_path = models.CharField(max_length=255, help_text=_("Path in the default storage."))
+    size = models.PositiveBigIntegerField(default=0)
+    format = models.CharField(max_length=16, default="native")
+    date_format = models.CharField(max_length=32, blank=True)
+    valid_only = models.BooleanField(default=False)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PREVIEW, db_index=True)
+    phase = models.CharField(max_length=16, blank=True)
+    processed = models.PositiveIntegerField(default=0)
+    total = models.PositiveIntegerField(default=0)
+    report = models.JSONField(default=dict, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = _("invoice import")
+
+    def __str__(self) -> str:
+        return f"{self.file_name} ({self.get_status_display()})"
