@@ -3,11 +3,11 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
+from dunning.stripe_webhooks import stripe_webhook
+
 # Swagger UI's assets are served locally (drf-spectacular-sidecar) and its script is a separate file;
 # only its few inline styles need an exception to the site-wide CSP, and only on this page.
 api_docs = csp_update({"style-src": ["'unsafe-inline'"]})(SpectacularSwaggerSplitView.as_view(url_name="api-schema"))
-
-from dunning.stripe_webhooks import stripe_webhook
 
 urlpatterns = [
     path("admin/reports/", include("reports.urls")),
