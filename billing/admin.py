@@ -46,3 +46,68 @@ class PaymentAttemptAdmin(ExportMixin, admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+
+# --- Smart retries: the decline table, webhook log, network counters per card -------------------
+
+from django.utils import timezone  # noqa: E402
+from django.utils.html import format_html_join  # noqa: E402
+from django.utils.translation import gettext_lazy as _  # noqa: E402
+
+from billing import limits  # noqa: E402
+from billing.models import DeclineRule, WebhookEvent  # noqa: E402
+from customers.admin import PaymentMethodAdmin as BasePaymentMethodAdmin  # noqa: E402
+from customers.models import PaymentMethod  # noqa: E402
+
+
+@admin.register(DeclineRule)
+class DeclineRuleAdmin(admin.ModelAdmin):
+    """Staff with the "change decline rule" permission (managers) may tune the table."""
+
+    list_display = ("code", "kind", "network", "decline_class", "retry_after_hours", "description")
+    list_filter = ("kind", "network", "decline_class")
+    list_editable = ("decline_class", "retry_after_hours")
+    search_fields = ("code", "description")
+    ordering = ("kind", "network", "code")
+
+
+@admin.register(WebhookEvent)
+class WebhookEventAdmin(admin.ModelAdmin):
+    list_display = ("received_at", "gateway", "type", "event_id", "object_id", "result")
+    list_filter = ("gateway", "type")
+    search_fields = ("event_id", "object_id")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+admin.site.unregister(PaymentMethod)
+
+
+@admin.register(PaymentMethod)
+class PaymentMethodAdmin(BasePaymentMethodAdmin):
+    """The customers app's admin plus what billing knows: network retry counters and the charge block."""
+
+    list_display = (*BasePaymentMethodAdmin.list_display, "charge_blocked_at")
+    list_filter = (*BasePaymentMethodAdmin.list_filter, ("charge_blocked_at", admin.EmptyFieldListFilter))
+    readonly_fields = ("network_retry_counters", "charge_blocked_at", "charge_blocked_reason")
+    actions = ["clear_charge_block"]
+
+    @admin.display(description=_("network retry counters"))
+    def network_retry_counters(self, obj: PaymentMethod) -> str:
+        if obj.pk is None:
+            return "-"
+        rows = limits.counters(obj, timezone.now())
+        if not rows:
+            return _("No network limit for this kind of method.")
+        return format_html_join("", "<div>{}: {} of {}</div>", rows)
+
+    @admin.action(description=_("Allow charging again (clear the block after a hard decline)"),
+                  permissions=["change"])
+    def clear_charge_block(self, request, queryset):
+        done = queryset.filter(charge_blocked_at__isnull=False).update(charge_blocked_at=None,
+                                                                       charge_blocked_reason="")
+        self.message_user(request, _("%d payment method(s) may be charged again.") % done)

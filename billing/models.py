@@ -119,6 +119,9 @@ class PaymentAttempt(TimestampedModel):
     decline_code = models.CharField(max_length=64, blank=True)
     advice_code = models.CharField(max_length=8, blank=True, help_text=_("Mastercard merchant advice code."))
     network_code = models.CharField(max_length=8, blank=True, help_text=_("Raw network response code."))
+    decline_class = models.CharField(
+        max_length=20, blank=True, help_text=_("How the decline was classified (billing.declines).")
+    )
     message = models.CharField(max_length=255, blank=True)
     gateway = models.CharField(max_length=32, blank=True)
     gateway_reference = models.CharField(max_length=255, blank=True)
@@ -141,6 +144,8 @@ class PaymentAttempt(TimestampedModel):
             models.Index(fields=["outcome"], name="attempt_outcome_idx"),
             models.Index(fields=["decline_code"], name="attempt_decline_code_idx"),
             models.Index(fields=["gateway_reference"], name="attempt_gateway_ref_idx"),
+            # Network retry limits per card (billing.limits.usage_for).
+            models.Index(fields=["payment_method", "created_at"], name="attempt_method_created_idx"),
         ]
         constraints = [
             models.UniqueConstraint(fields=["idempotency_key"], name="attempt_unique_idempotency_key"),
@@ -171,6 +176,74 @@ class SandboxCharge(models.Model):
 
     def __str__(self) -> str:
         return f"{self.reference} {self.amount} {self.currency}"
+
+
+class DeclineRule(models.Model):
+    """How one decline code is handled: the smart-retry table, kept as data so staff can read and tune it.
+
+    A decline is described by up to three codes (the gateway's decline code, the raw network response
+    code and, for Mastercard, a merchant advice code); every matching rule counts and the strictest
+    class wins (see billing.declines).
+    """
+
+    class Kind(models.TextChoices):
+        DECLINE_CODE = "decline_code", _("Gateway decline code (Stripe)")
+        NETWORK_CODE = "network_code", _("Network response code")
+        ADVICE_CODE = "advice_code", _("Mastercard merchant advice code")
+
+    class Network(models.TextChoices):
+        ANY = "", _("Any network")
+        VISA = "visa", _("Visa")
+        MASTERCARD = "mastercard", _("Mastercard")
+
+    class DeclineClass(models.TextChoices):
+        RETRY_SOON = "retry_soon", _("Retry soon (processing problem)")
+        SOFT = "soft", _("Retry later (soft decline)")
+        NEEDS_NEW_METHOD = "needs_new_method", _("Needs a new payment method")
+        HARD = "hard", _("Never retry (hard decline)")
+
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    network = models.CharField(max_length=16, choices=Network.choices, blank=True, default="")
+    code = models.CharField(max_length=64)
+    decline_class = models.CharField("class", max_length=20, choices=DeclineClass.choices)
+    retry_after_hours = models.PositiveIntegerField(
+        null=True, blank=True, help_text=_("Wait at least this long before the next retry (e.g. advice codes 24-30).")
+    )
+    description = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["kind", "network", "code"]
+        constraints = [
+            models.UniqueConstraint(fields=["kind", "network", "code"], name="decline_rule_unique_code"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} {self.code}{' (' + self.network + ')' if self.network else ''}"
+
+
+class WebhookEvent(models.Model):
+    """A gateway webhook event that was processed: its id is unique, so a replay has no second effect.
+
+    ``object_created`` (the event's own timestamp) lets a handler ignore an update older than the
+    last one applied to the same object when deliveries arrive out of order.
+    """
+
+    gateway = models.CharField(max_length=32)
+    event_id = models.CharField(max_length=255)
+    type = models.CharField(max_length=100, db_index=True)
+    object_id = models.CharField(max_length=255, blank=True, db_index=True)
+    object_created = models.DateTimeField(null=True, blank=True)
+    received_at = models.DateTimeField(default=timezone.now)
+    result = models.CharField(max_length=255, blank=True)
+
+    class Meta:
+        ordering = ["-received_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["gateway", "event_id"], name="webhook_event_unique_id"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.gateway} {self.type} {self.event_id}"
 
 
 from billing.ledger_models import CustomerCredit, InvoiceFee, PaymentAllocation  # noqa: E402,F401

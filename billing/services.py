@@ -13,6 +13,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from billing.declines import classify_attempt
 from billing.fees import allocate_payment
 from billing.gateways import ChargeRequest, ChargeResult, GatewayError, OutcomeUnknown, get_gateway
 from billing.models import Invoice, PaymentAttempt
@@ -167,6 +168,10 @@ def call_gateway(attempt: PaymentAttempt) -> ChargeResult:
     method = attempt.payment_method
     if method is None or method.detached_at is not None:
         return ChargeResult(False, decline_code="no_payment_method", message="No usable payment method on file")
+    if method.charge_blocked_at is not None:
+        # A hard decline (or one needing a new card) ruled this method out: never send it again.
+        return ChargeResult(False, decline_code="payment_method_blocked",
+                            message=f"Not charged: {method.charge_blocked_reason or 'blocked after a hard decline'}")
     request = ChargeRequest(
         amount=attempt.amount,
         currency=attempt.currency,
@@ -198,10 +203,12 @@ def settle_attempt(attempt_id: int, result: ChargeResult, *, at: datetime | None
         attempt.network_code = result.network_code
         attempt.message = result.message[:255]
         attempt.completed_at = at
+        if not result.succeeded:
+            attempt.decline_class = classify_attempt(attempt, at=at)
         attempt.save(
             update_fields=[
                 "outcome", "gateway_reference", "decline_code", "advice_code", "network_code",
-                "message", "completed_at", "updated_at",
+                "decline_class", "message", "completed_at", "updated_at",
             ]
         )
         return attempt

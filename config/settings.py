@@ -205,6 +205,28 @@ NOTIFICATION_LINK_BUILDER = "dunning.links.message_links"
 
 # --- Payments -------------------------------------------------------------------------------
 PAYMENT_GATEWAY = env_str("PAYMENT_GATEWAY", "billing.gateways.sandbox.SandboxGateway")
+# Stripe (docs/payments.md). Empty keys: the Stripe gateway and webhook endpoint are unusable.
+STRIPE_API_KEY = env_str("STRIPE_API_KEY", "")
+STRIPE_WEBHOOK_SECRET = env_str("STRIPE_WEBHOOK_SECRET", "")
+STRIPE_PUBLISHABLE_KEY = env_str("STRIPE_PUBLISHABLE_KEY", "")
+STRIPE_API_BASE = env_str("STRIPE_API_BASE", "https://api.stripe.com")
+STRIPE_TIMEOUT_SECONDS = env_int("STRIPE_TIMEOUT_SECONDS", 30, minimum=1)
+STRIPE_WEBHOOK_TOLERANCE_SECONDS = env_int("STRIPE_WEBHOOK_TOLERANCE_SECONDS", 300, minimum=1)
+# Smart retries (docs/payments.md): class of a decline no rule knows, and network limits per card.
+DECLINE_DEFAULT_CLASS = env_choice("DECLINE_DEFAULT_CLASS", "soft", {"soft", "retry_soon", "needs_new_method", "hard"})
+RETRY_LIMIT_VISA_30D = env_int("RETRY_LIMIT_VISA_30D", 20, minimum=1)
+RETRY_LIMIT_VISA_30D_BEFORE_2025_05 = env_int("RETRY_LIMIT_VISA_30D_BEFORE_2025_05", 15, minimum=1)
+RETRY_LIMIT_MASTERCARD_24H = env_int("RETRY_LIMIT_MASTERCARD_24H", 10, minimum=1)
+RETRY_LIMIT_MASTERCARD_30D = env_int("RETRY_LIMIT_MASTERCARD_30D", 35, minimum=1)
+# Pre-dunning: "update your card" reminders this many days before a card expires (largest = window),
+# and an optional reminder N days before an invoice without automatic payment is due (0: off).
+try:
+    CARD_EXPIRY_REMINDER_DAYS = sorted({int(d) for d in env_list("CARD_EXPIRY_REMINDER_DAYS", ["30", "7"])})
+except ValueError:
+    raise ImproperlyConfigured("CARD_EXPIRY_REMINDER_DAYS must be comma-separated whole days, e.g. 30,7") from None
+if any(d < 1 or d > 120 for d in CARD_EXPIRY_REMINDER_DAYS):
+    raise ImproperlyConfigured("CARD_EXPIRY_REMINDER_DAYS: each value must be between 1 and 120 days")
+INVOICE_DUE_REMINDER_DAYS = env_int("INVOICE_DUE_REMINDER_DAYS", 0, minimum=0, maximum=60)
 
 # --- The merchant, shown in messages and the portal -----------------------------------------
 MERCHANT_NAME = env_str("MERCHANT_NAME", "Acme Cloud")

@@ -3,6 +3,8 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
+from dunning.stripe_webhooks import stripe_webhook
+
 # Swagger UI's assets are served locally (drf-spectacular-sidecar) and its script is a separate file;
 # only its few inline styles need an exception to the site-wide CSP, and only on this page.
 api_docs = csp_update({"style-src": ["'unsafe-inline'"]})(SpectacularSwaggerSplitView.as_view(url_name="api-schema"))
@@ -10,6 +12,7 @@ api_docs = csp_update({"style-src": ["'unsafe-inline'"]})(SpectacularSwaggerSpli
 urlpatterns = [
     path("admin/reports/", include("reports.urls")),
     path("admin/", admin.site.urls),
+    path("webhooks/stripe/", stripe_webhook, name="stripe-webhook"),
     path("portal/", include("dunning.portal.urls")),
     # Email tracking webhooks of every ESP anymail supports, e.g. /anymail/postmark/tracking/.
     path("anymail/", include("anymail.urls")),

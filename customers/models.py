@@ -110,6 +110,12 @@ class PaymentMethod(TimestampedModel):
     exp_year = models.PositiveSmallIntegerField(null=True, blank=True, validators=[MinValueValidator(2000)])
     is_default = models.BooleanField(default=False)
     detached_at = models.DateTimeField(null=True, blank=True)
+    # Set after a hard decline or one that needs a new method (billing.declines): retries skip this
+    # method until the customer updates it (new expiry, new card) or staff clear it.
+    charge_blocked_at = models.DateTimeField(
+        null=True, blank=True, help_text=_("Not charged again after a hard decline; cleared by an update.")
+    )
+    charge_blocked_reason = models.CharField(max_length=100, blank=True)
 
     class Meta:
         ordering = ["-is_default", "-created_at"]

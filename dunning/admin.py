@@ -170,4 +170,30 @@ from dunning import admin_cockpit  # noqa: E402,F401,I001  (work queue, variants
 from dunning import admin_extras  # noqa: E402,F401,I001  (fees, contacts and privacy admin)
 from config.admin_paging import tune_large_changelists  # noqa: E402,I001
 
+# --- Smart retries: the retry timing policy of a campaign, the retry state of a case ------------
+from dunning.models import RetryPolicy  # noqa: E402,I001
+
+
+class RetryPolicyInline(admin.StackedInline):
+    model = RetryPolicy
+    extra = 0
+    max_num = 1
+    verbose_name = verbose_name_plural = _(
+        "Retry timing (without one: charge when the step is due, at least 20 hours apart)")
+
+
+def attach_retry_settings() -> None:
+    """Add to whatever admin is registered for campaigns and cases (the cockpit replaces the base ones)."""
+    campaign_admin = admin.site.get_model_admin(Campaign)
+    if RetryPolicyInline not in campaign_admin.inlines:
+        campaign_admin.inlines = [*campaign_admin.inlines, RetryPolicyInline]
+    case_admin = admin.site.get_model_admin(DunningCase)
+    if "retry_state" not in case_admin.list_filter:
+        case_admin.list_filter = (*case_admin.list_filter, "retry_state")
+    if "retry_state" not in case_admin.fields:
+        case_admin.fields = (*case_admin.fields, "retry_state")
+        case_admin.readonly_fields = (*case_admin.readonly_fields, "retry_state")
+
+
+attach_retry_settings()
 tune_large_changelists(admin.site)

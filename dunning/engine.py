@@ -24,7 +24,7 @@ from billing import services as billing
 from billing.models import Invoice, PaymentAttempt
 from billing.money import format_money
 from customers.models import Customer, PaymentMethod
-from dunning import consolidation, webhook_events
+from dunning import consolidation, retries, webhook_events
 from dunning.models import CampaignStep, CaseEvent, DunningCase, WorkItem
 from notifications import services as outbox
 from notifications import webhooks
@@ -44,6 +44,7 @@ class Batch:
     suspend_customers: set[int] = field(default_factory=set)
     uncollectible_invoices: set[int] = field(default_factory=set)
     methods: dict[int, PaymentMethod] = field(default_factory=dict)
+    retry_context: retries.RetryContext | None = None
     work_items: list[WorkItem] = field(default_factory=list)
     extra: dict = field(default_factory=dict)  # data loaded once per batch by helpers (consolidation)
     steps: dict[int, list[CampaignStep]] = field(default_factory=dict)
@@ -79,16 +80,22 @@ def queue_messages(batch: Batch, case: DunningCase, step: CampaignStep) -> None:
     consolidation.queue_messages(batch, case, step)
 
 
-def do_retry(batch: Batch, case: DunningCase, step: CampaignStep) -> None:
+def do_retry(batch: Batch, case: DunningCase, step: CampaignStep) -> bool | None:
     method = batch.methods.get(case.customer_id)
     if method is None:
         batch.event(case, "step.retry_skipped", "No payment method on file", step)
         return
+    # Smart retries (dunning.retries): a retry may wait (returns True: the case stays on this step)
+    # or stop because the method cannot be charged again.
+    decision = retries.decide_in_batch(batch, case, method)
+    if decision.action != retries.RETRY:
+        return retries.apply_in_batch(batch, case, step, method, decision)
+    case.retry_state = DunningCase.RetryState.SCHEDULED
     attempt = billing.new_attempt(
         case.invoice, payment_method=method, source=PaymentAttempt.Source.RETRY,
-        idempotency_key=f"case:{case.pk}:step:{step.pk}",
+        idempotency_key=f"case:{case.pk}:step:{step.pk}" + (f":q{case.quick_retries}" if case.quick_retries else ""),
     )
-    attempt.lease_until = batch.now
+    attempt.lease_until = attempt.created_at = batch.now  # network limits count attempts by created_at
     event = CaseEvent(case=case, kind="step.retry", message=f"Retry of {attempt.amount} {attempt.currency} queued",
                       at=batch.now, step=step, actor_label="engine",
                       payload={"amount": str(attempt.amount), "payment_method": method.pk})
@@ -160,7 +167,7 @@ def _advance(case: DunningCase, step: CampaignStep, steps: list[CampaignStep], b
 # The columns a batch reads; handlers that need more add them here rather than query per case.
 CASE_FIELDS = (
     "id", "status", "failed_at", "decline_code", "campaign_id", "current_step_id", "next_step_id",
-    "next_action_at", "closed_at",
+    "next_action_at", "closed_at", "retry_state", "quick_retries",
     "invoice__id", "invoice__number", "invoice__external_id", "invoice__currency", "invoice__amount_due",
     "invoice__amount_paid", "invoice__due_date", "invoice__status", "invoice__customer_id",
     "customer__id", "customer__name", "customer__email", "customer__phone", "customer__locale",
@@ -198,14 +205,15 @@ def run_batch(now: datetime, batch_size: int) -> int:
                     customer_id__in=retry_customers, is_default=True, detached_at__isnull=True
                 )
             }
+            batch.retry_context = retries.prepare(batch, cases, steps)
         consolidation.prepare(batch, cases, steps)
         for case in cases:
             step = case.next_step
             handler = ACTIONS.get(step.action)
             if handler is None:
                 batch.event(case, "step.unknown_action", f"Unknown action {step.action!r}; skipped", step)
-            else:
-                handler(batch, case, step)
+            elif handler(batch, case, step):
+                continue  # the step waits (a deferred retry): the case keeps it and its new time
             _advance(case, step, steps.get(case.campaign_id, [step]), batch)
         _flush(batch, cases)
     return len(cases)
@@ -246,9 +254,10 @@ def _write_cases(batch: Batch, cases: list[DunningCase]) -> None:
             case.next_action_at = case.defer_until
             custom.append(case)
             continue
-        groups[(case.current_step, case.next_step, case.status)].append(case.pk)
-    for (current, following, status), ids in groups.items():
-        values = {"current_step": current, "next_step": following, "status": status, "updated_at": batch.now}
+        groups[(case.current_step, case.next_step, case.status, case.retry_state)].append(case.pk)
+    for (current, following, status, retry_state), ids in groups.items():
+        values = {"current_step": current, "next_step": following, "status": status, "retry_state": retry_state,
+                  "updated_at": batch.now}
         if following is None:
             values.update(next_action_at=None, closed_at=batch.now)
         else:
@@ -259,7 +268,7 @@ def _write_cases(batch: Batch, cases: list[DunningCase]) -> None:
         DunningCase.objects.filter(pk__in=ids).update(**values)
     if custom:
         DunningCase.objects.bulk_update(
-            custom, ["current_step", "next_step", "next_action_at", "status", "closed_at", "updated_at"]
+            custom, ["current_step", "next_step", "next_action_at", "status", "closed_at", "retry_state", "updated_at"]
         )
 
 

@@ -5,7 +5,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.validators import MinValueValidator
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
@@ -170,6 +170,11 @@ class DunningCase(TimestampedModel):
 
     OPEN_STATUSES = (Status.ACTIVE, Status.PAUSED)
 
+    class RetryState(models.TextChoices):
+        SCHEDULED = "scheduled", _("Retries as scheduled")
+        DEFERRED = "deferred", _("Retry deferred (limit, advice code or timing policy)")
+        NEEDS_PAYMENT_METHOD = "needs_payment_method", _("Needs a new payment method")
+
     invoice = models.ForeignKey(Invoice, on_delete=models.PROTECT, related_name="dunning_cases")
     customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="dunning_cases")
     campaign = models.ForeignKey(Campaign, on_delete=models.PROTECT, related_name="cases")
@@ -186,6 +191,11 @@ class DunningCase(TimestampedModel):
     next_action_at = models.DateTimeField(null=True, blank=True)
     paused_at = models.DateTimeField(null=True, blank=True)
     closed_at = models.DateTimeField(null=True, blank=True)
+    # Smart retries (dunning.retries): whether retry steps charge, wait, or wait for a new method.
+    retry_state = models.CharField(max_length=24, choices=RetryState.choices, default=RetryState.SCHEDULED)
+    quick_retries = models.PositiveSmallIntegerField(
+        default=0, help_text=_("Retries repeated soon after a processing error.")
+    )
     # Copies of invoice facts for the dashboard's join-free sums (set by dunning.services).
     currency = models.CharField(max_length=3, blank=True, help_text=_("The invoice's currency."))
     recovered_amount = models.DecimalField(
@@ -309,6 +319,41 @@ class WorkItem(TimestampedModel):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()}: {self.title}"
+
+
+class RetryPolicy(models.Model):
+    """When a campaign's retry steps may charge (dunning.retries). A campaign without one uses the defaults."""
+
+    campaign = models.OneToOneField(Campaign, on_delete=models.CASCADE, related_name="retry_policy")
+    local_hour = models.PositiveSmallIntegerField(
+        null=True, blank=True, default=10, validators=[MaxValueValidator(23)],
+        help_text=_("Charge during this hour in the customer's time zone (blank: any hour)."),
+    )
+    use_paydays = models.BooleanField(
+        default=False, help_text=_("Move retries after a soft decline to the next payday.")
+    )
+    paydays = models.JSONField(
+        default=list, blank=True, help_text=_("Days of the month, e.g. [1, 15]. Empty means 1 and 15.")
+    )
+    min_gap_hours = models.PositiveIntegerField(
+        default=20, help_text=_("Never two charges of the same invoice closer than this.")
+    )
+    quick_retry_minutes = models.PositiveIntegerField(
+        default=60, help_text=_("After a processing error, retry this soon (0: wait for the next retry step).")
+    )
+    max_quick_retries = models.PositiveSmallIntegerField(default=2)
+
+    class Meta:
+        verbose_name_plural = _("retry policies")
+
+    def __str__(self) -> str:
+        return f"Retry policy of {self.campaign}"
+
+    def clean(self) -> None:
+        if not isinstance(self.paydays, list) or any(
+            not isinstance(d, int) or not 1 <= d <= 31 for d in self.paydays
+        ):
+            raise ValidationError({"paydays": _("Use a list of days of the month between 1 and 31.")})
 
 
 class WorkItemComment(models.Model):

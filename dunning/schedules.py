@@ -7,6 +7,7 @@ SCHEDULES = {
     "Run due dunning steps": ("dunning.tasks.run_due_steps", 1),
     "Process pending payment attempts": ("dunning.tasks.process_payment_attempts", 1),
     "Send queued notifications": ("dunning.tasks.send_notifications", 1),
+    "Send pre-dunning reminders": ("dunning.tasks.send_predunning_reminders", 60),
     "Charge due payment plan instalments": ("dunning.plans.charge_due_instalments", 15),
     # Idempotent (unique fee keys, interest recomputed): hourly so interest follows local midnight.
     "Apply late fees and interest": ("dunning.tasks.apply_fees", 60),

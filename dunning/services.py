@@ -18,6 +18,7 @@ from billing import services as billing
 from billing.gateways import OutcomeUnknown
 from billing.models import Invoice, PaymentAttempt
 from customers.models import Customer, PaymentMethod
+from dunning import retries
 from dunning.models import Campaign, CampaignStep, CaseEvent, DunningCase, WorkItem
 from dunning.webhook_events import case_payload, customer_payload
 from notifications import services as outbox
@@ -112,6 +113,8 @@ def open_case(
             payload={"campaign": campaign.pk, "variant": variant.pk if variant else None, "decline_code": decline_code,
                      "amount": str(invoice.amount_remaining), "currency": invoice.currency})
         webhooks.emit("case.opened", case_payload(case), f"case:{case.pk}:opened")
+    if decline_code or attempt is not None:
+        retries.after_decline(case, attempt, at=failed_at)  # a hard decline stops retries at once
     return case, True
 
 
@@ -212,7 +215,9 @@ def settle_attempt(attempt: PaymentAttempt, result, *, at: datetime | None = Non
             record_payment(settled.invoice, settled.amount, attempt=settled, at=at)
         elif case is not None and case.is_open:
             log(case, "payment.declined", f"Declined: {settled.decline_code}", at=at, attempt=settled,
-                payload={"decline_code": settled.decline_code, "advice_code": settled.advice_code})
+                payload={"decline_code": settled.decline_code, "advice_code": settled.advice_code,
+                         "decline_class": settled.decline_class})
+            retries.after_decline(case, settled, at=at)
     return settled
 
 
@@ -300,6 +305,8 @@ def retry_now(case: DunningCase, *, actor=None) -> PaymentAttempt:
         method = case.customer.default_payment_method
         if method is None:
             raise DunningError(f"{case.customer} has no payment method on file")
+        if refusal := retries.manual_retry_refusal(method):
+            raise DunningError(refusal)
         attempt = billing.new_attempt(case.invoice, payment_method=method, source=PaymentAttempt.Source.MANUAL,
                                       idempotency_key=f"manual-{case.pk}-{uuid.uuid4().hex}")
         attempt.lease_until = timezone.now() + timezone.timedelta(minutes=5)  # this call processes it
@@ -331,6 +338,7 @@ def retry_after_method_update(customer: Customer, payment_method: PaymentMethod,
     The idempotency key names the method and the invoice, so a double submit or a repeated webhook
     never charges twice. Returns the settled attempts (one per open case).
     """
+    retries.clear_needs_payment_method(payment_method, actor=actor)
     attempts = []
     for case in DunningCase.objects.open().filter(customer=customer).select_related("invoice"):
         attempt = billing.new_attempt(

@@ -31,6 +31,25 @@ def send_notifications() -> int:
     return total
 
 
+def send_predunning_reminders() -> int:
+    """Hourly: "your card expires soon" and "invoice due soon" reminders, each once (dunning.predunning)."""
+    from dunning import predunning
+
+    queued = predunning.send_reminders()
+    if queued:
+        transaction.on_commit(lambda: async_task("dunning.tasks.send_notifications"))
+    return queued
+
+
+def retry_after_method_update(payment_method_id: int) -> int:
+    """Charge every open invoice of the method's customer once with the updated method."""
+    from customers.models import PaymentMethod
+    from dunning import retries
+
+    method = PaymentMethod.objects.select_related("customer").get(pk=payment_method_id)
+    return len(retries.method_updated(method))
+
+
 def apply_fees() -> int:
     from dunning import fees
 

@@ -41,6 +41,8 @@ def for_batch(batch, cases: list[DunningCase]) -> list[tuple[str, dict, str]]:
     """Events for one engine batch (no query: everything is loaded)."""
     events = []
     for case in cases:
+        if getattr(case, "held", False):
+            continue  # its step did not run: a deferred retry waits (dunning.retries.apply_in_batch)
         step = case.current_step
         events.append(("case.step_completed", case_payload(case, step={"position": step.position,
                                                                        "action": step.action}),

@@ -21,6 +21,14 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(skip)
 
 
+@pytest.fixture(autouse=True)
+def fresh_decline_table():
+    """Each test reads the decline table of its own database (a rolled-back edit must not linger)."""
+    from billing import declines
+
+    declines._bump()
+
+
 @pytest.fixture
 def defaults(db):
     """The shipped templates and the Standard campaign, as `load_defaults` creates them."""

@@ -329,3 +329,18 @@ def test_expired_idempotency_records_are_purged_and_the_schedule_exists(world, c
     assert purge_idempotency_records() == 1 and purge_idempotency_records() == 0
     assert list(IdempotencyRecord.objects.values_list("key", flat=True)) == ["new"]
     assert Schedule.objects.filter(func="integrations.tasks.purge_idempotency_records").exists()
+
+
+@pytest.mark.parametrize("offset", ["-22:51", "+19:54", "+00:00", "Z"])
+def test_datetime_filters_accept_any_iso_offset_without_a_server_error(world, offset):
+    # PostgreSQL refuses offsets beyond +-15:59; the API normalises to UTC first (found by schemathesis).
+    _key, secret = api_key(ApiKey.Scope.READ)
+    response = client_for(secret).get(f"/api/v1/cases/?failed_at__gte=2020-05-26T12:14:59{offset}".replace("+", "%2B"))
+    assert response.status_code == 200, response.content
+    assert [c["id"] for c in response.json()["results"]] == [world["case"].pk]
+
+
+def test_a_datetime_filter_out_of_range_is_a_400(world):
+    _key, secret = api_key(ApiKey.Scope.READ)
+    response = client_for(secret).get("/api/v1/cases/?failed_at__gte=0001-01-01T00:00:00%2B15:00")
+    assert response.status_code == 400

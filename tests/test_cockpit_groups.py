@@ -34,6 +34,8 @@ def campaign_post(campaign: Campaign, **changes) -> dict:
         "steps-0-action": "email", "steps-0-template_code": "reminder", "steps-0-channels": '["email"]',
         "variants-TOTAL_FORMS": "0", "variants-INITIAL_FORMS": "0", "variants-MIN_NUM_FORMS": "0",
         "variants-MAX_NUM_FORMS": "1000",
+        "retry_policy-TOTAL_FORMS": "0", "retry_policy-INITIAL_FORMS": "0", "retry_policy-MIN_NUM_FORMS": "0",
+        "retry_policy-MAX_NUM_FORMS": "1",
         "fee_policy-TOTAL_FORMS": "0", "fee_policy-INITIAL_FORMS": "0", "fee_policy-MIN_NUM_FORMS": "0",
         "fee_policy-MAX_NUM_FORMS": "1", "steps-0-audience": "primary", "steps-0-escalate_to": "",
     }

@@ -11,11 +11,16 @@ from billing.gateways.base import (
     ChargeRequest,
     ChargeResult,
     GatewayError,
+    GatewayEvent,
+    InvalidWebhook,
+    MethodDetails,
+    MethodUpdateSession,
     OutcomeUnknown,
     PaymentGateway,
 )
 
-__all__ = ["ChargeRequest", "ChargeResult", "GatewayError", "OutcomeUnknown", "PaymentGateway", "get_gateway"]
+__all__ = ["ChargeRequest", "ChargeResult", "GatewayError", "GatewayEvent", "InvalidWebhook", "MethodDetails",
+           "MethodUpdateSession", "OutcomeUnknown", "PaymentGateway", "get_gateway", "get_gateway_by_name"]
 
 
 @lru_cache(maxsize=8)
@@ -25,3 +30,16 @@ def _load(path: str) -> PaymentGateway:
 
 def get_gateway() -> PaymentGateway:
     return _load(settings.PAYMENT_GATEWAY)
+
+
+GATEWAYS_BY_NAME = {
+    "sandbox": "billing.gateways.sandbox.SandboxGateway",
+    "stripe": "billing.gateways.stripe.StripeGateway",
+}
+
+
+def get_gateway_by_name(name: str) -> PaymentGateway:
+    """The gateway that holds a saved method (PaymentMethod.gateway), whatever the default is."""
+    if name == get_gateway().name:
+        return get_gateway()
+    return _load(GATEWAYS_BY_NAME[name])

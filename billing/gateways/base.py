@@ -39,8 +39,74 @@ class OutcomeUnknown(GatewayError):
 
 
 class PaymentGateway(ABC):
+    """Charge a saved method off session (idempotent), start a method update for the portal, detach a
+    method, look one up, and turn the gateway's webhooks into GatewayEvents."""
+
     name: str = ""
 
     @abstractmethod
     def charge(self, request: ChargeRequest) -> ChargeResult:
         """Charge a saved payment method off session. Must be idempotent on request.idempotency_key."""
+
+    # Optional operations: a gateway that lacks one raises GatewayError when it is used.
+
+
+    def start_method_update(self, customer_reference: str, *, return_url: str = "") -> MethodUpdateSession:
+        raise GatewayError(f"{self.name} cannot update payment methods")
+
+    def detach(self, token: str) -> None:
+        raise GatewayError(f"{self.name} cannot detach payment methods")
+
+    def retrieve_method(self, token: str) -> MethodDetails:
+        raise GatewayError(f"{self.name} cannot look up payment methods")
+
+    def parse_webhook(self, payload: bytes, headers) -> GatewayEvent:
+        raise InvalidWebhook(f"{self.name} sends no webhooks")
+
+
+@dataclass(frozen=True)
+class MethodDetails:
+    """What may be stored about a payment method (PCI DSS: never the number or CVC)."""
+
+    token: str
+    brand: str = ""
+    last4: str = ""
+    exp_month: int | None = None
+    exp_year: int | None = None
+    kind: str = "card"
+    customer_reference: str = ""
+
+
+@dataclass(frozen=True)
+class MethodUpdateSession:
+    """A started payment-method update: the portal hands ``client_secret`` to the gateway's card form
+    (Stripe Elements confirms the SetupIntent) or sends the customer to ``url``."""
+
+    reference: str
+    client_secret: str = ""
+    url: str = ""
+
+
+@dataclass(frozen=True)
+class GatewayEvent:
+    """A webhook turned into a domain event (see dunning.gateway_events for what each kind does)."""
+
+    PAYMENT_SUCCEEDED = "payment_succeeded"
+    PAYMENT_FAILED = "payment_failed"
+    INVOICE_PAID = "invoice_paid"
+    INVOICE_PAYMENT_FAILED = "invoice_payment_failed"
+    METHOD_UPDATED = "method_updated"
+    METHOD_ADDED = "method_added"
+    CUSTOMER_UPDATED = "customer_updated"
+    IGNORED = "ignored"
+
+    kind: str
+    event_id: str
+    event_type: str
+    created: int  # Unix time of the event at the gateway
+    object_id: str = ""
+    data: dict = field(default_factory=dict)
+
+
+class InvalidWebhook(GatewayError):
+    """The webhook's signature or payload is not valid: answer 400 and record nothing."""

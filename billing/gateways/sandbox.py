@@ -2,19 +2,31 @@
 
 Test tokens (put them on a PaymentMethod's ``token``):
 
-=========================== =======================================================
-``tok_ok``                   always succeeds
-``tok_insufficient_funds``   declined: ``insufficient_funds`` (soft)
-``tok_expired_card``         declined: ``expired_card`` (needs a new card)
-``tok_do_not_honor``         declined: ``do_not_honor`` (soft)
-``tok_stolen_card``          declined: ``stolen_card`` (never retry)
-``tok_processing_error``     declined: ``processing_error`` (retry soon)
-``tok_succeed_after_N``      declined ``insufficient_funds`` N-1 times, then succeeds
-=========================== =======================================================
+================================ ==================================================================
+``tok_ok``                        always succeeds
+``tok_insufficient_funds``        declined: ``insufficient_funds`` (soft)
+``tok_expired_card``              declined: ``expired_card`` (needs a new card)
+``tok_do_not_honor``              declined: ``do_not_honor`` (soft)
+``tok_stolen_card``               declined: ``stolen_card`` (never retry)
+``tok_lost_card``                 declined: ``lost_card`` (never retry)
+``tok_fraudulent``                declined: ``fraudulent`` (never retry)
+``tok_processing_error``          declined: ``processing_error`` (retry soon)
+``tok_authentication_required``   declined: ``authentication_required`` (customer must act)
+``tok_succeed_after_N``           declined ``insufficient_funds`` N-1 times, then succeeds
+``tok_advice_NN``                 declined ``do_not_honor`` with Mastercard advice code NN
+                                  (``tok_advice_03`` never retry, ``tok_advice_24`` .. ``_30`` wait)
+``tok_network_NN``                declined ``generic_decline`` with raw network response code NN
+``tok_timeout_after_charge``      the charge is taken, then the connection times out (OutcomeUnknown);
+                                  asking again with the same idempotency key returns the success
+``tok_timeout``                   times out before anything is charged, every time
+================================ ==================================================================
 
 A token may carry a suffix after a colon (``tok_ok:alice``) so that several saved methods can
 share a behaviour; "after N" counts charges per full token. Each idempotency key is charged once:
 repeating a key returns the first outcome.
+
+``tokenize_card`` turns well-known test card numbers into these tokens for the portal's sandbox
+card form (docs/payments.md and docs/portal.md list the numbers).
 """
 
 from __future__ import annotations
@@ -25,16 +37,29 @@ from dataclasses import dataclass
 
 from django.db import IntegrityError, transaction
 
-from billing.gateways.base import ChargeRequest, ChargeResult, GatewayError, PaymentGateway
+from billing.gateways.base import (
+    ChargeRequest,
+    ChargeResult,
+    GatewayError,
+    MethodDetails,
+    MethodUpdateSession,
+    OutcomeUnknown,
+    PaymentGateway,
+)
 
 DECLINING_TOKENS = {
     "tok_insufficient_funds": "insufficient_funds",
     "tok_expired_card": "expired_card",
     "tok_do_not_honor": "do_not_honor",
     "tok_stolen_card": "stolen_card",
+    "tok_lost_card": "lost_card",
+    "tok_fraudulent": "fraudulent",
     "tok_processing_error": "processing_error",
+    "tok_authentication_required": "authentication_required",
 }
 SUCCEED_AFTER = re.compile(r"^tok_succeed_after_(\d+)$")
+ADVICE = re.compile(r"^tok_advice_(\d{2})$")
+NETWORK = re.compile(r"^tok_network_([0-9A-Z]{2})$")
 
 
 class SandboxGateway(PaymentGateway):
@@ -43,7 +68,7 @@ class SandboxGateway(PaymentGateway):
     def decide(self, request: ChargeRequest, previous_charges: int) -> ChargeResult:
         token = request.payment_method_token.split(":", 1)[0]
         reference = f"sbx_{uuid.uuid4().hex[:24]}"
-        if token == "tok_ok":
+        if token in ("tok_ok", "tok_timeout_after_charge"):
             return ChargeResult(True, reference=reference)
         if token in DECLINING_TOKENS:
             return ChargeResult(False, reference=reference, decline_code=DECLINING_TOKENS[token])
@@ -52,11 +77,19 @@ class SandboxGateway(PaymentGateway):
             if previous_charges + 1 >= int(match.group(1)):
                 return ChargeResult(True, reference=reference)
             return ChargeResult(False, reference=reference, decline_code="insufficient_funds")
+        if match := ADVICE.match(token):
+            return ChargeResult(False, reference=reference, decline_code="do_not_honor", advice_code=match.group(1))
+        if match := NETWORK.match(token):
+            return ChargeResult(False, reference=reference, decline_code="generic_decline",
+                                network_code=match.group(1))
         raise GatewayError(f"Unknown sandbox token {token!r}")
 
     def charge(self, request: ChargeRequest) -> ChargeResult:
         from billing.models import SandboxCharge
 
+        base_token = request.payment_method_token.split(":", 1)[0]
+        if base_token == "tok_timeout":
+            raise OutcomeUnknown("sandbox: timed out before the charge")
         existing = SandboxCharge.objects.filter(idempotency_key=request.idempotency_key).first()
         if existing is None:
             previous = SandboxCharge.objects.filter(token=request.payment_method_token).count()
@@ -76,12 +109,30 @@ class SandboxGateway(PaymentGateway):
             except IntegrityError:
                 # Another process charged this key at the same moment: its outcome wins.
                 existing = SandboxCharge.objects.get(idempotency_key=request.idempotency_key)
+            else:
+                if base_token == "tok_timeout_after_charge":
+                    raise OutcomeUnknown("sandbox: the charge was taken, then the connection timed out")
+        network_code = ""
+        if match := NETWORK.match(base_token):
+            network_code = match.group(1)
         return ChargeResult(
             succeeded=existing.succeeded,
             reference=existing.reference,
             decline_code=existing.decline_code,
             advice_code=existing.advice_code,
+            network_code=network_code if not existing.succeeded else "",
         )
+
+    # --- Payment-method updates (the portal's sandbox card form) ---
+
+    def start_method_update(self, customer_reference: str, *, return_url: str = "") -> MethodUpdateSession:
+        return MethodUpdateSession(reference=f"sbx_seti_{uuid.uuid4().hex[:24]}")
+
+    def detach(self, token: str) -> None:
+        return None  # nothing is stored at the "processor"
+
+    def retrieve_method(self, token: str) -> MethodDetails:
+        raise GatewayError("The sandbox keeps no card details; use tokenize_card's answer")
 
 
 # --- Card form (customer portal) ---------------------------------------------------------------
@@ -94,6 +145,11 @@ TEST_CARDS = {
     "4000000000000002": "tok_do_not_honor",
     "4000000000009979": "tok_stolen_card",
     "4000000000000119": "tok_processing_error",
+    "378282246310005": "tok_ok",
+    "4000000000009987": "tok_lost_card",
+    "4100000000000019": "tok_fraudulent",
+    "4000002760003184": "tok_authentication_required",
+    "5105105105105100": "tok_advice_03",
 }
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import datetime
+
+from django.db import models
 from django.db.models import Count, Q, Sum
 from django.http import JsonResponse
 from django.utils import timezone
@@ -40,7 +43,24 @@ class ApiViewSet(IdempotentMixin, viewsets.GenericViewSet):
 
 # --- Customers and payment methods ---------------------------------------------------------------
 
-class CustomerFilter(filters.FilterSet):
+class UTCDateTimeFilter(filters.IsoDateTimeFilter):
+    """ISO 8601 filter values normalised to UTC: PostgreSQL refuses offsets beyond +-15:59, which
+    ISO 8601 (and Django's parser) allow, so an exotic offset must not reach the database."""
+
+    def filter(self, qs, value):
+        if value is not None and timezone.is_aware(value):
+            try:
+                value = value.astimezone(datetime.UTC)
+            except OverflowError:
+                raise ValidationError({self.field_name: ["Date and time out of range."]}) from None
+        return super().filter(qs, value)
+
+
+class APIFilterSet(filters.FilterSet):
+    FILTER_DEFAULTS = {**filters.FilterSet.FILTER_DEFAULTS, models.DateTimeField: {"filter_class": UTCDateTimeFilter}}
+
+
+class CustomerFilter(APIFilterSet):
     class Meta:
         model = Customer
         fields = {"external_id": ["exact"], "status": ["exact"], "segment": ["exact"], "email": ["exact"],
@@ -66,7 +86,7 @@ class CustomerViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.C
         return Response(s.CustomerSerializer(customer).data, status=status.HTTP_201_CREATED)
 
 
-class PaymentMethodFilter(filters.FilterSet):
+class PaymentMethodFilter(APIFilterSet):
     customer = filters.CharFilter(field_name="customer__external_id", help_text="Customer external id.")
 
     class Meta:
@@ -85,7 +105,7 @@ class PaymentMethodViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Api
 
 # --- Invoices --------------------------------------------------------------------------------------
 
-class InvoiceFilter(filters.FilterSet):
+class InvoiceFilter(APIFilterSet):
     customer = filters.CharFilter(field_name="customer__external_id", help_text="Customer external id.")
 
     class Meta:
@@ -152,7 +172,7 @@ class PaymentEventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiV
 
 # --- Dunning cases ---------------------------------------------------------------------------------
 
-class CaseFilter(filters.FilterSet):
+class CaseFilter(APIFilterSet):
     customer = filters.CharFilter(field_name="customer__external_id", help_text="Customer external id.")
     invoice = filters.CharFilter(field_name="invoice__external_id", help_text="Invoice external id.")
 
@@ -228,7 +248,7 @@ class CampaignViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewS
 
 # --- In-app notifications ----------------------------------------------------------------------------
 
-class NotificationFilter(filters.FilterSet):
+class NotificationFilter(APIFilterSet):
     customer = filters.CharFilter(field_name="customer__external_id", help_text="Customer external id.")
     unread = filters.BooleanFilter(field_name="read_at", lookup_expr="isnull", help_text="Only unread ones.")
 

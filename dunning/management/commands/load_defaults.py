@@ -1,6 +1,8 @@
 from django.core.management.base import BaseCommand
 
+from billing.decline_defaults import ensure_default_rules
 from dunning.defaults import ensure_default_campaign
+from dunning.retries import ensure_default_retry_policy
 from notifications.defaults import load_default_templates
 
 
@@ -13,7 +15,11 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         created, kept = load_default_templates()
         campaign, made = ensure_default_campaign()
+        rules = ensure_default_rules()
+        if made:
+            ensure_default_retry_policy(campaign)
         if options["verbosity"] == 0:
             return
         self.stdout.write(f"Templates: {created} created, {kept} already present.")
         self.stdout.write(f"Campaign {campaign.name!r}: {'created' if made else 'already present'}.")
+        self.stdout.write(f"Decline rules: {rules} created.")

@@ -7,8 +7,8 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('billing', '0004_meta_indexes'),
-        ('dunning', '0006_fee_policy_and_step_audience'),
+        ('billing', '0006_meta_indexes'),
+        ('dunning', '0007_retry_policy_and_state'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('billing', '0003_fees_allocations_credit'),
+        ('billing', '0005_seed_decline_rules'),
         ('customers', '0004_billing_contacts_and_erasure'),
     ]
 
