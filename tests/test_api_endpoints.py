@@ -344,3 +344,15 @@ def test_a_datetime_filter_out_of_range_is_a_400(world):
     _key, secret = api_key(ApiKey.Scope.READ)
     response = client_for(secret).get("/api/v1/cases/?failed_at__gte=0001-01-01T00:00:00%2B15:00")
     assert response.status_code == 400
+
+
+def test_customer_export_through_the_api(world):
+    _key, secret = api_key(ApiKey.Scope.READ)
+    response = client_for(secret).get(f"/api/v1/customers/{world['customer'].pk}/export/")
+    assert response.status_code == 200, response.content
+    body = response.json()
+    text = str(body)
+    assert "in_api" in text and "Please update your card" in text  # invoices and messages are there
+    assert "tok_insufficient_funds" not in text  # never a payment-method token
+    assert client_for(None).get(f"/api/v1/customers/{world['customer'].pk}/export/").status_code == 401
+    assert client_for(secret).get("/api/v1/customers/999999/export/").status_code == 404

@@ -9,6 +9,7 @@ from django.db.models import Count, Q, Sum
 from django.http import JsonResponse
 from django.utils import timezone
 from django_filters import rest_framework as filters
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
@@ -84,6 +85,15 @@ class CustomerViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.C
         customer.full_clean()
         customer.save()
         return Response(s.CustomerSerializer(customer).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT}, filters=False,
+                   description="Everything held about the customer (profile, contacts, payment-method metadata, "
+                               "invoices, attempts, messages, timeline), as in the admin's JSON export.")
+    @action(detail=True, methods=["get"])
+    def export(self, request, pk=None):
+        from dunning.privacy import export_customer
+
+        return Response(export_customer(self.get_object()))
 
 
 class PaymentMethodFilter(APIFilterSet):
