@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.db import transaction
@@ -25,6 +25,10 @@ from notifications import services as outbox
 from notifications import webhooks
 
 logger = logging.getLogger(__name__)
+
+
+# An attempt charged inline by the calling request is leased so the background processor leaves it alone.
+INLINE_LEASE = timedelta(minutes=5)
 
 
 class DunningError(Exception):
@@ -309,7 +313,7 @@ def retry_now(case: DunningCase, *, actor=None) -> PaymentAttempt:
             raise DunningError(refusal)
         attempt = billing.new_attempt(case.invoice, payment_method=method, source=PaymentAttempt.Source.MANUAL,
                                       idempotency_key=f"manual-{case.pk}-{uuid.uuid4().hex}")
-        attempt.lease_until = timezone.now() + timezone.timedelta(minutes=5)  # this call processes it
+        attempt.lease_until = timezone.now() + INLINE_LEASE  # this call processes it
         attempt.save()
         log(case, "payment.retry_requested", "Retry requested by staff", actor=actor, attempt=attempt)
     return process_attempt(attempt)
@@ -345,7 +349,7 @@ def retry_after_method_update(customer: Customer, payment_method: PaymentMethod,
             case.invoice, payment_method=payment_method, source=source,
             idempotency_key=f"method-update:{payment_method.pk}:{case.invoice_id}",
         )
-        attempt.lease_until = timezone.now() + timezone.timedelta(minutes=5)  # processed right here
+        attempt.lease_until = timezone.now() + INLINE_LEASE  # processed right here
         with transaction.atomic():
             saved, created = PaymentAttempt.objects.get_or_create(
                 idempotency_key=attempt.idempotency_key,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 from pathlib import Path
 
 import pytest
@@ -55,13 +56,13 @@ def seed():
                 CampaignVariant.objects.create(experiment=campaign, name="gentle", steps_from=gentle)]
     for i in range(12):
         customer = CustomerFactory(currency="USD" if i % 3 else "EUR", segment="pro" if i % 2 else "basic")
-        failed = now - timezone.timedelta(days=5 + 6 * i)
+        failed = now - datetime.timedelta(days=5 + 6 * i)
         status = ["recovered", "recovered", "exhausted", "active"][i % 4]
-        closed = failed + timezone.timedelta(days=1 + i % 5) if status != "active" else None
+        closed = failed + datetime.timedelta(days=1 + i % 5) if status != "active" else None
         case = make_case(customer, campaign, amount=f"{20 + 10 * i}", failed_at=failed, status=status,
                          closed_at=closed, current_step=step, decline="insufficient_funds",
                          variant=variants[i % 2])
-        make_attempt(case, failed + timezone.timedelta(hours=2), ok=status == "recovered")
+        make_attempt(case, failed + datetime.timedelta(hours=2), ok=status == "recovered")
     return campaign
 
 
