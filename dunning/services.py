@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -19,7 +20,7 @@ from billing.gateways import OutcomeUnknown
 from billing.models import Invoice, PaymentAttempt
 from customers.models import Customer, PaymentMethod
 from dunning import retries
-from dunning.models import Campaign, CampaignStep, CaseEvent, DunningCase, WorkItem
+from dunning.models import Campaign, CampaignStep, CampaignVariant, CaseEvent, DunningCase, WorkItem
 from dunning.webhook_events import case_payload, customer_payload
 from notifications import services as outbox
 from notifications import webhooks
@@ -74,6 +75,30 @@ def select_campaign(invoice: Invoice) -> Campaign:
     return targeting.select_campaign(invoice)
 
 
+@dataclass
+class FailedPayment:
+    """One payment failure to open a case for (see open_cases)."""
+
+    invoice_id: int
+    failed_at: datetime | None = None
+    decline_code: str = ""
+    attempt: PaymentAttempt | None = None
+    # Fields of a failed PaymentAttempt to record with the case (amount and currency come from the
+    # invoice); it is written only when the failure is accepted.
+    record_attempt: dict | None = None
+    campaign: Campaign | None = None
+
+
+@dataclass
+class Opened:
+    """What open_cases() did for one FailedPayment: a case (new or the open one), or the error."""
+
+    case: DunningCase | None = None
+    created: bool = False
+    error: DunningError | None = None
+    attempt: PaymentAttempt | None = None
+
+
 def open_case(
     invoice: Invoice,
     *,
@@ -87,39 +112,122 @@ def open_case(
 
     Raises DunningError, writing nothing, when the invoice is not open or no usable campaign matches.
     """
-    failed_at = failed_at or timezone.now()
-    with transaction.atomic():
-        invoice = Invoice.objects.select_for_update().select_related("customer").get(pk=invoice.pk)
-        existing = DunningCase.objects.open().filter(invoice=invoice).first()
-        if existing:
-            log(existing, "payment.failed", f"Payment failed again ({decline_code or 'no code'})",
-                actor=actor, at=failed_at, attempt=attempt, payload={"decline_code": decline_code})
-            return existing, False
-        if invoice.status != Invoice.Status.OPEN:
-            raise DunningError(f"Invoice {invoice.number} is {invoice.get_status_display().lower()}, not open")
-        if invoice.amount_remaining <= 0:
-            raise DunningError(f"Invoice {invoice.number} has nothing left to pay")
-        campaign = campaign or select_campaign(invoice)
-        from dunning.targeting import assign_variant
+    [opened] = open_cases([FailedPayment(invoice.pk, failed_at, decline_code, attempt, campaign=campaign)],
+                          actor=actor)
+    if opened.error is not None:
+        raise opened.error
+    return opened.case, opened.created
 
-        campaign, variant = assign_variant(campaign, invoice)
-        steps = list(campaign.steps.order_by("position"))
-        if not steps:
-            raise DunningError(f"Campaign {campaign.name!r} has no steps; add steps before it can run")
-        first = steps[0]
-        case = DunningCase.objects.create(
-            invoice=invoice, customer=invoice.customer, campaign=campaign, failed_at=failed_at,
-            decline_code=decline_code, next_step=first, next_action_at=failed_at + first.offset, variant=variant,
-            currency=invoice.currency,
-        )
-        log(case, "case.opened", f"Payment failed ({decline_code or 'no code'}); campaign {campaign.name}",
-            actor=actor, at=failed_at, attempt=attempt,
-            payload={"campaign": campaign.pk, "variant": variant.pk if variant else None, "decline_code": decline_code,
-                     "amount": str(invoice.amount_remaining), "currency": invoice.currency})
-        webhooks.emit("case.opened", case_payload(case), f"case:{case.pk}:opened")
-    if decline_code or attempt is not None:
-        retries.after_decline(case, attempt, at=failed_at)  # a hard decline stops retries at once
-    return case, True
+
+def open_cases(failures: list[FailedPayment], *, actor=None) -> list[Opened]:
+    """Payments failed: open a case for each invoice, or note the failure on its open case.
+
+    The same rules as one at a time (open invoice with something left to pay; exclusions, pins,
+    campaign rules, A/B variants; a campaign needs steps), with a fixed number of queries for any
+    number of failures. The invoices are locked in id order, so a concurrent payment or a second
+    failure of the same invoice waits and then sees this one. A failure that breaks a rule gets its
+    error in the result and writes nothing; the others are written.
+    """
+    now = timezone.now()
+    results = [Opened() for _ in failures]
+    if not failures:
+        return results
+    from dunning.targeting import Targeting, assign_variant, load_variants
+
+    with transaction.atomic():
+        ids = sorted({f.invoice_id for f in failures})
+        invoices = {i.pk: i for i in Invoice.objects.select_for_update(of=("self",)).select_related("customer")
+                    .filter(pk__in=ids).order_by("pk")}
+        open_by_invoice = {c.invoice_id: c for c in DunningCase.objects.open().filter(invoice_id__in=ids)}
+        new_invoices = [invoices[i] for i in ids if i in invoices and i not in open_by_invoice]
+        targeting = Targeting(new_invoices) if any(f.campaign is None for f in failures) else None
+
+        # Decide in memory. Several failures of one invoice in the batch: the first opens, the rest note.
+        plans: dict[int, tuple[Campaign, CampaignVariant | None]] = {}
+        for k, failure in enumerate(failures):
+            invoice = invoices.get(failure.invoice_id)
+            if invoice is None:
+                results[k].error = DunningError(f"No invoice with id {failure.invoice_id}")
+                continue
+            if invoice.pk in open_by_invoice or invoice.pk in plans:
+                continue
+            try:
+                if invoice.status != Invoice.Status.OPEN:
+                    raise DunningError(f"Invoice {invoice.number} is {invoice.get_status_display().lower()}, "
+                                       "not open")
+                if invoice.amount_remaining <= 0:
+                    raise DunningError(f"Invoice {invoice.number} has nothing left to pay")
+                plans[invoice.pk] = (failure.campaign or targeting.select(invoice), None)
+            except DunningError as exc:
+                results[k].error = exc
+        variants = load_variants(c.pk for c, _v in plans.values())
+        for invoice_id, (campaign, _v) in plans.items():
+            plans[invoice_id] = assign_variant(campaign, invoices[invoice_id], variants.get(campaign.pk, []))
+        steps: dict[int, list[CampaignStep]] = {}
+        for step in CampaignStep.objects.filter(campaign_id__in={c.pk for c, _v in plans.values()}).order_by(
+                "campaign_id", "position"):
+            steps.setdefault(step.campaign_id, []).append(step)
+        for k, failure in enumerate(failures):
+            plan = plans.get(failure.invoice_id)
+            if plan is not None and not steps.get(plan[0].pk) and results[k].error is None:
+                results[k].error = DunningError(f"Campaign {plan[0].name!r} has no steps; add steps before it can run")
+        for invoice_id in [i for i, (c, _v) in plans.items() if not steps.get(c.pk)]:
+            del plans[invoice_id]
+
+        # Write: attempts, new cases, then one timeline row per failure.
+        accepted = [k for k, r in enumerate(results) if r.error is None]
+        new_attempts = []
+        for k in accepted:
+            failure, invoice = failures[k], invoices[failures[k].invoice_id]
+            results[k].attempt = failure.attempt
+            if failure.record_attempt is not None:
+                results[k].attempt = PaymentAttempt(invoice=invoice, amount=invoice.amount_remaining,
+                                                    currency=invoice.currency, **failure.record_attempt)
+                new_attempts.append(results[k].attempt)
+        PaymentAttempt.objects.bulk_create(new_attempts)
+        created: dict[int, DunningCase] = {}
+        for k in accepted:
+            failure = failures[k]
+            if failure.invoice_id in plans and failure.invoice_id not in created:
+                campaign, variant = plans[failure.invoice_id]
+                first, failed_at = steps[campaign.pk][0], failure.failed_at or now
+                invoice = invoices[failure.invoice_id]
+                created[failure.invoice_id] = DunningCase(
+                    invoice=invoice, customer=invoice.customer, campaign=campaign, failed_at=failed_at,
+                    decline_code=failure.decline_code, next_step=first, next_action_at=failed_at + first.offset,
+                    variant=variant, currency=invoice.currency)
+                results[k].created = True
+        DunningCase.objects.bulk_create(created.values())
+        events, webhook_events = [], []
+        for k in accepted:
+            failure, result = failures[k], results[k]
+            code = failure.decline_code or "no code"
+            at = failure.failed_at or now
+            if result.created:
+                case = result.case = created[failure.invoice_id]
+                invoice = invoices[failure.invoice_id]
+                message = f"Payment failed ({code}); campaign {case.campaign.name}"
+                events.append(CaseEvent(
+                    case=case, kind="case.opened", message=message[:255], at=at, attempt=result.attempt,
+                    **actor_fields(actor),
+                    payload={"campaign": case.campaign_id, "variant": case.variant_id,
+                             "decline_code": failure.decline_code, "amount": str(invoice.amount_remaining),
+                             "currency": invoice.currency}))
+                webhook_events.append(("case.opened", case, f"case:{case.pk}:opened"))
+            else:
+                result.case = open_by_invoice.get(failure.invoice_id) or created[failure.invoice_id]
+                events.append(CaseEvent(
+                    case=result.case, kind="payment.failed", message=f"Payment failed again ({code})"[:255], at=at,
+                    attempt=result.attempt, payload={"decline_code": failure.decline_code}, **actor_fields(actor)))
+        CaseEvent.objects.bulk_create(events)
+        if webhook_events and webhooks.has_endpoints():
+            webhooks.emit_many([(kind, case_payload(case), key) for kind, case, key in webhook_events])
+    for k, failure in enumerate(failures):
+        result = results[k]
+        if result.created and (failure.decline_code or result.attempt is not None):
+            # A hard decline stops retries at once (one query only for such declines).
+            retries.after_decline(result.case, result.attempt, at=failure.failed_at or now)
+    return results
 
 
 # --- Payments -----------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime
 
+from django.db.models import Q
 from django.utils import timezone
 
 from billing.models import Invoice
@@ -55,27 +56,53 @@ def matches_customer_rules(campaign: Campaign, invoice: Invoice, method_kind: st
     return True
 
 
-def select_campaign(invoice: Invoice) -> Campaign:
-    from dunning.services import DunningExcluded, NoMatchingCampaign
+class Targeting:
+    """What campaign selection needs for a set of invoices, loaded with a fixed number of queries
+    (pins, active campaigns, and default payment method types only if a campaign has a rule on them),
+    so that opening many cases at once costs the same few queries as opening one."""
 
-    customer = invoice.customer
-    if invoice.exclude_from_dunning or customer.exclude_from_dunning:
-        who = "invoice" if invoice.exclude_from_dunning else "customer"
-        raise DunningExcluded(f"Invoice {invoice.number}: the {who} is excluded from dunning")
-    pin = (
-        CampaignPin.objects.filter(invoice_id=invoice.pk).select_related("campaign").first()
-        or CampaignPin.objects.filter(customer_id=customer.pk).select_related("campaign").first()
-    )
-    if pin is not None:
-        return pin.campaign
-    campaigns = list(Campaign.objects.active().order_by("priority", "id"))
-    method_kind = customer_method_kind(customer.pk) if any(c.payment_method_kinds for c in campaigns) else None
-    for campaign in campaigns:
-        if campaign.matches(invoice, method_kind=method_kind):
-            return campaign
-    raise NoMatchingCampaign(
-        f"No active campaign matches invoice {invoice.number} ({invoice.currency} {invoice.amount_remaining})"
-    )
+    def __init__(self, invoices: list[Invoice]):
+        invoice_ids = {i.pk for i in invoices}
+        customer_ids = {i.customer_id for i in invoices}
+        self.invoice_pins: dict[int, Campaign] = {}
+        self.customer_pins: dict[int, Campaign] = {}
+        pins = CampaignPin.objects.filter(Q(invoice_id__in=invoice_ids) | Q(customer_id__in=customer_ids))
+        for pin in pins.select_related("campaign"):
+            if pin.invoice_id is not None:
+                self.invoice_pins[pin.invoice_id] = pin.campaign
+            else:
+                self.customer_pins[pin.customer_id] = pin.campaign
+        self.campaigns = list(Campaign.objects.active().order_by("priority", "id"))
+        self.method_kinds: dict[int, str] | None = None
+        if any(c.payment_method_kinds for c in self.campaigns):
+            self.method_kinds = {}
+            methods = (PaymentMethod.objects.filter(customer_id__in=customer_ids, is_default=True,
+                                                    detached_at__isnull=True)
+                       .values_list("customer_id", "kind"))
+            for customer_id, kind in methods:  # at most one usable default per customer (a constraint)
+                self.method_kinds[customer_id] = kind or "none"
+
+    def select(self, invoice: Invoice) -> Campaign:
+        from dunning.services import DunningExcluded, NoMatchingCampaign
+
+        customer = invoice.customer
+        if invoice.exclude_from_dunning or customer.exclude_from_dunning:
+            who = "invoice" if invoice.exclude_from_dunning else "customer"
+            raise DunningExcluded(f"Invoice {invoice.number}: the {who} is excluded from dunning")
+        pinned = self.invoice_pins.get(invoice.pk) or self.customer_pins.get(customer.pk)
+        if pinned is not None:
+            return pinned
+        method_kind = None if self.method_kinds is None else self.method_kinds.get(customer.pk, "none")
+        for campaign in self.campaigns:
+            if campaign.matches(invoice, method_kind=method_kind):
+                return campaign
+        raise NoMatchingCampaign(
+            f"No active campaign matches invoice {invoice.number} ({invoice.currency} {invoice.amount_remaining})"
+        )
+
+
+def select_campaign(invoice: Invoice) -> Campaign:
+    return Targeting([invoice]).select(invoice)
 
 
 def bucket(campaign_id: int, invoice_id: int, total_weight: int) -> int:
@@ -84,9 +111,21 @@ def bucket(campaign_id: int, invoice_id: int, total_weight: int) -> int:
     return int(digest[:12], 16) % total_weight
 
 
-def assign_variant(campaign: Campaign, invoice: Invoice) -> tuple[Campaign, CampaignVariant | None]:
-    """The campaign whose steps the case runs and its variant (None without an experiment)."""
-    variants = list(CampaignVariant.objects.filter(experiment=campaign).select_related("steps_from").order_by("id"))
+def load_variants(campaign_ids) -> dict[int, list[CampaignVariant]]:
+    """The A/B variants of these campaigns (one query), in the order assign_variant() walks them."""
+    variants: dict[int, list[CampaignVariant]] = {}
+    for variant in (CampaignVariant.objects.filter(experiment_id__in=set(campaign_ids))
+                    .select_related("steps_from").order_by("id")):
+        variants.setdefault(variant.experiment_id, []).append(variant)
+    return variants
+
+
+def assign_variant(campaign: Campaign, invoice: Invoice,
+                   variants: list[CampaignVariant] | None = None) -> tuple[Campaign, CampaignVariant | None]:
+    """The campaign whose steps the case runs and its variant (None without an experiment).
+    ``variants`` are the campaign's variants when the caller loaded them (see load_variants)."""
+    if variants is None:
+        variants = load_variants([campaign.pk]).get(campaign.pk, [])
     if not variants:
         return campaign, None
     point = bucket(campaign.pk, invoice.pk, sum(v.weight for v in variants))

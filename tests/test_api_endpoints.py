@@ -356,3 +356,10 @@ def test_customer_export_through_the_api(world):
     assert "tok_insufficient_funds" not in text  # never a payment-method token
     assert client_for(None).get(f"/api/v1/customers/{world['customer'].pk}/export/").status_code == 401
     assert client_for(secret).get("/api/v1/customers/999999/export/").status_code == 404
+
+
+def test_an_id_beyond_the_column_range_is_a_client_error(world):
+    """Found by schemathesis on SQLite: a 23-digit campaign filter reached the database as an int."""
+    _key, secret = api_key()
+    response = client_for(secret).get("/api/v1/cases/?campaign=99999999999999999999999")
+    assert response.status_code == 400 and "campaign" in response.json()["error"]["fields"]

@@ -11,7 +11,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from dunning import services
-from dunning.models import CampaignPin
+from dunning.models import CampaignPin, DunningCase
 from tests.factories import (
     CampaignFactory,
     CampaignStepFactory,
@@ -61,8 +61,8 @@ def test_payment_method_type_rule_looks_the_method_up_once(fallback):
     invoice = type(invoice).objects.select_related("customer").get(pk=invoice.pk)
     with CaptureQueriesContext(connection) as queries:
         assert services.select_campaign(invoice) == sepa
-    # pins (2), campaigns (1), the payment method (1): never one query per campaign.
-    assert len(queries) == 4
+    # pins (1), campaigns (1), the payment method (1): never one query per campaign.
+    assert len(queries) == 3
     assert services.select_campaign(InvoiceFactory(customer=CustomerFactory())) == nothing
 
 
@@ -100,3 +100,77 @@ def test_rules_are_validated():
         CampaignFactory.build(payment_method_kinds="card, cheque").full_clean()
     with pytest.raises(ValidationError):
         CampaignFactory.build(min_tenure_days=10, max_tenure_days=5).full_clean()
+
+
+def _opened_batch(n_plain: int, tag: str = ""):
+    """A batch with every kind of failure open_cases must tell apart, plus n_plain ordinary ones."""
+    from dunning.models import CampaignVariant
+
+    eu = campaign("EU" + tag, 10, countries="IT, DE")
+    gentle = campaign("Gentle" + tag, 900, active=False)
+    experiment = campaign("Experiment" + tag, 20, segment="ab")
+    CampaignVariant.objects.create(experiment=experiment, name="control", weight=1, steps_from=experiment,
+                                   is_control=True)
+    CampaignVariant.objects.create(experiment=experiment, name="gentle", weight=1, steps_from=gentle)
+    vip = campaign("VIP" + tag, 600)
+    pinned = CustomerFactory()
+    CampaignPin.objects.create(customer=pinned, campaign=vip)
+    already = InvoiceFactory()
+    open_before, _ = services.open_case(already)
+    twice = InvoiceFactory(customer=CustomerFactory(country="DE"))
+    paid = InvoiceFactory(status="paid", amount_paid=Decimal("10.00"), amount_due=Decimal("10.00"))
+    failures = [
+        services.FailedPayment(InvoiceFactory(customer=CustomerFactory(country="IT")).pk, decline_code="do_not_honor"),
+        services.FailedPayment(InvoiceFactory(customer=pinned).pk),
+        services.FailedPayment(InvoiceFactory(customer=CustomerFactory(exclude_from_dunning=True)).pk),
+        services.FailedPayment(paid.pk),
+        services.FailedPayment(already.pk, decline_code="insufficient_funds"),
+        services.FailedPayment(twice.pk),
+        services.FailedPayment(twice.pk, decline_code="insufficient_funds"),
+        *[services.FailedPayment(InvoiceFactory(customer=CustomerFactory(segment="ab")).pk) for _ in range(n_plain)],
+    ]
+    return failures, {"eu": eu, "vip": vip, "open_before": open_before, "experiment": experiment,
+                      "gentle": gentle}
+
+
+def test_open_cases_in_bulk_follows_the_same_rules_as_one_at_a_time(fallback):
+    failures, c = _opened_batch(6)
+    results = services.open_cases(failures, actor="api:test")
+    italy, pinned, excluded, paid, again, first, second, *plain = results
+    assert italy.created and italy.case.campaign == c["eu"] and italy.case.decline_code == "do_not_honor"
+    assert pinned.created and pinned.case.campaign == c["vip"]
+    assert isinstance(excluded.error, services.DunningExcluded) and excluded.case is None
+    assert "paid, not open" in str(paid.error)
+    assert not again.created and again.case == c["open_before"]
+    assert again.case.events.filter(kind="payment.failed").count() == 1
+    # Two failures of one invoice in the same batch: one case, the second noted on its timeline.
+    assert first.created and not second.created and first.case == second.case
+    assert [e.kind for e in first.case.events.order_by("id")] == ["case.opened", "payment.failed"]
+    # The A/B test assigns variants exactly as a single open_case would (stable per invoice).
+    from dunning.targeting import assign_variant
+
+    for result in plain:
+        expected_campaign, expected_variant = assign_variant(c["experiment"], result.case.invoice)
+        assert result.case.variant == expected_variant and result.case.campaign == expected_campaign
+        assert result.case.next_step == expected_campaign.steps.order_by("position").first()
+    assert {r.case.campaign for r in plain} == {c["experiment"], c["gentle"]}
+    opened = [r for r in results if r.created]
+    assert all(r.case.events.get(kind="case.opened").actor_label == "api:test" for r in opened)
+    # Nothing was written for the refused ones.
+    for result, failure in zip(results, failures, strict=True):
+        if result.error is not None:
+            assert not DunningCase.objects.filter(invoice_id=failure.invoice_id, status="active").exists()
+
+
+def test_open_cases_costs_the_same_queries_for_ten_or_a_hundred(fallback):
+    counts = []
+    for n in (10, 100):
+        failures, _c = _opened_batch(n, tag=str(n))
+        with CaptureQueriesContext(connection) as queries:
+            results = services.open_cases(failures)
+        assert sum(r.created for r in results) == n + 3
+        counts.append(len(queries))
+        DunningCase.objects.update(status="cancelled")
+        CampaignPin.objects.all().delete()
+        type(_c["eu"]).objects.exclude(name="Fallback").update(active=False)
+    assert counts[0] == counts[1]

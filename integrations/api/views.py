@@ -190,7 +190,9 @@ class CaseFilter(APIFilterSet):
         model = DunningCase
         fields = {"status": ["exact"], "failed_at": ["gte", "lt"]}
 
-    campaign = filters.NumberFilter(field_name="campaign_id", help_text="Campaign id.")
+    # Bounded like the column (a bigint), so an absurd id is a 400 rather than a database error.
+    campaign = filters.NumberFilter(field_name="campaign_id", help_text="Campaign id.", min_value=1,
+                                    max_value=2**63 - 1)
 
 
 CASE_ACTION = extend_schema(request=s.CaseActionSerializer, responses={200: s.CaseDetailSerializer},
