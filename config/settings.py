@@ -301,6 +301,11 @@ SPECTACULAR_SETTINGS.update(api_spectacular())
 API_THROTTLE_RATE = env_str("API_THROTTLE_RATE", "600/min")
 # How long the first response to an Idempotency-Key is kept and replayed.
 API_IDEMPOTENCY_HOURS = env_int("API_IDEMPOTENCY_HOURS", 24, minimum=1)
+# payment_failed events are applied by a worker in batches of this size (docs/api.md, "Payment events").
+PAYMENT_EVENTS_BATCH = env_int("PAYMENT_EVENTS_BATCH", 500, minimum=1, maximum=5000)
+# At most one drain task is queued per this many seconds (per cache: share it with REDIS_URL); 0 queues
+# one per event.
+PAYMENT_EVENTS_WAKE_SECONDS = env_int("PAYMENT_EVENTS_WAKE_SECONDS", 1, minimum=0, maximum=60)
 
 # --- Imports --------------------------------------------------------------------------------
 # Admin uploads larger than this many bytes are imported by a background worker (django-q2).

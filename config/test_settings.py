@@ -26,3 +26,5 @@ STORAGES = {
 # Quiet hours depend on the wall clock and each customer's time zone: off for the suite, so a test
 # run at night does not hold messages back; tests of the rule turn them on (tests/test_notifications_policy.py).
 NOTIFY_QUIET_HOURS = ""
+# Each payment_failed event wakes the (synchronous) worker at its commit, so tests see it applied.
+PAYMENT_EVENTS_WAKE_SECONDS = 0

@@ -5,13 +5,19 @@ Each event carries the client's own id and is applied once: a repeated id return
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
+from django.conf import settings
+from django.core.cache import cache
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+from psycopg.types.json import Jsonb
 
 from billing import services as billing
 from billing.models import Invoice, PaymentAttempt
@@ -19,6 +25,8 @@ from billing.refunds import apply_refund
 from customers.models import Customer, PaymentMethod
 from dunning import services as dunning
 from integrations.models import ApiKey, PaymentEvent
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -35,23 +43,24 @@ def _invoice(external_id: str) -> Invoice:
 
 
 def ingest(event_id: str, kind: str, data: dict, *, api_key: ApiKey | None = None) -> EventOutcome:
-    """Apply one event, or return the stored result of an earlier event with the same id."""
+    """Take one event, or return the stored event with the same id.
+
+    payment_failed is queued (pending) and applied by a worker within seconds; the other kinds are
+    applied now, in the caller's transaction."""
+    if kind == PaymentEvent.Kind.PAYMENT_FAILED:
+        return _queue(event_id, kind, data, api_key)
     actor = api_key.actor_label if api_key else "api"
     try:
         with transaction.atomic():
             # The row is claimed first: a concurrent request with the same id waits here, then fails
             # on the unique id and returns the stored result below.
             event = PaymentEvent.objects.create(event_id=event_id, kind=kind, api_key=api_key,
-                                                payload=_jsonable(data))
+                                                payload=_jsonable(data), status=PaymentEvent.Status.APPLIED)
             event.result = HANDLERS[kind](event_id, data, actor)
-            event.save(update_fields=["result"])
+            event.applied_at = timezone.now()
+            event.save(update_fields=["result", "applied_at"])
     except IntegrityError:
-        existing = PaymentEvent.objects.filter(event_id=event_id).first()
-        if existing is None:
-            raise
-        if existing.kind != kind:
-            raise dunning.DunningError(f"Event {event_id} was already received as {existing.kind}") from None
-        return EventOutcome(existing, True)
+        return _existing(event_id, kind)
     if kind in AFTER_COMMIT:
         # Gateway calls run after the commit, outside every transaction and lock, in a worker; each
         # charge is keyed by method and invoice, so a re-delivered task never charges twice.
@@ -61,22 +70,149 @@ def ingest(event_id: str, kind: str, data: dict, *, api_key: ApiKey | None = Non
     return EventOutcome(event, False)
 
 
+def _existing(event_id: str, kind: str) -> EventOutcome:
+    existing = PaymentEvent.objects.filter(event_id=event_id).first()
+    if existing is None:
+        raise RuntimeError(f"Event {event_id} collided but cannot be read")  # a server error: retry later
+    if existing.kind != kind:
+        raise dunning.DunningError(f"Event {event_id} was already received as {existing.kind}") from None
+    return EventOutcome(existing, True)
+
+
+def _queue(event_id: str, kind: str, data: dict, api_key: ApiKey | None) -> EventOutcome:
+    """Store a pending event (one statement on PostgreSQL) and wake the worker after the commit.
+    An unknown invoice is refused here, so that a typo is a 400 and not a rejected event later."""
+    event = PaymentEvent(event_id=event_id, kind=kind, api_key=api_key, payload=_jsonable(data),
+                         status=PaymentEvent.Status.PENDING, received_at=timezone.now())
+    if connection.vendor == "postgresql":
+        # INSERT ... SELECT the invoice ... ON CONFLICT DO NOTHING: no row back means an unknown
+        # invoice or a repeated id, told apart below; no savepoint round trips on the happy path.
+        table, invoices = PaymentEvent._meta.db_table, Invoice._meta.db_table
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {table} (event_id, kind, api_key_id, payload, result, received_at, status, "  # noqa: S608
+                f"invoice_id, error, tries) SELECT %s, %s, %s, %s, '{{}}', %s, %s, i.id, '', 0 FROM {invoices} i "
+                "WHERE i.external_id = %s ON CONFLICT (event_id) DO NOTHING RETURNING id, invoice_id",
+                [event_id, kind, api_key.pk if api_key else None, Jsonb(event.payload), event.received_at,
+                 event.status, data["invoice"]])
+            row = cursor.fetchone()
+        if row is None:
+            if PaymentEvent.objects.filter(event_id=event_id).exists():
+                return _existing(event_id, kind)
+            _invoice(data["invoice"])  # raises the field error
+        event.pk, event.invoice_id = row
+        event._state.adding = False
+    else:
+        event.invoice_id = _invoice(data["invoice"]).pk
+        try:
+            with transaction.atomic():
+                event.save(force_insert=True)
+        except IntegrityError:
+            return _existing(event_id, kind)
+    transaction.on_commit(wake_worker)
+    return EventOutcome(event, False)
+
+
 def _jsonable(data: dict) -> dict:
     return {k: (str(v) if isinstance(v, (Decimal, datetime)) else v) for k, v in data.items()}
 
 
-def _payment_failed(event_id: str, data: dict, actor: str) -> dict:
-    invoice = _invoice(data["invoice"])
-    at = data.get("occurred_at") or timezone.now()
-    attempt = PaymentAttempt.objects.create(
-        invoice=invoice, amount=invoice.amount_remaining, currency=invoice.currency,
-        outcome=PaymentAttempt.Outcome.FAILED, source=PaymentAttempt.Source.EXTERNAL,
-        decline_code=data.get("decline_code", ""), message=data.get("message", "")[:255],
-        gateway_reference=data.get("reference", ""), idempotency_key=f"event:{event_id}", completed_at=at,
-    )
-    case, created = dunning.open_case(invoice, failed_at=at, decline_code=data.get("decline_code", ""),
-                                      attempt=attempt, actor=actor)
-    return {"case": case.pk, "case_created": created, "attempt": attempt.pk}
+# --- The inbox worker ---------------------------------------------------------------------------
+
+WAKE_KEY = "payment-events:wake"
+MAX_TRIES = 5
+
+
+def wake_worker() -> None:
+    """Queue a drain task, at most once per PAYMENT_EVENTS_WAKE_SECONDS per cache: under a burst of
+    events one worker drains them in batches instead of one task per event. The task keeps draining
+    until that window is over, so an event whose wake-up was skipped is still picked up."""
+    from django_q.tasks import async_task
+
+    window = settings.PAYMENT_EVENTS_WAKE_SECONDS
+    if window and not cache.add(WAKE_KEY, 1, timeout=window):
+        return
+    async_task("integrations.tasks.drain_payment_events", time.time() + window)
+
+
+def drain(until: float | None = None, *, batch_size: int | None = None, poll: float = 0.2) -> int:
+    """Apply pending events in batches until none is left and the time ``until`` (epoch seconds) has
+    passed. Several drains may run at once: each claims its batch with SKIP LOCKED."""
+    total = 0
+    while True:
+        claimed = apply_pending(batch_size)
+        total += claimed
+        if claimed:
+            continue
+        if until is None or time.time() >= until:
+            return total
+        time.sleep(poll)
+
+
+def apply_pending(batch_size: int | None = None) -> int:
+    """Claim up to ``batch_size`` pending payment_failed events (oldest first) and apply them: one
+    transaction, a fixed number of queries (dunning.services.open_cases). Returns how many were claimed.
+    If the batch fails as a whole, each event is tried on its own so that one bad event cannot hold
+    back the others; an event that keeps failing is rejected after MAX_TRIES."""
+    batch_size = batch_size or settings.PAYMENT_EVENTS_BATCH
+    with transaction.atomic():
+        events = list(
+            PaymentEvent.objects.select_for_update(skip_locked=True, of=("self",)).select_related("api_key")
+            .filter(status=PaymentEvent.Status.PENDING).order_by("id")[:batch_size]
+        )
+        if not events:
+            return 0
+        fresh = [e for e in events if e.tries == 0]
+        one_by_one = [e for e in events if e.tries]
+        try:
+            with transaction.atomic():
+                _apply_failures(fresh)
+        except Exception:
+            logger.exception("A batch of %d payment events failed; applying them one by one", len(fresh))
+            one_by_one = events
+        for event in one_by_one:
+            try:
+                with transaction.atomic():
+                    _apply_failures([event])
+            except Exception as exc:
+                logger.exception("Payment event %s could not be applied", event.event_id)
+                event.tries += 1
+                update = {"tries": event.tries, "error": f"Could not be applied: {exc}"[:2000]}
+                if event.tries >= MAX_TRIES:
+                    update.update(status=PaymentEvent.Status.REJECTED, applied_at=timezone.now())
+                PaymentEvent.objects.filter(pk=event.pk).update(**update)
+    return len(events)
+
+
+def _apply_failures(events: list[PaymentEvent]) -> None:
+    """Open (or update) the cases of these payment_failed events and store each event's outcome."""
+    if not events:
+        return
+    now = timezone.now()
+    by_actor: dict[str, list[PaymentEvent]] = {}
+    for event in events:
+        by_actor.setdefault(event.api_key.actor_label if event.api_key else "api", []).append(event)
+    for actor, group in by_actor.items():
+        failures = []
+        for event in group:
+            data = event.payload
+            at = parse_datetime(data["occurred_at"]) if data.get("occurred_at") else event.received_at
+            decline_code = data.get("decline_code", "")
+            failures.append(dunning.FailedPayment(
+                event.invoice_id or 0, failed_at=at, decline_code=decline_code,
+                record_attempt={"outcome": PaymentAttempt.Outcome.FAILED, "source": PaymentAttempt.Source.EXTERNAL,
+                                "decline_code": decline_code, "message": data.get("message", "")[:255],
+                                "gateway_reference": data.get("reference", ""),
+                                "idempotency_key": f"event:{event.event_id}", "completed_at": at}))
+        for event, opened in zip(group, dunning.open_cases(failures, actor=actor), strict=True):
+            event.applied_at = now
+            if opened.error is not None:
+                event.status, event.error, event.result = PaymentEvent.Status.REJECTED, str(opened.error), {}
+            else:
+                event.status, event.error = PaymentEvent.Status.APPLIED, ""
+                event.result = {"case": opened.case.pk, "case_created": opened.created,
+                                "attempt": opened.attempt.pk}
+    PaymentEvent.objects.bulk_update(events, ["status", "error", "result", "applied_at"])
 
 
 def _payment_succeeded(event_id: str, data: dict, actor: str) -> dict:
@@ -136,7 +272,6 @@ def retry_with_new_method(event_id: int, actor: str) -> list[dict]:
 
 
 HANDLERS = {
-    PaymentEvent.Kind.PAYMENT_FAILED: _payment_failed,
     PaymentEvent.Kind.PAYMENT_SUCCEEDED: _payment_succeeded,
     PaymentEvent.Kind.REFUNDED: _refunded,
     PaymentEvent.Kind.PAYMENT_METHOD_UPDATED: _payment_method_updated,

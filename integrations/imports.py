@@ -2,7 +2,7 @@
 
 The admin, the background task and the ``import_invoices`` command all call :func:`import_invoices`.
 Rows that are open, unpaid and past due, or flagged as a failed payment, open a dunning case through
-dunning.services.open_case (the same service as everywhere else); payments found by re-importing go
+dunning.services.open_cases (the same service as everywhere else, in chunks); payments found by re-importing go
 through dunning.services.record_payment so that an open case is recovered.
 """
 
@@ -24,6 +24,7 @@ from dunning.models import DunningCase
 from integrations.models import ImportJob
 
 logger = logging.getLogger(__name__)
+CASE_CHUNK = 500  # cases opened per transaction (dunning.services.open_cases)
 
 
 def import_invoices(opener: Opener, options: ImportOptions, *, actor=None,
@@ -41,18 +42,18 @@ def import_invoices(opener: Opener, options: ImportOptions, *, actor=None,
         .filter(invoice_id__in=[c[1] for c in report.dunning_candidates])
         .values_list("invoice_id", flat=True)
     )
-    for count, (line, invoice_id, decline_code) in enumerate(report.dunning_candidates, start=1):
-        if invoice_id in open_ids:
-            continue
-        invoice = Invoice.objects.select_related("customer").get(pk=invoice_id)
-        try:
-            _case, created = dunning.open_case(invoice, decline_code=decline_code, actor=actor)
-        except dunning.DunningError as exc:
-            report.warnings.append(f"Line {line}: invoice {invoice.number} imported, no dunning case opened: {exc}")
-            continue
-        report.cases_opened += int(created)
-        if progress and count % 500 == 0:
-            progress("dunning", count)
+    candidates = [c for c in report.dunning_candidates if c[1] not in open_ids]
+    numbers = dict(Invoice.objects.filter(pk__in=[c[1] for c in candidates]).values_list("pk", "number"))
+    for start in range(0, len(candidates), CASE_CHUNK):
+        chunk = candidates[start:start + CASE_CHUNK]
+        failures = [dunning.FailedPayment(invoice_id, decline_code=code) for _line, invoice_id, code in chunk]
+        for (line, invoice_id, _code), opened in zip(chunk, dunning.open_cases(failures, actor=actor), strict=True):
+            if opened.error is not None:
+                report.warnings.append(f"Line {line}: invoice {numbers.get(invoice_id)} imported, no dunning case "
+                                       f"opened: {opened.error}")
+            report.cases_opened += int(opened.created)
+        if progress:
+            progress("dunning", start + len(chunk))
     return report
 
 

@@ -100,7 +100,12 @@ class IdempotencyRecord(models.Model):
 
 
 class PaymentEvent(models.Model):
-    """A payment event received through the API, deduplicated by the client's event id."""
+    """A payment event received through the API, deduplicated by the client's event id.
+
+    ``payment_failed`` events are an inbox: stored as pending by the request, then applied in batches
+    by a worker (integrations.events.apply_pending), each exactly once. The other kinds stop or change
+    dunning and are applied by the request itself.
+    """
 
     class Kind(models.TextChoices):
         PAYMENT_FAILED = "payment_failed", _("Payment failed")
@@ -108,15 +113,30 @@ class PaymentEvent(models.Model):
         REFUNDED = "refunded", _("Refunded")
         PAYMENT_METHOD_UPDATED = "payment_method_updated", _("Payment method updated")
 
+    class Status(models.TextChoices):
+        PENDING = "pending", _("Pending")
+        APPLIED = "applied", _("Applied")
+        REJECTED = "rejected", _("Rejected")
+
     event_id = models.CharField(max_length=255, unique=True)
     kind = models.CharField(max_length=32, choices=Kind.choices)
     api_key = models.ForeignKey(ApiKey, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     payload = models.JSONField(default=dict)
     result = models.JSONField(default=dict, blank=True)
     received_at = models.DateTimeField(default=timezone.now, db_index=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.APPLIED)
+    invoice = models.ForeignKey("billing.Invoice", on_delete=models.SET_NULL, null=True, blank=True,
+                                related_name="+", db_index=False)
+    error = models.TextField(blank=True, help_text=_("Why the event was rejected."))
+    tries = models.PositiveSmallIntegerField(default=0, help_text=_("Failed attempts to apply it (internal errors)."))
+    applied_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-received_at", "-id"]
+        indexes = [
+            # The worker's queue: only pending rows are in it, so it stays small however many events exist.
+            models.Index(fields=["id"], condition=models.Q(status="pending"), name="paymentevent_pending_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.kind} {self.event_id}"

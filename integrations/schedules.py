@@ -5,6 +5,8 @@ from __future__ import annotations
 SCHEDULES = {
     # name: (function, minutes)
     "Purge expired API idempotency records": ("integrations.tasks.purge_idempotency_records", 60),
+    # Safety net: events are normally applied within seconds, woken by their request.
+    "Apply pending payment events": ("integrations.tasks.drain_payment_events", 1),
 }
 
 

@@ -35,3 +35,10 @@ def purge_idempotency_records() -> int:
     cutoff = timezone.now() - timedelta(hours=settings.API_IDEMPOTENCY_HOURS)
     deleted, _ = IdempotencyRecord.objects.filter(created_at__lt=cutoff).delete()
     return deleted
+
+
+def drain_payment_events(until: float | None = None) -> int:
+    """Apply pending payment_failed events in batches (woken by the API, and every minute)."""
+    from integrations.events import drain
+
+    return drain(until)

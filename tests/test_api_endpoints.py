@@ -100,7 +100,7 @@ def test_read_key_cannot_write(world):
 def test_read_write_key_can_write_every_endpoint(world):
     _key, secret = api_key(ApiKey.Scope.READ_WRITE)
     client = client_for(secret)
-    expected = [201, 201, 201, 200, 200]
+    expected = [201, 201, 202, 200, 200]
     for (url, data), status in zip(write_calls(world), expected, strict=True):
         response = post(client, url, data)
         assert response.status_code == status, (url, response.content)
@@ -162,24 +162,30 @@ def test_validation_errors_have_field_details(world):
     assert set(error["fields"]) >= {"amount_due", "issued_at", "due_date"}
 
 
-def test_payment_failed_then_succeeded_recovers_the_case_and_event_ids_are_deduplicated(world):
+def test_payment_failed_then_succeeded_recovers_the_case_and_event_ids_are_deduplicated(
+        world, django_capture_on_commit_callbacks):
     _key, secret = api_key()
     client = client_for(secret)
     invoice = InvoiceFactory(customer=world["customer"], external_id="in_evt", currency="EUR", amount_due="30.00")
-    failed = post(client, "/api/v1/payment-events/", {"id": "evt_1", "type": "payment_failed", "invoice": "in_evt",
-                                                      "decline_code": "expired_card"})
-    assert failed.status_code == 201 and failed.json()["result"]["case_created"] is True
+    with django_capture_on_commit_callbacks(execute=True):
+        failed = post(client, "/api/v1/payment-events/", {"id": "evt_1", "type": "payment_failed",
+                                                          "invoice": "in_evt", "decline_code": "expired_card"})
+    # Accepted as pending; its commit wakes the worker (synchronous in tests), which applies it.
+    assert failed.status_code == 202 and failed.json()["status"] == "pending" and failed.json()["result"] == {}
+    applied = client.get("/api/v1/payment-events/evt_1/").json()
+    assert applied["status"] == "applied" and applied["result"]["case_created"] is True and applied["applied_at"]
     case = DunningCase.objects.get(invoice=invoice)
-    assert case.decline_code == "expired_card"
+    assert case.decline_code == "expired_card" and applied["result"]["case"] == case.pk
     assert case.events.get(kind="case.opened").actor_label == "api:billing system"
-    # The same event id under a new Idempotency-Key: applied once, answered with the first result.
+    # The same event id under a new Idempotency-Key: applied once, answered with the stored event.
     again = post(client, "/api/v1/payment-events/", {"id": "evt_1", "type": "payment_failed", "invoice": "in_evt",
                                                      "decline_code": "expired_card"})
     assert again.status_code == 200 and again.json()["duplicate"] is True
-    assert again.json()["result"] == failed.json()["result"]
+    assert again.json()["result"] == applied["result"]
     assert PaymentAttempt.objects.filter(invoice=invoice).count() == 1
     paid = post(client, "/api/v1/payment-events/", {"id": "evt_2", "type": "payment_succeeded", "invoice": "in_evt"})
     assert paid.status_code == 201 and paid.json()["result"]["invoice_status"] == "paid"
+    assert paid.json()["status"] == "applied"
     case.refresh_from_db()
     assert case.status == DunningCase.Status.RECOVERED
     refund = post(client, "/api/v1/payment-events/", {"id": "evt_3", "type": "refunded", "invoice": "in_evt",
@@ -188,6 +194,21 @@ def test_payment_failed_then_succeeded_recovers_the_case_and_event_ids_are_dedup
     invoice.refresh_from_db()
     assert invoice.status == Invoice.Status.OPEN and invoice.amount_paid == Decimal("20.00")
     assert client.get("/api/v1/payment-events/evt_3/").json()["type"] == "refunded"
+
+
+def test_a_failure_the_worker_cannot_apply_is_rejected_with_its_reason(world, django_capture_on_commit_callbacks):
+    _key, secret = api_key()
+    client = client_for(secret)
+    InvoiceFactory(customer=world["customer"], external_id="in_paid", status=Invoice.Status.PAID,
+                   amount_due="10.00", amount_paid="10.00")
+    with django_capture_on_commit_callbacks(execute=True):
+        response = post(client, "/api/v1/payment-events/", {"id": "evt_p", "type": "payment_failed",
+                                                            "invoice": "in_paid"})
+    assert response.status_code == 202
+    event = client.get("/api/v1/payment-events/evt_p/").json()
+    assert event["status"] == "rejected" and "paid, not open" in event["error"] and event["result"] == {}
+    assert not PaymentAttempt.objects.filter(invoice__external_id="in_paid").exists()
+    assert client.get("/api/v1/payment-events/?status=rejected").json()["results"][0]["id"] == "evt_p"
 
 
 def test_payment_method_updated_retries_open_cases(world, django_capture_on_commit_callbacks):

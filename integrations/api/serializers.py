@@ -224,7 +224,7 @@ class PaymentEventSerializer(Base):
 
     class Meta:
         model = PaymentEvent
-        fields = ("id", "type", "received_at", "result", "duplicate")
+        fields = ("id", "type", "status", "received_at", "applied_at", "result", "error", "duplicate")
 
     def get_duplicate(self, obj) -> bool:
         return bool(self.context.get("duplicate", False))

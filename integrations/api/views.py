@@ -164,20 +164,29 @@ class PaymentEventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiV
     serializer_class = s.PaymentEventSerializer
     lookup_field = "event_id"
     lookup_value_regex = "[^/]+"
-    filterset_fields = ("kind",)
+    filterset_fields = ("kind", "status")
     ordering_fields = ("id", "received_at")
 
-    @extend_schema(request=s.PaymentEventInput, responses={201: s.PaymentEventSerializer,
-                                                            200: s.PaymentEventSerializer},
+    @extend_schema(request=s.PaymentEventInput,
+                   responses={202: s.PaymentEventSerializer, 201: s.PaymentEventSerializer,
+                              200: s.PaymentEventSerializer},
                    parameters=[IDEMPOTENCY_PARAM],
-                   description="201 when applied; 200 with duplicate=true when this event id was already received.")
+                   description="202 for payment_failed: stored as pending and applied by a worker within seconds "
+                               "(GET the event for its status and result); 201 when applied at once (the other "
+                               "types); 200 with duplicate=true when this event id was already received.")
     def create(self, request, *args, **kwargs):
         data = s.PaymentEventInput(data=request.data)
         data.is_valid(raise_exception=True)
         v = dict(data.validated_data)
         outcome = events.ingest(v.pop("id"), v.pop("type"), v, api_key=request.auth)
         body = s.PaymentEventSerializer(outcome.event, context={"duplicate": outcome.duplicate}).data
-        return Response(body, status=status.HTTP_200_OK if outcome.duplicate else status.HTTP_201_CREATED)
+        if outcome.duplicate:
+            code = status.HTTP_200_OK
+        elif outcome.event.status == PaymentEvent.Status.PENDING:
+            code = status.HTTP_202_ACCEPTED
+        else:
+            code = status.HTTP_201_CREATED
+        return Response(body, status=code)
 
 
 # --- Dunning cases ---------------------------------------------------------------------------------
