@@ -384,3 +384,15 @@ def test_an_id_beyond_the_column_range_is_a_client_error(world):
     _key, secret = api_key()
     response = client_for(secret).get("/api/v1/cases/?campaign=99999999999999999999999")
     assert response.status_code == 400 and "campaign" in response.json()["error"]["fields"]
+
+
+def test_an_error_echoing_a_nul_character_is_stored_and_replayed(world):
+    """Found by schemathesis on PostgreSQL: jsonb refuses U+0000, which the time zone error echoed."""
+    _key, secret = api_key()
+    client = client_for(secret)
+    body = {"external_id": "cus_nul", "name": "Nul", "timezone": "Europe/\x00Rome"}
+    first = post(client, "/api/v1/customers/", body, key="nul-1")
+    assert first.status_code == 400 and "timezone" in first.json()["error"]["fields"]
+    again = post(client, "/api/v1/customers/", body, key="nul-1")
+    assert again.status_code == 400 and again["Idempotent-Replayed"] == "true"
+    assert again.json()["error"]["fields"].keys() == first.json()["error"]["fields"].keys()

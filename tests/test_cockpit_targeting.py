@@ -164,7 +164,7 @@ def test_open_cases_in_bulk_follows_the_same_rules_as_one_at_a_time(fallback):
 
 def test_open_cases_costs_the_same_queries_for_ten_or_a_hundred(fallback):
     counts = []
-    for n in (10, 100):
+    for n in (1, 10, 100):  # the first round also fills per-process caches (the decline table)
         failures, _c = _opened_batch(n, tag=str(n))
         with CaptureQueriesContext(connection) as queries:
             results = services.open_cases(failures)
@@ -173,4 +173,4 @@ def test_open_cases_costs_the_same_queries_for_ten_or_a_hundred(fallback):
         DunningCase.objects.update(status="cancelled")
         CampaignPin.objects.all().delete()
         type(_c["eu"]).objects.exclude(name="Fallback").update(active=False)
-    assert counts[0] == counts[1]
+    assert counts[1] == counts[2]

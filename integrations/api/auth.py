@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import exceptions, permissions, throttling
@@ -40,6 +40,25 @@ def parse_key(raw: str) -> tuple[str, str] | None:
     return parts[1], parts[2]
 
 
+# In the model's field order, as Model.from_db() expects for a partial row.
+KEY_FIELDS = ("id", "name", "prefix", "secret_hash", "scope", "last_used_at")
+
+
+def usable_key(prefix: str) -> ApiKey | None:
+    """The unrevoked key with this prefix: one indexed read, written as plain SQL because every API
+    request runs it (the ORM's query building cost more than the query itself)."""
+    if connection.vendor != "postgresql":  # SQLite returns datetimes as text to a plain cursor
+        return ApiKey.objects.usable().filter(prefix=prefix).first()
+    table = ApiKey._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {', '.join(KEY_FIELDS)} FROM {table} "  # noqa: S608 (constant names)
+                       "WHERE prefix = %s AND revoked_at IS NULL", [prefix])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    return ApiKey.from_db(connection.alias, KEY_FIELDS, row)
+
+
 class ApiKeyAuthentication(BaseAuthentication):
     keyword = b"bearer"
 
@@ -57,7 +76,7 @@ class ApiKeyAuthentication(BaseAuthentication):
             raise exceptions.AuthenticationFailed("This is not an API key.")
         prefix, secret = parsed
         # Revocation is immediate: the key row is read on every request, never cached.
-        key = ApiKey.objects.usable().filter(prefix=prefix).first()
+        key = usable_key(prefix)
         if key is None or not hmac.compare_digest(key.secret_hash, hash_secret(secret)):
             raise exceptions.AuthenticationFailed("Unknown or revoked API key.")
         now = timezone.now()

@@ -217,14 +217,19 @@ class PaymentEventInput(serializers.Serializer):
         return attrs
 
 
-class PaymentEventSerializer(Base):
-    id = serializers.CharField(source="event_id")
-    type = serializers.CharField(source="kind")
+class PaymentEventSerializer(serializers.Serializer):
+    # Declared field by field (not a ModelSerializer): every event POST renders one, and building the
+    # fields from the model on each call was a visible share of the request.
+    id = serializers.CharField(source="event_id", read_only=True)
+    type = serializers.ChoiceField(source="kind", choices=PaymentEvent.Kind.choices, read_only=True)
+    status = serializers.ChoiceField(choices=PaymentEvent.Status.choices, read_only=True,
+                                     help_text="pending until a worker applies it (payment_failed), then applied "
+                                               "or rejected (see error).")
+    received_at = UTCDateTimeField(read_only=True)
+    applied_at = UTCDateTimeField(read_only=True, allow_null=True)
+    result = serializers.JSONField(read_only=True, help_text="What the event did (case, attempt...), once applied.")
+    error = serializers.CharField(read_only=True, help_text="Why the event was rejected (empty otherwise).")
     duplicate = serializers.SerializerMethodField()
-
-    class Meta:
-        model = PaymentEvent
-        fields = ("id", "type", "status", "received_at", "applied_at", "result", "error", "duplicate")
 
     def get_duplicate(self, obj) -> bool:
         return bool(self.context.get("duplicate", False))
