@@ -396,3 +396,14 @@ def test_an_error_echoing_a_nul_character_is_stored_and_replayed(world):
     again = post(client, "/api/v1/customers/", body, key="nul-1")
     assert again.status_code == 400 and again["Idempotent-Replayed"] == "true"
     assert again.json()["error"]["fields"].keys() == first.json()["error"]["fields"].keys()
+
+
+def test_a_bad_payment_method_in_an_event_names_the_nested_fields(world):
+    _key, secret = api_key()
+    response = post(client_for(secret), "/api/v1/payment-events/", {
+        "id": "evt_pm_bad", "type": "payment_method_updated", "customer": "cus_api",
+        "payment_method": {"last4": "12", "exp_month": 13}})
+    assert response.status_code == 400
+    [message] = response.json()["error"]["fields"]["payment_method"]
+    assert all(f"{name}: " in message for name in ("token", "last4", "exp_month")), message
+    assert not PaymentEvent.objects.filter(event_id="evt_pm_bad").exists()

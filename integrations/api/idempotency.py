@@ -121,7 +121,8 @@ def finish(record: IdempotencyRecord, response: Response) -> None:
 
 
 def _dumps(value) -> str:
-    return json.dumps(_without_nul(value), cls=DjangoJSONEncoder)
+    text = json.dumps(value, cls=DjangoJSONEncoder)
+    return json.dumps(_without_nul(value), cls=DjangoJSONEncoder) if "\\u0000" in text else text
 
 
 def _without_nul(value):
