@@ -407,3 +407,15 @@ def test_a_bad_payment_method_in_an_event_names_the_nested_fields(world):
     [message] = response.json()["error"]["fields"]["payment_method"]
     assert all(f"{name}: " in message for name in ("token", "last4", "exp_month")), message
     assert not PaymentEvent.objects.filter(event_id="evt_pm_bad").exists()
+
+
+def test_the_hand_built_event_body_matches_the_declared_fields(world):
+    from rest_framework import serializers as drf
+
+    from integrations.api.serializers import PaymentEventSerializer
+
+    event = world["event"]
+    fast = PaymentEventSerializer(event, context={"duplicate": True}).data
+    # What DRF's own field-by-field rendering of the same declared fields gives.
+    reference = drf.Serializer.to_representation(PaymentEventSerializer(event, context={"duplicate": True}), event)
+    assert fast == reference and list(fast) == list(PaymentEventSerializer().fields)

@@ -23,9 +23,14 @@ class UTCDateTimeField(serializers.DateTimeField):
         super().__init__(*args, **kwargs)
 
     def to_representation(self, value):
-        if value is None:
-            return None
-        return value.astimezone(datetime.UTC).isoformat().replace("+00:00", "Z")
+        return utc_iso(value)
+
+
+def utc_iso(value: datetime.datetime | None) -> str | None:
+    """ISO 8601 in UTC with a Z, as every datetime in the API."""
+    if value is None:
+        return None
+    return value.astimezone(datetime.UTC).isoformat().replace("+00:00", "Z")
 
 
 @extend_schema_field({"type": "string", "format": "decimal", "pattern": r"^\d+(\.\d+)?$", "example": "49.00"})
@@ -248,6 +253,13 @@ class PaymentEventSerializer(serializers.Serializer):
 
     def get_duplicate(self, obj) -> bool:
         return bool(self.context.get("duplicate", False))
+
+    def to_representation(self, event):
+        # By hand, with the declared fields above as the contract (tests compare the two): DRF copies
+        # every declared field per serializer, and every event POST renders one.
+        return {"id": event.event_id, "type": event.kind, "status": event.status,
+                "received_at": utc_iso(event.received_at), "applied_at": utc_iso(event.applied_at),
+                "result": event.result, "error": event.error, "duplicate": self.get_duplicate(event)}
 
 
 class ReportSummarySerializer(serializers.Serializer):
