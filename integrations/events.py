@@ -137,11 +137,13 @@ def wake_worker() -> None:
 
 def drain(until: float | None = None, *, batch_size: int | None = None, poll: float = 0.2) -> int:
     """Apply pending events in batches until none is left and the time ``until`` (epoch seconds) has
-    passed. Several drains may run at once: each claims its batch with SKIP LOCKED."""
-    total = 0
+    passed; returns how many were settled (applied or rejected). Several drains may run at once: each
+    claims its batch with SKIP LOCKED. An event that fails is tried once per drain, so its MAX_TRIES
+    are spread over later drains (the next wake-up, or the schedule a minute later)."""
+    total, failed = 0, set()
     while True:
-        claimed = apply_pending(batch_size)
-        total += claimed
+        claimed, settled = apply_pending(batch_size, skip=failed)
+        total += settled
         if claimed:
             continue
         if until is None or time.time() >= until:
@@ -149,19 +151,21 @@ def drain(until: float | None = None, *, batch_size: int | None = None, poll: fl
         time.sleep(poll)
 
 
-def apply_pending(batch_size: int | None = None) -> int:
-    """Claim up to ``batch_size`` pending payment_failed events (oldest first) and apply them: one
-    transaction, a fixed number of queries (dunning.services.open_cases). Returns how many were claimed.
-    If the batch fails as a whole, each event is tried on its own so that one bad event cannot hold
-    back the others; an event that keeps failing is rejected after MAX_TRIES."""
+def apply_pending(batch_size: int | None = None, *, skip: set[int] | None = None) -> tuple[int, int]:
+    """Claim up to ``batch_size`` pending payment_failed events (oldest first, except the ids in
+    ``skip``) and apply them: one transaction, a fixed number of queries (dunning.services.open_cases).
+    Returns (claimed, settled). If the batch fails as a whole, each event is tried on its own so that
+    one bad event cannot hold back the others; a failing event stays pending, its id is added to
+    ``skip``, and it is rejected after MAX_TRIES."""
     batch_size = batch_size or settings.PAYMENT_EVENTS_BATCH
+    skip = skip if skip is not None else set()
     with transaction.atomic():
         events = list(
             PaymentEvent.objects.select_for_update(skip_locked=True, of=("self",)).select_related("api_key")
-            .filter(status=PaymentEvent.Status.PENDING).order_by("id")[:batch_size]
+            .filter(status=PaymentEvent.Status.PENDING).exclude(pk__in=skip).order_by("id")[:batch_size]
         )
         if not events:
-            return 0
+            return 0, 0
         fresh = [e for e in events if e.tries == 0]
         one_by_one = [e for e in events if e.tries]
         try:
@@ -170,6 +174,7 @@ def apply_pending(batch_size: int | None = None) -> int:
         except Exception:
             logger.exception("A batch of %d payment events failed; applying them one by one", len(fresh))
             one_by_one = events
+        settled = len(events)
         for event in one_by_one:
             try:
                 with transaction.atomic():
@@ -180,8 +185,11 @@ def apply_pending(batch_size: int | None = None) -> int:
                 update = {"tries": event.tries, "error": f"Could not be applied: {exc}"[:2000]}
                 if event.tries >= MAX_TRIES:
                     update.update(status=PaymentEvent.Status.REJECTED, applied_at=timezone.now())
+                else:
+                    skip.add(event.pk)
+                    settled -= 1
                 PaymentEvent.objects.filter(pk=event.pk).update(**update)
-    return len(events)
+    return len(events), settled
 
 
 def _apply_failures(events: list[PaymentEvent]) -> None:
