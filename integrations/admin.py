@@ -73,8 +73,8 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
 @admin.register(PaymentEvent)
 class PaymentEventAdmin(admin.ModelAdmin):
-    list_display = ("received_at", "event_id", "kind", "api_key")
-    list_filter = ("kind",)
+    list_display = ("received_at", "event_id", "kind", "status", "applied_at", "error", "api_key")
+    list_filter = ("status", "kind")
     search_fields = ("event_id",)
     readonly_fields = [f.name for f in PaymentEvent._meta.fields]
 

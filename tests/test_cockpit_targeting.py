@@ -162,9 +162,11 @@ def test_open_cases_in_bulk_follows_the_same_rules_as_one_at_a_time(fallback):
             assert not DunningCase.objects.filter(invoice_id=failure.invoice_id, status="active").exists()
 
 
-def test_open_cases_costs_the_same_queries_for_ten_or_a_hundred(fallback):
+def test_open_cases_costs_the_same_queries_for_five_or_forty(fallback):
     counts = []
-    for n in (1, 10, 100):  # the first round also fills per-process caches (the decline table)
+    # The first round also fills per-process caches (the decline table); 40 keeps every bulk insert
+    # within SQLite's 999 parameters (PostgreSQL has no such split).
+    for n in (1, 5, 40):
         failures, _c = _opened_batch(n, tag=str(n))
         with CaptureQueriesContext(connection) as queries:
             results = services.open_cases(failures)
