@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -111,6 +112,55 @@ def _queue(event_id: str, kind: str, data: dict, api_key: ApiKey | None) -> Even
             return _existing(event_id, kind)
     transaction.on_commit(wake_worker)
     return EventOutcome(event, False)
+
+
+@dataclass
+class Claim:
+    """The Idempotency-Key record to write with a queued event (see queue_failure_with_key)."""
+
+    key: str
+    request_hash: str
+    method: str
+    path: str
+
+
+def queue_failure_with_key(event_id: str, data: dict, api_key: ApiKey, claim: Claim,
+                           body: Callable[[PaymentEvent], dict], *, status_code: int = 202) -> PaymentEvent | None:
+    """PostgreSQL: store a pending payment_failed event and its finished Idempotency-Key record (status
+    and body) in one statement, the busiest write of the API. Returns None, having written nothing,
+    when the ordinary path must answer instead: the key was used before (replay or 409), the event id
+    was received before (duplicate), or the invoice is unknown (400).
+
+    The record comes first and the event is inserted only with it; a record written for an event that
+    was then not inserted is deleted again in the same transaction before returning None."""
+    event = PaymentEvent(event_id=event_id, kind=PaymentEvent.Kind.PAYMENT_FAILED, api_key=api_key,
+                         payload=_jsonable(data), status=PaymentEvent.Status.PENDING, received_at=timezone.now())
+    from integrations.api.idempotency import _dumps
+    from integrations.models import IdempotencyRecord
+
+    records, table, invoices = (IdempotencyRecord._meta.db_table, PaymentEvent._meta.db_table,
+                                Invoice._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"WITH idem AS (INSERT INTO {records} (api_key_id, key, method, path, request_hash, "  # noqa: S608
+            "created_at, status_code, response_body) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
+            "ON CONFLICT (api_key_id, key) DO NOTHING RETURNING id), "
+            f"ev AS (INSERT INTO {table} (event_id, kind, api_key_id, payload, result, received_at, status, "
+            f"invoice_id, error, tries) SELECT %s, %s, %s, %s, '{{}}', %s, %s, i.id, '', 0 FROM {invoices} i, idem "
+            "WHERE i.external_id = %s ON CONFLICT (event_id) DO NOTHING RETURNING id, invoice_id) "
+            "SELECT (SELECT id FROM idem), (SELECT id FROM ev), (SELECT invoice_id FROM ev)",
+            [api_key.pk, claim.key, claim.method, claim.path[:255], claim.request_hash, event.received_at,
+             status_code, Jsonb(body(event), dumps=_dumps),
+             event_id, event.kind, api_key.pk, Jsonb(event.payload), event.received_at, event.status,
+             data["invoice"]])
+        record_id, event.pk, event.invoice_id = cursor.fetchone()
+        if event.pk is None:
+            if record_id is not None:
+                cursor.execute(f"DELETE FROM {records} WHERE id = %s", [record_id])  # noqa: S608
+            return None
+    event._state.adding = False
+    transaction.on_commit(wake_worker)
+    return event
 
 
 def _jsonable(data: dict) -> dict:

@@ -180,3 +180,38 @@ def test_the_api_answers_202_and_a_repeat_shows_the_applied_event(defaults, djan
     other = client.post("/api/v1/payment-events/", {**body, "type": "payment_succeeded"}, format="json",
                         HTTP_IDEMPOTENCY_KEY=uuid.uuid4().hex)
     assert other.status_code == 409
+
+
+@pytest.mark.django_db
+def test_idempotency_keys_hold_on_the_one_statement_path(defaults):
+    """On PostgreSQL a payment_failed writes its event and its finished Idempotency-Key record in one
+    statement; replays, reused keys, repeated event ids and unknown invoices must answer as elsewhere."""
+    from rest_framework.test import APIClient
+
+    from integrations.models import IdempotencyRecord
+
+    _key, secret = ApiKey.issue("billing system", ApiKey.Scope.READ_WRITE)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
+    invoice = InvoiceFactory()
+
+    def send(body, key):
+        return client.post("/api/v1/payment-events/", body, format="json", HTTP_IDEMPOTENCY_KEY=key)
+
+    body = {"id": "evt_k", "type": "payment_failed", "invoice": invoice.external_id}
+    first = send(body, "k1")
+    assert first.status_code == 202
+    replay = send(body, "k1")
+    assert replay.status_code == 202 and replay["Idempotent-Replayed"] == "true" and replay.json() == first.json()
+    reused = send({**body, "id": "evt_other"}, "k1")
+    assert reused.status_code == 409 and reused.json()["error"]["code"] == "idempotency_key_reused"
+    assert not PaymentEvent.objects.filter(event_id="evt_other").exists()
+    repeated = send(body, "k2")  # the same event under a new key: the stored event, and k2 remembers it
+    assert repeated.status_code == 200 and repeated.json()["duplicate"] is True
+    assert IdempotencyRecord.objects.get(key="k2").status_code == 200
+    unknown = send({**body, "id": "evt_u", "invoice": "nope"}, "k3")
+    assert unknown.status_code == 400 and "invoice" in unknown.json()["error"]["fields"]
+    assert IdempotencyRecord.objects.get(key="k3").status_code == 400
+    assert send({**body, "id": "evt_u", "invoice": "nope"}, "k3").status_code == 400
+    assert PaymentEvent.objects.filter(event_id__in=["evt_k"]).count() == 1
+    assert IdempotencyRecord.objects.get(key="k1").response_body["status"] == "pending"

@@ -46,13 +46,19 @@ def request_hash(request) -> str:
     return hashlib.sha256(request.method.encode() + b" " + request.path.encode() + b"\n" + canonical).hexdigest()
 
 
-def begin(request) -> IdempotencyRecord:
+def key_of(request) -> str:
+    """The request's Idempotency-Key, or a 400 naming the header."""
     key_value = request.headers.get(HEADER, "").strip()
     if not key_value:
         raise exceptions.ValidationError({HEADER: ["This header is required on every POST (any unique string, "
                                                    "e.g. a UUID), so that a retried request is not applied twice."]})
     if len(key_value) > 255 or not re.match(KEY_PATTERN, key_value):
         raise exceptions.ValidationError({HEADER: ["At most 255 printable ASCII characters without spaces."]})
+    return key_value
+
+
+def begin(request) -> IdempotencyRecord:
+    key_value = key_of(request)
     api_key: ApiKey = request.auth
     digest = request_hash(request)
     now = timezone.now()
@@ -152,6 +158,9 @@ class IdempotentMixin:
 
     _idempotency_record = None
     atomic_post = True
+    # A view that writes its final idempotency record itself on a fast path sets this, and calls
+    # self.claim_idempotency(request) when it takes the ordinary path.
+    defer_idempotency = False
 
     def dispatch(self, request, *args, **kwargs):
         if request.method == "POST" and self.atomic_post:
@@ -162,8 +171,11 @@ class IdempotentMixin:
     def initial(self, request, *args, **kwargs):
         super().initial(request, *args, **kwargs)
         # Only for views that take a POST: any other gets its 405 from DRF, untouched.
-        if request.method == "POST" and hasattr(self, "post"):
+        if request.method == "POST" and hasattr(self, "post") and not self.defer_idempotency:
             self._idempotency_record = begin(request)
+
+    def claim_idempotency(self, request) -> None:
+        self._idempotency_record = begin(request)
 
     def handle_exception(self, exc):
         if isinstance(exc, Replay):

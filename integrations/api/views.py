@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime
 
-from django.db import models
+from django.db import connection, models
 from django.db.models import Count, Q, Sum
 from django.http import JsonResponse
 from django.utils import timezone
@@ -24,6 +24,7 @@ from customers.models import Customer, PaymentMethod
 from dunning import services as dunning
 from dunning.models import Campaign, DunningCase
 from integrations import events
+from integrations.api import idempotency
 from integrations.api import serializers as s
 from integrations.api.idempotency import HEADER, KEY_PATTERN, IdempotentMixin
 from integrations.models import PaymentEvent
@@ -167,6 +168,10 @@ class PaymentEventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiV
     filterset_fields = ("kind", "status")
     ordering_fields = ("id", "received_at")
 
+    # payment_failed events on PostgreSQL write their Idempotency-Key record together with the event
+    # (events.queue_failure_with_key); every other request claims the key the ordinary way.
+    defer_idempotency = True
+
     @extend_schema(request=s.PaymentEventInput,
                    responses={202: s.PaymentEventSerializer, 201: s.PaymentEventSerializer,
                               200: s.PaymentEventSerializer},
@@ -175,7 +180,18 @@ class PaymentEventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiV
                                "(GET the event for its status and result); 201 when applied at once (the other "
                                "types); 200 with duplicate=true when this event id was already received.")
     def create(self, request, *args, **kwargs):
+        key = idempotency.key_of(request)
         data = s.PaymentEventInput(data=request.data)
+        if (data.is_valid() and data.validated_data["type"] == PaymentEvent.Kind.PAYMENT_FAILED
+                and connection.vendor == "postgresql"):
+            v = dict(data.validated_data)
+            claim = events.Claim(key, idempotency.request_hash(request), request.method, request.path)
+            event = events.queue_failure_with_key(
+                v.pop("id"), v, request.auth, claim,
+                lambda e: s.PaymentEventSerializer(e).to_representation(e))
+            if event is not None:
+                return Response(s.PaymentEventSerializer(event).data, status=status.HTTP_202_ACCEPTED)
+        self.claim_idempotency(request)  # a replay or a 409 ends here
         data.is_valid(raise_exception=True)
         v = dict(data.validated_data)
         outcome = events.ingest(v.pop("id"), v.pop("type"), v, api_key=request.auth)
