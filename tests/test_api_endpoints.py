@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import uuid
 from decimal import Decimal
 
@@ -303,10 +304,16 @@ def test_throttling_per_key(world, settings):
     cache.clear()
     _key, secret = api_key()
     client = client_for(secret)
-    codes = [client.get("/api/v1/customers/").status_code for _ in range(4)]
-    assert codes == [200, 200, 200, 429]
-    _other, other_secret = api_key(name="other")
-    assert client_for(other_secret).get("/api/v1/customers/").status_code == 200
+    import time_machine
+
+    with time_machine.travel(datetime.datetime(2026, 3, 2, 10, 0, 15, tzinfo=datetime.UTC), tick=False) as t:
+        responses = [client.get("/api/v1/customers/") for _ in range(4)]
+        assert [r.status_code for r in responses] == [200, 200, 200, 429]
+        assert int(responses[-1]["Retry-After"]) == 45  # the rest of the minute
+        _other, other_secret = api_key(name="other")
+        assert client_for(other_secret).get("/api/v1/customers/").status_code == 200
+        t.move_to(datetime.datetime(2026, 3, 2, 10, 1, 0, tzinfo=datetime.UTC))
+        assert client.get("/api/v1/customers/").status_code == 200  # a new window
     cache.clear()
 
 
