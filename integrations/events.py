@@ -25,6 +25,7 @@ from billing.models import Invoice, PaymentAttempt
 from billing.refunds import apply_refund
 from customers.models import Customer, PaymentMethod
 from dunning import services as dunning
+from integrations import fastsql
 from integrations.models import ApiKey, PaymentEvent
 
 logger = logging.getLogger(__name__)
@@ -140,7 +141,7 @@ def queue_failure_with_key(event_id: str, data: dict, api_key: ApiKey, claim: Cl
 
     records, table, invoices = (IdempotencyRecord._meta.db_table, PaymentEvent._meta.db_table,
                                 Invoice._meta.db_table)
-    with connection.cursor() as cursor:
+    with fastsql.server_cursor() as cursor:
         cursor.execute(
             f"WITH idem AS (INSERT INTO {records} (api_key_id, key, method, path, request_hash, "  # noqa: S608
             "created_at, status_code, response_body) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
@@ -152,11 +153,11 @@ def queue_failure_with_key(event_id: str, data: dict, api_key: ApiKey, claim: Cl
             [api_key.pk, claim.key, claim.method, claim.path[:255], claim.request_hash, event.received_at,
              status_code, Jsonb(body(event), dumps=_dumps),
              event_id, event.kind, api_key.pk, Jsonb(event.payload), event.received_at, event.status,
-             data["invoice"]])
+             data["invoice"]], prepare=False)
         record_id, event.pk, event.invoice_id = cursor.fetchone()
         if event.pk is None:
             if record_id is not None:
-                cursor.execute(f"DELETE FROM {records} WHERE id = %s", [record_id])  # noqa: S608
+                cursor.execute(f"DELETE FROM {records} WHERE id = %s", [record_id], prepare=False)  # noqa: S608
             return None
     event._state.adding = False
     transaction.on_commit(wake_worker)

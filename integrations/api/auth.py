@@ -15,6 +15,7 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import exceptions, permissions, throttling
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 
+from integrations import fastsql
 from integrations.models import KEY_PREFIX, ApiKey, hash_secret
 
 
@@ -52,10 +53,8 @@ def usable_key(prefix: str) -> ApiKey | None:
     if connection.vendor != "postgresql":  # SQLite returns datetimes as text to a plain cursor
         return ApiKey.objects.usable().filter(prefix=prefix).first()
     table = ApiKey._meta.db_table
-    with connection.cursor() as cursor:
-        cursor.execute(f"SELECT {', '.join(KEY_FIELDS)} FROM {table} "  # noqa: S608 (constant names)
-                       "WHERE prefix = %s AND revoked_at IS NULL", [prefix])
-        row = cursor.fetchone()
+    row = fastsql.fetchone(f"SELECT {', '.join(KEY_FIELDS)} FROM {table} "  # noqa: S608 (constant names)
+                           "WHERE prefix = %s AND revoked_at IS NULL", [prefix])
     if row is None:
         return None
     return ApiKey.from_db(connection.alias, KEY_FIELDS, row)
