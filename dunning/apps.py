@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.db.backends.signals import connection_created
 from django.db.models.signals import post_migrate
 
 
@@ -7,7 +8,11 @@ class DunningConfig(AppConfig):
     verbose_name = "Dunning"
 
     def ready(self) -> None:
+        from config import pg_arrays
         from dunning import receivers  # noqa: F401
         from dunning.schedules import ensure_schedules
+
+        # The engine's UNNEST bulk inserts send JSON columns as array literals: escape them quickly.
+        connection_created.connect(pg_arrays.register, dispatch_uid="config.pg_arrays")
 
         post_migrate.connect(ensure_schedules, sender=self, dispatch_uid="dunning.ensure_schedules")
