@@ -28,7 +28,7 @@ from bench.common import Timer, count_queries, row, truncate_all
 
 SIZES = {"small": 600, "full": 3_000}
 CONCURRENCY = 8
-THREADS = 4  # gthread workers: a request waiting on PostgreSQL (commit fsync) does not idle its worker
+THREADS = 8  # gthread threads per worker: one per client connection, so a worker given more than half never queues
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -5,10 +5,12 @@ from integrations.api import views
 
 router = DefaultRouter(trailing_slash=True)
 router.include_root_view = False
+router.include_format_suffixes = False  # JSON only: no "customers.json" twin of every pattern to try
+# The busiest endpoint first: URL resolution tries the patterns in this order.
+router.register("payment-events", views.PaymentEventViewSet)
 router.register("customers", views.CustomerViewSet)
 router.register("payment-methods", views.PaymentMethodViewSet)
 router.register("invoices", views.InvoiceViewSet)
-router.register("payment-events", views.PaymentEventViewSet)
 router.register("cases", views.CaseViewSet)
 router.register("campaigns", views.CampaignViewSet)
 router.register("notifications", views.NotificationViewSet)

@@ -190,11 +190,12 @@ class PaymentEventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiV
                 and connection.vendor == "postgresql"):
             v = dict(data.validated_data)
             claim = events.Claim(key, idempotency.request_hash(request), request.method, request.path)
+            rendered = {}
             event = events.queue_failure_with_key(
                 v.pop("id"), v, request.auth, claim,
-                lambda e: s.PaymentEventSerializer(e).to_representation(e))
+                lambda e: rendered.setdefault("body", s.PaymentEventSerializer(e).to_representation(e)))
             if event is not None:
-                return Response(s.PaymentEventSerializer(event).data, status=status.HTTP_202_ACCEPTED)
+                return Response(rendered["body"], status=status.HTTP_202_ACCEPTED)
         self.claim_idempotency(request)  # a replay or a 409 ends here
         data.is_valid(raise_exception=True)
         v = dict(data.validated_data)
