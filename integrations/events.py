@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -82,35 +82,16 @@ def _existing(event_id: str, kind: str) -> EventOutcome:
 
 
 def _queue(event_id: str, kind: str, data: dict, api_key: ApiKey | None) -> EventOutcome:
-    """Store a pending event (one statement on PostgreSQL) and wake the worker after the commit.
-    An unknown invoice is refused here, so that a typo is a 400 and not a rejected event later."""
-    event = PaymentEvent(event_id=event_id, kind=kind, api_key=api_key, payload=_jsonable(data),
-                         status=PaymentEvent.Status.PENDING, received_at=timezone.now())
-    if connection.vendor == "postgresql":
-        # INSERT ... SELECT the invoice ... ON CONFLICT DO NOTHING: no row back means an unknown
-        # invoice or a repeated id, told apart below; no savepoint round trips on the happy path.
-        table, invoices = PaymentEvent._meta.db_table, Invoice._meta.db_table
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"INSERT INTO {table} (event_id, kind, api_key_id, payload, result, received_at, status, "  # noqa: S608
-                f"invoice_id, error, tries) SELECT %s, %s, %s, %s, '{{}}', %s, %s, i.id, '', 0 FROM {invoices} i "
-                "WHERE i.external_id = %s ON CONFLICT (event_id) DO NOTHING RETURNING id, invoice_id",
-                [event_id, kind, api_key.pk if api_key else None, Jsonb(event.payload), event.received_at,
-                 event.status, data["invoice"]])
-            row = cursor.fetchone()
-        if row is None:
-            if PaymentEvent.objects.filter(event_id=event_id).exists():
-                return _existing(event_id, kind)
-            _invoice(data["invoice"])  # raises the field error
-        event.pk, event.invoice_id = row
-        event._state.adding = False
-    else:
-        event.invoice_id = _invoice(data["invoice"]).pk
-        try:
-            with transaction.atomic():
-                event.save(force_insert=True)
-        except IntegrityError:
-            return _existing(event_id, kind)
+    """Store a pending event and wake the worker after the commit. An unknown invoice is refused
+    here, so that a typo is a 400 and not a rejected event later. (The API's usual path on PostgreSQL
+    is queue_failure_with_key; this one answers what it leaves: repeats, unknown invoices, SQLite.)"""
+    event = pending_failure(event_id, data, api_key)
+    event.invoice_id = _invoice(data["invoice"]).pk
+    try:
+        with transaction.atomic():
+            event.save(force_insert=True)
+    except IntegrityError:
+        return _existing(event_id, kind)
     transaction.on_commit(wake_worker)
     return EventOutcome(event, False)
 
@@ -125,43 +106,48 @@ class Claim:
     path: str
 
 
-def queue_failure_with_key(event_id: str, data: dict, api_key: ApiKey, claim: Claim,
-                           body: Callable[[PaymentEvent], dict], *, status_code: int = 202) -> PaymentEvent | None:
-    """PostgreSQL: store a pending payment_failed event and its finished Idempotency-Key record (status
-    and body) in one statement, the busiest write of the API. Returns None, having written nothing,
-    when the ordinary path must answer instead: the key was used before (replay or 409), the event id
-    was received before (duplicate), or the invoice is unknown (400).
+def pending_failure(event_id: str, data: dict, api_key: ApiKey | None) -> PaymentEvent:
+    """The unsaved pending event for a payment_failed."""
+    return PaymentEvent(event_id=event_id, kind=PaymentEvent.Kind.PAYMENT_FAILED, api_key=api_key,
+                        payload=_jsonable(data), status=PaymentEvent.Status.PENDING, received_at=timezone.now())
 
-    The record comes first and the event is inserted only with it; a record written for an event that
-    was then not inserted is deleted again in the same transaction before returning None."""
-    event = PaymentEvent(event_id=event_id, kind=PaymentEvent.Kind.PAYMENT_FAILED, api_key=api_key,
-                         payload=_jsonable(data), status=PaymentEvent.Status.PENDING, received_at=timezone.now())
+
+def queue_failure_with_key(event: PaymentEvent, claim: Claim, body: dict, *, status_code: int = 202) -> bool:
+    """PostgreSQL: store a pending payment_failed event (from pending_failure) and its finished
+    Idempotency-Key record (``status_code`` and ``body``) in one statement, the busiest write of the
+    API. Returns False, having written nothing, when the ordinary path must answer instead: the event
+    id was received before (duplicate), the invoice is unknown (400), or the key was used before
+    (replay or 409).
+
+    The record is inserted only with the event, and without ON CONFLICT: a used key fails the whole
+    statement, so the event is never stored without its record nor its record without the event."""
     from integrations.api.idempotency import _dumps
     from integrations.models import IdempotencyRecord
 
     records, table, invoices = (IdempotencyRecord._meta.db_table, PaymentEvent._meta.db_table,
                                 Invoice._meta.db_table)
-    with fastsql.server_cursor() as cursor:
-        cursor.execute(
-            f"WITH idem AS (INSERT INTO {records} (api_key_id, key, method, path, request_hash, "  # noqa: S608
-            "created_at, status_code, response_body) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
-            "ON CONFLICT (api_key_id, key) DO NOTHING RETURNING id), "
-            f"ev AS (INSERT INTO {table} (event_id, kind, api_key_id, payload, result, received_at, status, "
-            f"invoice_id, error, tries) SELECT %s, %s, %s, %s, '{{}}', %s, %s, i.id, '', 0 FROM {invoices} i, idem "
-            "WHERE i.external_id = %s ON CONFLICT (event_id) DO NOTHING RETURNING id, invoice_id) "
-            "SELECT (SELECT id FROM idem), (SELECT id FROM ev), (SELECT invoice_id FROM ev)",
-            [api_key.pk, claim.key, claim.method, claim.path[:255], claim.request_hash, event.received_at,
-             status_code, Jsonb(body(event), dumps=_dumps),
-             event_id, event.kind, api_key.pk, Jsonb(event.payload), event.received_at, event.status,
-             data["invoice"]], prepare=False)
-        record_id, event.pk, event.invoice_id = cursor.fetchone()
-        if event.pk is None:
-            if record_id is not None:
-                cursor.execute(f"DELETE FROM {records} WHERE id = %s", [record_id], prepare=False)  # noqa: S608
-            return None
+    sql = (
+        f"WITH ev AS (INSERT INTO {table} (event_id, kind, api_key_id, payload, result, received_at, "  # noqa: S608
+        f"status, invoice_id, error, tries) SELECT %s, %s, %s, %s, '{{}}', %s, %s, i.id, '', 0 FROM {invoices} i "
+        "WHERE i.external_id = %s ON CONFLICT (event_id) DO NOTHING RETURNING id, invoice_id), "
+        f"idem AS (INSERT INTO {records} (api_key_id, key, method, path, request_hash, created_at, status_code, "
+        "response_body) SELECT %s, %s, %s, %s, %s, %s, %s, %s FROM ev RETURNING id) "
+        "SELECT ev.id, ev.invoice_id FROM ev, idem"
+    )
+    params = [event.event_id, event.kind, event.api_key_id, Jsonb(event.payload), event.received_at, event.status,
+              event.payload["invoice"], event.api_key_id, claim.key, claim.method, claim.path[:255],
+              claim.request_hash, event.received_at, status_code, Jsonb(body, dumps=_dumps)]
+    try:
+        with transaction.atomic() if connection.in_atomic_block else nullcontext():
+            row = fastsql.fetchone(sql, params)
+    except IntegrityError:
+        return False  # the key was used: its record answers (replay, or 409 for another request)
+    if row is None:
+        return False
+    event.pk, event.invoice_id = row
     event._state.adding = False
     transaction.on_commit(wake_worker)
-    return event
+    return True
 
 
 def _jsonable(data: dict) -> dict:

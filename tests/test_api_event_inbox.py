@@ -215,3 +215,30 @@ def test_idempotency_keys_hold_on_the_one_statement_path(defaults):
     assert send({**body, "id": "evt_u", "invoice": "nope"}, "k3").status_code == 400
     assert PaymentEvent.objects.filter(event_id__in=["evt_k"]).count() == 1
     assert IdempotencyRecord.objects.get(key="k1").response_body["status"] == "pending"
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_one_idempotency_key_raced_by_two_processes_stores_one_event_with_its_record(defaults):
+    """Two requests with the same Idempotency-Key and different events, at the same instant: the
+    statement that loses the key stores nothing, so its request is answered as a reused key (409)."""
+    from integrations.models import IdempotencyRecord
+
+    key, _secret = ApiKey.issue("billing system", ApiKey.Scope.READ_WRITE)
+    invoice = InvoiceFactory()
+    db = settings.DATABASES["default"]
+    env = {**os.environ, "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+           "DJANGO_SETTINGS_MODULE": "config.test_settings"}
+    for round_ in range(3):
+        start_at = time.time() + 3
+        procs = [subprocess.Popen([sys.executable, str(ROOT / "tests" / "queue_event_process.py"), str(start_at),
+                                   str(key.pk), f"same-key-{round_}", f"evt-{round_}-{k}", invoice.external_id],
+                                  env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for k in range(2)]
+        outputs = [p.communicate(timeout=120) for p in procs]
+        for proc, (_out, err) in zip(procs, outputs, strict=True):
+            assert proc.returncode == 0, err
+        assert sorted(out.strip().splitlines()[-1] for out, _err in outputs) == ["False", "True"]
+        stored = PaymentEvent.objects.filter(event_id__startswith=f"evt-{round_}-")
+        record = IdempotencyRecord.objects.get(key=f"same-key-{round_}")
+        assert stored.count() == 1 and record.response_body["id"] == stored.get().event_id

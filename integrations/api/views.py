@@ -189,13 +189,11 @@ class PaymentEventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiV
         if (data.is_valid() and data.validated_data["type"] == PaymentEvent.Kind.PAYMENT_FAILED
                 and connection.vendor == "postgresql"):
             v = dict(data.validated_data)
+            event = events.pending_failure(v.pop("id"), v, request.auth)
+            body = s.PaymentEventSerializer(event).data
             claim = events.Claim(key, idempotency.request_hash(request), request.method, request.path)
-            rendered = {}
-            event = events.queue_failure_with_key(
-                v.pop("id"), v, request.auth, claim,
-                lambda e: rendered.setdefault("body", s.PaymentEventSerializer(e).to_representation(e)))
-            if event is not None:
-                return Response(rendered["body"], status=status.HTTP_202_ACCEPTED)
+            if events.queue_failure_with_key(event, claim, body):
+                return Response(body, status=status.HTTP_202_ACCEPTED)
         self.claim_idempotency(request)  # a replay or a 409 ends here
         data.is_valid(raise_exception=True)
         v = dict(data.validated_data)
