@@ -242,3 +242,18 @@ def test_one_idempotency_key_raced_by_two_processes_stores_one_event_with_its_re
         stored = PaymentEvent.objects.filter(event_id__startswith=f"evt-{round_}-")
         record = IdempotencyRecord.objects.get(key=f"same-key-{round_}")
         assert stored.count() == 1 and record.response_body["id"] == stored.get().event_id
+
+
+@pytest.mark.django_db
+def test_the_stored_payload_is_the_same_on_every_path(defaults):
+    from rest_framework.test import APIClient
+
+    _key, secret = ApiKey.issue("billing system", ApiKey.Scope.READ_WRITE)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
+    invoice = InvoiceFactory()
+    client.post("/api/v1/payment-events/", {"id": "evt_pl", "type": "payment_failed", "invoice": invoice.external_id,
+                                            "decline_code": "expired_card"}, format="json",
+                HTTP_IDEMPOTENCY_KEY="pl-1")
+    assert PaymentEvent.objects.get(event_id="evt_pl").payload == {"invoice": invoice.external_id,
+                                                                    "decline_code": "expired_card"}

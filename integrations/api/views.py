@@ -189,7 +189,8 @@ class PaymentEventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiV
         if (data.is_valid() and data.validated_data["type"] == PaymentEvent.Kind.PAYMENT_FAILED
                 and connection.vendor == "postgresql"):
             v = dict(data.validated_data)
-            event = events.pending_failure(v.pop("id"), v, request.auth)
+            event_id, _type = v.pop("id"), v.pop("type")
+            event = events.pending_failure(event_id, v, request.auth)
             body = s.PaymentEventSerializer(event).data
             claim = events.Claim(key, idempotency.request_hash(request), request.method, request.path)
             if events.queue_failure_with_key(event, claim, body):
