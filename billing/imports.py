@@ -33,6 +33,7 @@ from django.utils import timezone
 
 from billing.models import Invoice
 from billing.money import to_amount
+from config.jsonb import without_nul
 from customers.models import Customer
 from customers.validators import validate_currency
 
@@ -107,7 +108,7 @@ class RowError:
 
     def as_dict(self) -> dict:
         """JSON-ready, with NUL characters replaced (PostgreSQL's jsonb refuses them)."""
-        return _without_nul(self._as_dict())
+        return without_nul(self._as_dict())
 
     def _as_dict(self) -> dict:
         return {"line": self.line, "column": self.column, "reason": self.reason}
@@ -163,7 +164,7 @@ class ImportReport:
 
     def as_dict(self) -> dict:
         """JSON-ready, with NUL characters replaced (PostgreSQL's jsonb refuses them)."""
-        return _without_nul(self._as_dict())
+        return without_nul(self._as_dict())
 
     def _as_dict(self) -> dict:
         return {
@@ -196,16 +197,6 @@ class ImportReport:
             cells = self.invalid_rows[line]
             writer.writerow([line, *(cells.get(h, "") for h in self.header), "; ".join(reasons.get(line, []))])
         return out.getvalue()
-
-
-def _without_nul(value):
-    if isinstance(value, str):
-        return value.replace("\x00", "\ufffd")
-    if isinstance(value, dict):
-        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_without_nul(v) for v in value]
-    return value
 
 
 @dataclass(slots=True)

@@ -1,6 +1,8 @@
 """Payment events from the merchant's billing system, applied through the dunning services.
 
-Each event carries the client's own id and is applied once: a repeated id returns the first result.
+Each event carries the client's own id and is applied once: a repeated id returns the stored event.
+payment_failed events are queued (pending) and applied by workers in batches (``drain``); the
+other kinds are applied by the request.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from psycopg.types.json import Jsonb
 from billing import services as billing
 from billing.models import Invoice, PaymentAttempt
 from billing.refunds import apply_refund
+from config import jsonb
 from customers.models import Customer, PaymentMethod
 from dunning import services as dunning
 from integrations import fastsql
@@ -121,7 +124,6 @@ def queue_failure_with_key(event: PaymentEvent, claim: Claim, body: dict, *, sta
 
     The record is inserted only with the event, and without ON CONFLICT: a used key fails the whole
     statement, so the event is never stored without its record nor its record without the event."""
-    from integrations.api.idempotency import _dumps
     from integrations.models import IdempotencyRecord
 
     records, table, invoices = (IdempotencyRecord._meta.db_table, PaymentEvent._meta.db_table,
@@ -136,7 +138,7 @@ def queue_failure_with_key(event: PaymentEvent, claim: Claim, body: dict, *, sta
     )
     params = [event.event_id, event.kind, event.api_key_id, Jsonb(event.payload), event.received_at, event.status,
               event.payload["invoice"], event.api_key_id, claim.key, claim.method, claim.path[:255],
-              claim.request_hash, event.received_at, status_code, Jsonb(body, dumps=_dumps)]
+              claim.request_hash, event.received_at, status_code, Jsonb(body, dumps=jsonb.dumps)]
     try:
         with transaction.atomic() if connection.in_atomic_block else nullcontext():
             row = fastsql.fetchone(sql, params)

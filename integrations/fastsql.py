@@ -27,8 +27,3 @@ def fetchone(sql: str, params: list) -> tuple | None:
     with server_cursor() as cursor:
         cursor.execute(sql, params, prepare=False)
         return cursor.fetchone()
-
-
-def execute(sql: str, params: list) -> None:
-    with server_cursor() as cursor:
-        cursor.execute(sql, params, prepare=False)

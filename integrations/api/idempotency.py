@@ -14,13 +14,13 @@ import re
 from datetime import timedelta
 
 from django.conf import settings
-from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from psycopg.types.json import Jsonb
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 
+from config import jsonb
 from integrations.api.errors import Conflict, error_body
 from integrations.models import ApiKey, IdempotencyRecord
 
@@ -120,27 +120,10 @@ def finish(record: IdempotencyRecord, response: Response) -> None:
         with connection.cursor() as cursor:
             cursor.execute(f"UPDATE {IdempotencyRecord._meta.db_table} SET status_code = %s, "  # noqa: S608
                            "response_body = %s WHERE id = %s",
-                           [response.status_code, Jsonb(response.data, dumps=_dumps), record.pk])
+                           [response.status_code, Jsonb(response.data, dumps=jsonb.dumps), record.pk])
         return
     IdempotencyRecord.objects.filter(pk=record.pk).update(status_code=response.status_code,
                                                           response_body=response.data)
-
-
-def _dumps(value) -> str:
-    text = json.dumps(value, cls=DjangoJSONEncoder)
-    return json.dumps(_without_nul(value), cls=DjangoJSONEncoder) if "\\u0000" in text else text
-
-
-def _without_nul(value):
-    """PostgreSQL's jsonb refuses U+0000, which an error message may echo from the request: it is
-    stored as U+FFFD, so the replay differs from the first response only in that character."""
-    if isinstance(value, str):
-        return value.replace("\x00", "\ufffd")
-    if isinstance(value, dict):
-        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_without_nul(v) for v in value]
-    return value
 
 
 def replay_response(record: IdempotencyRecord) -> Response:
