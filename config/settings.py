@@ -9,6 +9,7 @@ See docs/configuration.md for every variable.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import environ
@@ -299,6 +300,9 @@ REST_FRAMEWORK.update(api_rest_framework())
 SPECTACULAR_SETTINGS.update(api_spectacular())
 # Requests per minute per API key (and per client address for unauthenticated requests).
 API_THROTTLE_RATE = env_str("API_THROTTLE_RATE", "600/min")
+if not re.fullmatch(r"[1-9]\d*/(s|sec|second|m|min|minute|h|hour|d|day)", API_THROTTLE_RATE):
+    raise ImproperlyConfigured(f"API_THROTTLE_RATE={API_THROTTLE_RATE!r}: write requests/period, e.g. 600/min, 100/s, "
+                               "5000/hour or 50000/day")
 # How long the first response to an Idempotency-Key is kept and replayed.
 API_IDEMPOTENCY_HOURS = env_int("API_IDEMPOTENCY_HOURS", 24, minimum=1)
 # payment_failed events are applied by a worker in batches of this size (docs/api.md, "Payment events").

@@ -115,41 +115,57 @@ def pending_failure(event_id: str, data: dict, api_key: ApiKey | None) -> Paymen
                         payload=_jsonable(data), status=PaymentEvent.Status.PENDING, received_at=timezone.now())
 
 
-def queue_failure_with_key(event: PaymentEvent, claim: Claim, body: dict, *, status_code: int = 202) -> bool:
+@dataclass
+class Queued:
+    """What queue_failure_with_key reports besides success: when the API key was last used."""
+
+    key_last_used_at: datetime | None
+
+
+def queue_failure_with_key(event: PaymentEvent, claim: Claim, body: dict, *, status_code: int = 202,
+                           health_check: bool = True) -> Queued | None:
     """PostgreSQL: store a pending payment_failed event (from pending_failure) and its finished
     Idempotency-Key record (``status_code`` and ``body``) in one statement, the busiest write of the
-    API. Returns False, having written nothing, when the ordinary path must answer instead: the event
-    id was received before (duplicate), the invoice is unknown (400), or the key was used before
-    (replay or 409).
+    API. Returns None, having written nothing, when the ordinary path must answer instead: the event
+    id was received before (duplicate), the invoice is unknown (400), the key was used before (replay
+    or 409), or the event's API key is no longer an unrevoked read-write key (401 or 403).
 
-    The record is inserted only with the event, and without ON CONFLICT: a used key fails the whole
-    statement, so the event is never stored without its record nor its record without the event."""
+    The statement checks the API key itself, so a caller may have verified the key against a copy
+    read earlier (integrations.api.fastpath) and a revocation still takes effect at once. The record
+    is inserted only with the event, and without ON CONFLICT: a used key fails the whole statement,
+    so the event is never stored without its record nor its record without the event.
+
+    ``health_check=False`` skips Django's check of a reused connection (a round trip): for callers
+    that handle a broken connection themselves."""
     from integrations.models import IdempotencyRecord
 
-    records, table, invoices = (IdempotencyRecord._meta.db_table, PaymentEvent._meta.db_table,
-                                Invoice._meta.db_table)
+    records, table, invoices, keys = (IdempotencyRecord._meta.db_table, PaymentEvent._meta.db_table,
+                                      Invoice._meta.db_table, ApiKey._meta.db_table)
     sql = (
-        f"WITH ev AS (INSERT INTO {table} (event_id, kind, api_key_id, payload, result, received_at, "  # noqa: S608
-        f"status, invoice_id, error, tries) SELECT %s, %s, %s, %s, '{{}}', %s, %s, i.id, '', 0 FROM {invoices} i "
-        "WHERE i.external_id = %s ON CONFLICT (event_id) DO NOTHING RETURNING id, invoice_id), "
+        f"WITH k AS (SELECT id, last_used_at FROM {keys} WHERE id = %s AND revoked_at IS NULL "  # noqa: S608
+        f"AND scope = %s), "
+        f"ev AS (INSERT INTO {table} (event_id, kind, api_key_id, payload, result, received_at, "
+        f"status, invoice_id, error, tries) SELECT %s, %s, k.id, %s, '{{}}', %s, %s, i.id, '', 0 "
+        f"FROM {invoices} i, k WHERE i.external_id = %s ON CONFLICT (event_id) DO NOTHING "
+        "RETURNING id, invoice_id), "
         f"idem AS (INSERT INTO {records} (api_key_id, key, method, path, request_hash, created_at, status_code, "
         "response_body) SELECT %s, %s, %s, %s, %s, %s, %s, %s FROM ev RETURNING id) "
-        "SELECT ev.id, ev.invoice_id FROM ev, idem"
+        "SELECT ev.id, ev.invoice_id, k.last_used_at FROM ev, idem, k"
     )
-    params = [event.event_id, event.kind, event.api_key_id, Jsonb(event.payload), event.received_at, event.status,
-              event.payload["invoice"], event.api_key_id, claim.key, claim.method, claim.path[:255],
-              claim.request_hash, event.received_at, status_code, Jsonb(body, dumps=jsonb.dumps)]
+    params = [event.api_key_id, ApiKey.Scope.READ_WRITE, event.event_id, event.kind, Jsonb(event.payload),
+              event.received_at, event.status, event.payload["invoice"], event.api_key_id, claim.key, claim.method,
+              claim.path[:255], claim.request_hash, event.received_at, status_code, Jsonb(body, dumps=jsonb.dumps)]
     try:
         with transaction.atomic() if connection.in_atomic_block else nullcontext():
-            row = fastsql.fetchone(sql, params)
+            row = fastsql.fetchone(sql, params, health_check=health_check)
     except IntegrityError:
-        return False  # the key was used: its record answers (replay, or 409 for another request)
+        return None  # the key was used: its record answers (replay, or 409 for another request)
     if row is None:
-        return False
-    event.pk, event.invoice_id = row
+        return None
+    event.pk, event.invoice_id, last_used_at = row
     event._state.adding = False
     transaction.on_commit(wake_worker)
-    return True
+    return Queued(last_used_at)
 
 
 def _jsonable(data: dict) -> dict:

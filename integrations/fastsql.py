@@ -16,14 +16,18 @@ from django.db import connection
 
 
 @contextmanager
-def server_cursor() -> Iterator[psycopg.Cursor]:
-    connection.close_if_health_check_failed()  # what Django's cursor() does before a request's first query
+def server_cursor(*, health_check: bool = True) -> Iterator[psycopg.Cursor]:
+    if health_check:
+        connection.close_if_health_check_failed()  # what Django's cursor() does before a request's first query
     connection.ensure_connection()
     with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
         yield cursor
 
 
-def fetchone(sql: str, params: list) -> tuple | None:
-    with server_cursor() as cursor:
+def fetchone(sql: str, params: list, *, health_check: bool = True) -> tuple | None:
+    """The first row of one statement. ``health_check=False`` skips the check Django makes of a reused
+    connection before a request's first query (CONN_HEALTH_CHECKS, one round trip): for a caller that
+    handles a broken connection itself."""
+    with server_cursor(health_check=health_check) as cursor:
         cursor.execute(sql, params, prepare=False)
         return cursor.fetchone()

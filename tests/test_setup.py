@@ -48,6 +48,13 @@ def test_start_up_names_the_bad_variable():
     assert "DEBUG='ture' is not a boolean" in result.stderr
 
 
+def test_a_bad_throttle_rate_is_a_start_up_error():
+    result = _manage("check", DEBUG="true", API_THROTTLE_RATE="600 per minute")
+    assert result.returncode != 0
+    assert "API_THROTTLE_RATE='600 per minute': write requests/period" in result.stderr
+    assert _manage("check", DEBUG="true", API_THROTTLE_RATE="100/s").returncode == 0
+
+
 def test_production_needs_a_secret_key():
     result = _manage("check", DEBUG="false", SECRET_KEY="")
     assert result.returncode != 0

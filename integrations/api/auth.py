@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hmac
 import time
 from dataclasses import dataclass
@@ -60,6 +61,60 @@ def usable_key(prefix: str) -> ApiKey | None:
     return ApiKey.from_db(connection.alias, KEY_FIELDS, row)
 
 
+def key_for(token: str) -> ApiKey | None:
+    """The usable key for the bearer token ``dk_<prefix>_<secret>``, or None (malformed, unknown, revoked,
+    or a wrong secret)."""
+    parsed = parse_key(token)
+    if parsed is None:
+        return None
+    prefix, secret = parsed
+    # Revocation is immediate: the key row is read on every request, never cached.
+    key = usable_key(prefix)
+    if key is None or not hmac.compare_digest(key.secret_hash, hash_secret(secret)):
+        return None
+    return key
+
+
+def note_use(key: ApiKey, last_used_at=None) -> None:
+    """Record when the key was last used (``last_used_at``: as read by the request, default the key's
+    own), at most once a minute per key; after the request's transaction, so that concurrent requests
+    never queue on the key's row."""
+    last_used_at = key.last_used_at if last_used_at is None else last_used_at
+    now = timezone.now()
+    if last_used_at is None or last_used_at < now - timedelta(minutes=1):
+        transaction.on_commit(lambda: ApiKey.objects.filter(pk=key.pk).update(last_used_at=now))
+
+
+# Keys verified by this process, by prefix, for the payment-event fast path only (integrations.api.
+# fastpath): its statement re-checks that the key is still unrevoked and read-write, so a copy read
+# earlier saves a round trip without delaying a revocation. Read-only copies shared by the threads.
+_verified: dict[str, ApiKey] = {}
+VERIFIED_MAX = 1000
+
+
+def verified_key_for(token: str) -> ApiKey | None:
+    """key_for, from this process's copy when the secret matches it (see _verified). The caller's
+    statement must check the key is still usable; on any refusal the caller calls forget_key()."""
+    parsed = parse_key(token)
+    if parsed is None:
+        return None
+    digest = hash_secret(parsed[1])
+    key = _verified.get(parsed[0])
+    if key is not None and hmac.compare_digest(key.secret_hash, digest):
+        return key
+    key = usable_key(parsed[0])
+    if key is None or not hmac.compare_digest(key.secret_hash, digest):
+        return None
+    if len(_verified) >= VERIFIED_MAX:
+        _verified.clear()
+    _verified[key.prefix] = key
+    return key
+
+
+def forget_key(key: ApiKey) -> None:
+    _verified.pop(key.prefix, None)
+
+
 class ApiKeyAuthentication(BaseAuthentication):
     keyword = b"bearer"
 
@@ -70,20 +125,15 @@ class ApiKeyAuthentication(BaseAuthentication):
         if len(header) != 2:
             raise exceptions.AuthenticationFailed("Send exactly one key: Authorization: Bearer <key>.")
         try:
-            parsed = parse_key(header[1].decode("ascii"))
+            token = header[1].decode("ascii")
         except UnicodeDecodeError:
-            parsed = None
-        if parsed is None:
+            token = ""
+        if parse_key(token) is None:
             raise exceptions.AuthenticationFailed("This is not an API key.")
-        prefix, secret = parsed
-        # Revocation is immediate: the key row is read on every request, never cached.
-        key = usable_key(prefix)
-        if key is None or not hmac.compare_digest(key.secret_hash, hash_secret(secret)):
+        key = key_for(token)
+        if key is None:
             raise exceptions.AuthenticationFailed("Unknown or revoked API key.")
-        now = timezone.now()
-        if key.last_used_at is None or key.last_used_at < now - timedelta(minutes=1):
-            # After the request's transaction, so that concurrent requests never queue on the key's row.
-            transaction.on_commit(lambda: ApiKey.objects.filter(pk=key.pk).update(last_used_at=now))
+        note_use(key)
         return ApiClient(key), key
 
     def authenticate_header(self, request) -> str:
@@ -102,6 +152,34 @@ class HasKeyScope(permissions.BasePermission):
         return request.method in permissions.SAFE_METHODS or key.can_write
 
 
+@functools.lru_cache(maxsize=8)
+def parse_rate(rate: str) -> tuple[int, int]:
+    """"600/min" -> (600, 60), as REST framework reads rates."""
+    num, period = rate.split("/")
+    return int(num), {"s": 1, "m": 60, "h": 3600, "d": 86400}[period[0]]
+
+
+def hit(ident: str) -> tuple[bool, float]:
+    """Count one request against ``ident``'s API_THROTTLE_RATE; returns (allowed, seconds until the
+    window ends). One atomic add-or-increment in the cache per request."""
+    # The rate is read on every request so that settings overrides (tests, reloads) apply.
+    num_requests, duration = parse_rate(settings.API_THROTTLE_RATE)
+    now = time.time()
+    window = int(now // duration)
+    key = f"{ident}:{window}"
+    hits = 1
+    if not cache.add(key, 1, timeout=duration + 1):
+        try:
+            hits = cache.incr(key)
+        except ValueError:  # expired between add and incr
+            cache.add(key, 1, timeout=duration + 1)
+    return hits <= num_requests, (window + 1) * duration - now
+
+
+def throttle_ident(key: ApiKey) -> str:
+    return f"throttle:api:key:{key.prefix}"
+
+
 class KeyRateThrottle(throttling.SimpleRateThrottle):
     """API_THROTTLE_RATE requests per window per API key (per client address without a key).
 
@@ -116,27 +194,17 @@ class KeyRateThrottle(throttling.SimpleRateThrottle):
         return settings.API_THROTTLE_RATE
 
     def allow_request(self, request, view):
-        # Read the rate on every request so that settings overrides (tests, reloads) apply.
-        self.num_requests, self.duration = self.parse_rate(self.get_rate())
-        now = time.time()
-        window = int(now // self.duration)
-        key = f"{self.get_cache_key(request, view)}:{window}"
-        hits = 1
-        if not cache.add(key, 1, timeout=self.duration + 1):
-            try:
-                hits = cache.incr(key)
-            except ValueError:  # expired between add and incr
-                cache.add(key, 1, timeout=self.duration + 1)
-        self._retry_after = (window + 1) * self.duration - now
-        return hits <= self.num_requests
+        # A request the fast path (integrations.api.fastpath) already counted is not counted twice.
+        counted = getattr(request._request, "api_throttle_hit", None)
+        allowed, self._retry_after = counted or hit(self.get_cache_key(request, view))
+        return allowed
 
     def wait(self) -> float:
         return self._retry_after
 
     def get_cache_key(self, request, view) -> str:
         key = request.auth
-        ident = f"key:{key.prefix}" if isinstance(key, ApiKey) else f"ip:{self.get_ident(request)}"
-        return f"throttle:api:{ident}"
+        return throttle_ident(key) if isinstance(key, ApiKey) else f"throttle:api:ip:{self.get_ident(request)}"
 
 
 class ApiKeyScheme(OpenApiAuthenticationExtension):

@@ -26,6 +26,7 @@ from integrations.models import ApiKey, IdempotencyRecord
 
 HEADER = "Idempotency-Key"
 KEY_PATTERN = r"^[!-~]+$"  # printable ASCII without spaces, e.g. a UUID
+KEY_RE = re.compile(KEY_PATTERN)
 ABANDONED_AFTER = timedelta(minutes=5)
 
 
@@ -38,12 +39,22 @@ class Replay(exceptions.APIException):
 
 
 def request_hash(request) -> str:
-    body = request._request.body or b""
+    return body_hash(request.method, request.path, request._request.body)
+
+
+def body_hash(method: str, path: str, body: bytes | None) -> str:
+    """What tells two requests with one Idempotency-Key apart: method, path and the JSON body
+    (canonical: key order and spacing do not count)."""
+    body = body or b""
     try:
         canonical = json.dumps(json.loads(body), sort_keys=True, separators=(",", ":")).encode()
     except (ValueError, UnicodeDecodeError):
         canonical = body
-    return hashlib.sha256(request.method.encode() + b" " + request.path.encode() + b"\n" + canonical).hexdigest()
+    return hashlib.sha256(method.encode() + b" " + path.encode() + b"\n" + canonical).hexdigest()
+
+
+def valid_key(value: str) -> bool:
+    return len(value) <= 255 and KEY_RE.match(value) is not None
 
 
 def key_of(request) -> str:
@@ -52,7 +63,7 @@ def key_of(request) -> str:
     if not key_value:
         raise exceptions.ValidationError({HEADER: ["This header is required on every POST (any unique string, "
                                                    "e.g. a UUID), so that a retried request is not applied twice."]})
-    if len(key_value) > 255 or not re.match(KEY_PATTERN, key_value):
+    if not valid_key(key_value):
         raise exceptions.ValidationError({HEADER: ["At most 255 printable ASCII characters without spaces."]})
     return key_value
 

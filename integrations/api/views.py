@@ -24,7 +24,7 @@ from customers.models import Customer, PaymentMethod
 from dunning import services as dunning
 from dunning.models import Campaign, DunningCase
 from integrations import events
-from integrations.api import idempotency
+from integrations.api import fastpath, idempotency
 from integrations.api import serializers as s
 from integrations.api.idempotency import HEADER, KEY_PATTERN, IdempotentMixin
 from integrations.models import PaymentEvent
@@ -176,6 +176,15 @@ class PaymentEventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiV
     defer_idempotency = True
     atomic_post = False
 
+    def dispatch(self, request, *args, **kwargs):
+        # A plain payment_failed is answered without REST framework's pipeline (integrations.api.fastpath);
+        # everything else, or anything that path declines, runs the full pipeline below.
+        if request.method == "POST" and self.action_map.get("post") == "create":
+            response = fastpath.accept_payment_failed(request)
+            if response is not None:
+                return response
+        return super().dispatch(request, *args, **kwargs)
+
     @extend_schema(request=s.PaymentEventInput,
                    responses={202: s.PaymentEventSerializer, 201: s.PaymentEventSerializer,
                               200: s.PaymentEventSerializer},
@@ -193,7 +202,7 @@ class PaymentEventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiV
             event = events.pending_failure(event_id, v, request.auth)
             body = s.PaymentEventSerializer(event).data
             claim = events.Claim(key, idempotency.request_hash(request), request.method, request.path)
-            if events.queue_failure_with_key(event, claim, body):
+            if events.queue_failure_with_key(event, claim, body) is not None:
                 return Response(body, status=status.HTTP_202_ACCEPTED)
         self.claim_idempotency(request)  # a replay or a 409 ends here
         data.is_valid(raise_exception=True)
