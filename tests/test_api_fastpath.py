@@ -213,3 +213,16 @@ def test_a_read_only_key_made_read_write_is_taken_by_the_fast_path_at_once(defau
     ApiKey.objects.filter(pk=key.pk).update(scope=ApiKey.Scope.READ_WRITE)
     no_full_pipeline(monkeypatch)
     assert send(client, {**plain, "id": "u2"}).status_code == 202
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
+def test_a_body_over_the_upload_limit_is_refused_on_both_paths(defaults, monkeypatch, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 100
+    client, _key = client_for()
+    invoice = InvoiceFactory()
+    body = {"id": "big", "type": "payment_failed", "invoice": invoice.external_id, "message": "m" * 200}
+    answer = send(client, body, key="big-1")
+    full_pipeline_only(monkeypatch)
+    assert (send(client, body, key="big-2").status_code, answer.status_code) == (400, 400)
+    assert not PaymentEvent.objects.exists()

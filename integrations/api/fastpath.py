@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 
+from django.core.exceptions import RequestDataTooBig
 from django.core.validators import MaxLengthValidator, ProhibitNullCharactersValidator
 from django.db import InterfaceError, OperationalError, connection
 from django.http import HttpRequest, HttpResponse
@@ -86,8 +87,8 @@ def parse(request: HttpRequest) -> dict | None:
         return None
     try:
         data = json.loads(request.body.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError):
-        return None
+    except (ValueError, UnicodeDecodeError, RequestDataTooBig):
+        return None  # the full pipeline answers, as for any other body it refuses
     return plain_event(data)
 
 
