@@ -8,7 +8,7 @@ class DunningConfig(AppConfig):
     verbose_name = "Dunning"
 
     def ready(self) -> None:
-        from config import pg_arrays
+        from config import lookups, pg_arrays  # noqa: F401 (lookups: registers field__any)
         from dunning import receivers  # noqa: F401
         from dunning.schedules import ensure_schedules
 

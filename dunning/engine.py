@@ -207,7 +207,7 @@ def run_batch(now: datetime, batch_size: int) -> int:
             batch.methods = {
                 m.customer_id: m
                 for m in PaymentMethod.objects.filter(
-                    customer_id__in=retry_customers, is_default=True, detached_at__isnull=True
+                    customer_id__any=retry_customers, is_default=True, detached_at__isnull=True
                 )
             }
             batch.retry_context = retries.prepare(batch, cases, steps)
@@ -227,7 +227,7 @@ def run_batch(now: datetime, batch_size: int) -> int:
 def load_cases(ids: list[int]) -> list[DunningCase]:
     """The claimed cases with their invoice and customer (CASE_FIELDS), as ``select_related(...)
     .only(...)`` returns them, built from one ``values_list`` query (config.bulk.instances)."""
-    rows = list(DunningCase.objects.filter(pk__in=ids).values_list(*CASE_FIELDS))
+    rows = list(DunningCase.objects.filter(pk__any=ids).values_list(*CASE_FIELDS))
     own = [name for name in CASE_FIELDS if "__" not in name]
     inv = [name for name in CASE_FIELDS if name.startswith("invoice__")]
     cust = [name for name in CASE_FIELDS if name.startswith("customer__")]
@@ -289,7 +289,7 @@ def _write_cases(batch: Batch, cases: list[DunningCase]) -> None:
                 ExpressionWrapper(F("failed_at") + Value(following.offset), output_field=DateTimeField()),
                 Value(batch.now, output_field=DateTimeField()),
             )
-        DunningCase.objects.filter(pk__in=ids).update(**values)
+        DunningCase.objects.filter(pk__any=ids).update(**values)
     if custom:
         DunningCase.objects.bulk_update(
             custom, ["current_step", "next_step", "next_action_at", "status", "closed_at", "retry_state", "updated_at"]

@@ -106,14 +106,15 @@ def test_insert_rows_fills_defaults_returns_keys_in_order_and_skips_conflicts(db
     columns = ("customer_id", "channel", "recipient", "template_code", "locale", "context", "dedupe_key",
                "reference", "send_after")
     rows = [(customer.pk, "email", f"a{i}@example.com", "reminder", "en",
-             {"n": i, "text": 'quo"te \\ back, {brace}', "none": None, "list": [1, "x"]}, f"k{i}", "", at)
+             {"n": i, "text": 'quo"te \\ back, {brace} \'single\' é€😀\n', "none": None, "list": [1, "x", 0.5]},
+             f"k{i}", f"ref 'é' \\ \"{i}\"", at + datetime.timedelta(microseconds=i))
             for i in range(3)]
     bulk.insert_rows(Notification, columns, rows, ignore_conflicts=True)
     bulk.insert_rows(Notification, columns, [rows[1]], ignore_conflicts=True)  # the same key: skipped
     saved = list(Notification.objects.order_by("id"))
-    assert [(n.recipient, n.context, n.status, n.attempts, n.subject, n.sent_at, n.send_after) for n in saved] == [
-        (f"a{i}@example.com", rows[i][5], "queued", 0, "", None, at) for i in range(3)
-    ]
+    assert [(n.recipient, n.context, n.reference, n.status, n.attempts, n.subject, n.sent_at, n.send_after)
+            for n in saved] == [(f"a{i}@example.com", rows[i][5], rows[i][7], "queued", 0, "", None, rows[i][8])
+                                for i in range(3)]
     assert all(n.created_at is not None and n.updated_at is not None for n in saved)
     invoice = InvoiceFactory(customer=customer)
     ids = bulk.insert_rows(PaymentAttempt, ("invoice_id", "amount", "currency", "idempotency_key"),
