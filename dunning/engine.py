@@ -155,12 +155,18 @@ def _steps_by_campaign(campaign_ids: set[int]) -> dict[int, list[CampaignStep]]:
     return steps
 
 
+def _set_step(case: DunningCase, name: str, step: CampaignStep | None) -> None:
+    """``case.<name> = step`` for a loaded step (what the descriptor stores, without its checks)."""
+    case.__dict__[f"{name}_id"] = step.pk if step is not None else None
+    case._state.fields_cache[name] = step
+
+
 def _advance(case: DunningCase, step: CampaignStep, steps: list[CampaignStep], batch: Batch) -> None:
     """Move the case past `step` in memory; _flush writes it with one UPDATE per (step, next) group."""
-    case.current_step = step
+    _set_step(case, "current_step", step)
     index = next((i for i, s in enumerate(steps) if s.pk == step.pk), len(steps) - 1)
     following = steps[index + 1] if index + 1 < len(steps) else None
-    case.next_step = following
+    _set_step(case, "next_step", following)
     if following is None:
         case.status = DunningCase.Status.EXHAUSTED
         case.closed_at = batch.now
@@ -201,7 +207,7 @@ def run_batch(now: datetime, batch_size: int) -> int:
         steps = batch.steps = _steps_by_campaign({c.campaign_id for c in cases})
         step_by_id = {step.pk: step for campaign_steps in steps.values() for step in campaign_steps}
         for case in cases:
-            case.next_step = step_by_id[case.next_step_id]
+            _set_step(case, "next_step", step_by_id[case.next_step_id])
         retry_customers = {c.customer_id for c in cases if c.next_step.action == CampaignStep.Action.RETRY}
         if retry_customers:
             batch.methods = {

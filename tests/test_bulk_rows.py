@@ -93,6 +93,8 @@ def test_the_engine_writes_the_same_rows_with_and_without_the_fast_inserts(defau
     portable = _campaign_run(clock)
 
     assert len(fast["events"]) > 30 and len(fast["notifications"]) > 5 and len(fast["attempts"]) > 3
+    kinds = {e["kind"] for e in fast["events"]}
+    assert {"step.retry", "step.retry_deferred", "case.exhausted", "message.consolidated"} <= kinds, kinds
     assert any(e["attempt_id"] for e in fast["events"])
     for kind in fast:
         assert fast[kind] == portable[kind], kind
