@@ -233,10 +233,12 @@ def run_batch(now: datetime, batch_size: int) -> int:
 def load_cases(ids: list[int]) -> list[DunningCase]:
     """The claimed cases with their invoice and customer (CASE_FIELDS), as ``select_related(...)
     .only(...)`` returns them, built from one ``values_list`` query (config.bulk.instances)."""
-    rows = list(DunningCase.objects.filter(pk__any=ids).values_list(*CASE_FIELDS))
     own = [name for name in CASE_FIELDS if "__" not in name]
     inv = [name for name in CASE_FIELDS if name.startswith("invoice__")]
     cust = [name for name in CASE_FIELDS if name.startswith("customer__")]
+    assert len(own) + len(inv) + len(cust) == len(CASE_FIELDS), "CASE_FIELDS: the case, its invoice or customer"
+    assert all(name.count("__") == 1 for name in inv + cust), "CASE_FIELDS: one level of relation"
+    rows = list(DunningCase.objects.filter(pk__any=ids).values_list(*own, *inv, *cust))
     n_own, n_inv = len(own), len(inv)
     cases = bulk.instances(DunningCase, own, (r[:n_own] for r in rows))
     invoices = bulk.instances(Invoice, [n.removeprefix("invoice__") for n in inv],

@@ -24,6 +24,9 @@ def test_any_matches_in_for_keys_and_foreign_keys_with_duplicates_none_and_empty
                 == sorted(Invoice.objects.filter(customer_id__in=values).values_list("pk", flat=True)))
     assert Invoice.objects.filter(customer__any=[customers[1].pk]).count() == 2
     assert Customer.objects.exclude(pk__any=[customers[0].pk]).count() == 2
+    # Not an integer field: the ordinary IN.
+    assert list(Customer.objects.filter(email__any=[customers[1].email]).values_list("pk", flat=True)) == [
+        customers[1].pk]
     assert len(invoices) == 6
 
 
