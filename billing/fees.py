@@ -234,7 +234,7 @@ def open_fees(invoice) -> list[InvoiceFee]:
 def open_fees_by_invoice(invoice_ids) -> dict[int, list[InvoiceFee]]:
     """The same for many invoices in one query (the engine's batches)."""
     found: dict[int, list[InvoiceFee]] = {}
-    for fee in InvoiceFee.objects.filter(invoice_id__in=list(invoice_ids), status=InvoiceFee.Status.OPEN).order_by(
+    for fee in InvoiceFee.objects.filter(invoice_id__any=list(invoice_ids), status=InvoiceFee.Status.OPEN).order_by(
         "id"
     ):
         if fee.amount_open > 0:

@@ -74,7 +74,7 @@ def usage_for(method_ids, now: datetime.datetime) -> dict[int, CardUsage]:
         return usage
     rows = (
         counted_attempts()
-        .filter(payment_method_id__in=list(method_ids), created_at__gt=now - MONTH)
+        .filter(payment_method_id__any=list(method_ids), created_at__gt=now - MONTH)
         .order_by("created_at")
         .values_list("payment_method_id", "created_at", "completed_at", "outcome", "decline_code",
                      "network_code", "advice_code")

@@ -8,11 +8,12 @@ class DunningConfig(AppConfig):
     verbose_name = "Dunning"
 
     def ready(self) -> None:
-        from config import pg_arrays
+        from config import lookups, pg_arrays  # noqa: F401 (lookups: registers field__any)
         from dunning import receivers  # noqa: F401
         from dunning.schedules import ensure_schedules
 
-        # The engine's UNNEST bulk inserts send JSON columns as array literals: escape them quickly.
+        # Django's UNNEST bulk inserts (bulk_create) send JSON columns as array literals: escape them quickly
+        # (the engine's own inserts send one JSON document instead, config.bulk).
         connection_created.connect(pg_arrays.register, dispatch_uid="config.pg_arrays")
 
         post_migrate.connect(ensure_schedules, sender=self, dispatch_uid="dunning.ensure_schedules")

@@ -54,19 +54,19 @@ def prepare(batch, cases: list[DunningCase], steps: dict[int, list[CampaignStep]
         # Most customers have one invoice in dunning: find the groups with several first (one
         # aggregate), and load sibling cases for those customers only.
         multi = set(
-            DunningCase.objects.filter(status=DunningCase.Status.ACTIVE, customer_id__in=customer_ids)
+            DunningCase.objects.filter(status=DunningCase.Status.ACTIVE, customer_id__any=customer_ids)
             .values_list("customer_id", "campaign_id").annotate(n=Count("id")).filter(n__gt=1)
             .values_list("customer_id", "campaign_id")
         )
         siblings = (
             DunningCase.objects.filter(
-                status=DunningCase.Status.ACTIVE, customer_id__in={customer for customer, _c in multi}
+                status=DunningCase.Status.ACTIVE, customer_id__any={customer for customer, _c in multi}
             )
             .select_related("invoice").order_by("pk")
         ) if multi else []
         for other in siblings:
             prepared.groups.setdefault((other.customer_id, other.campaign_id), []).append(other)
-    for contact in BillingContact.objects.filter(customer_id__in=customer_ids).order_by("-is_primary", "id"):
+    for contact in BillingContact.objects.filter(customer_id__any=customer_ids).order_by("-is_primary", "id"):
         prepared.contacts.setdefault(contact.customer_id, []).append(contact)
     invoice_ids = {c.invoice_id for c in messaging}
     invoice_ids |= {o.invoice_id for group in prepared.groups.values() for o in group}
@@ -137,7 +137,7 @@ def queue_messages(batch, case: DunningCase, step: CampaignStep) -> None:
                 batch.event(case, "message.consolidated", f"{step.template_code} ({channel}) covers this invoice",
                             step, channel=channel, invoices=numbers, leader=leader.pk)
                 continue
-            row = outbox.build(
+            row = outbox.build_row(
                 case.customer, channel=channel, template_code=step.template_code,
                 context={**ctx, "contact_name": target.name}, dedupe_key=key,
                 reference=f"case:{leader.pk}", send_after=batch.now, recipient=target.address, locale=target.locale,

@@ -20,9 +20,9 @@ from django.db.models import DateTimeField, ExpressionWrapper, F, Value
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
-from billing import services as billing
 from billing.models import Invoice, PaymentAttempt
 from billing.money import format_money
+from config import bulk
 from customers.models import Customer, PaymentMethod
 from dunning import consolidation, retries, webhook_events
 from dunning.models import CampaignStep, CaseEvent, DunningCase, WorkItem
@@ -33,14 +33,23 @@ from notifications.models import Notification
 logger = logging.getLogger(__name__)
 
 
+# Timeline rows are kept as tuples in these columns (config.bulk.insert_rows): a batch writes
+# several per case, and a model instance per row cost more than the rest of the step.
+EVENT_COLUMNS = ("case_id", "kind", "message", "step_id", "payload", "at", "actor_label", "attempt_id")
+ATTEMPT_COLUMNS = ("invoice_id", "payment_method_id", "amount", "currency", "source", "gateway", "idempotency_key",
+                   "lease_until", "created_at")
+
+
 @dataclass
 class Batch:
     """Everything one batch writes, flushed with one query per kind."""
 
     now: datetime
-    events: list[CaseEvent] = field(default_factory=list)
-    attempts: list[tuple[PaymentAttempt, CaseEvent]] = field(default_factory=list)
-    notifications: list[Notification] = field(default_factory=list)
+    # (case_id, kind, message, step_id, payload) per timeline event
+    events: list[tuple] = field(default_factory=list)
+    # (attempt values in ATTEMPT_COLUMNS order, its "step.retry" event as in events)
+    attempts: list[tuple[tuple, tuple]] = field(default_factory=list)
+    notifications: list[outbox.OutboxRow | Notification] = field(default_factory=list)
     suspend_customers: set[int] = field(default_factory=set)
     uncollectible_invoices: set[int] = field(default_factory=set)
     methods: dict[int, PaymentMethod] = field(default_factory=dict)
@@ -50,11 +59,8 @@ class Batch:
     steps: dict[int, list[CampaignStep]] = field(default_factory=dict)
 
     def event(self, case: DunningCase, kind: str, message: str, step: CampaignStep | None = None,
-              **payload) -> CaseEvent:
-        ev = CaseEvent(case=case, kind=kind, message=message[:255], at=self.now, step=step, payload=payload,
-                       actor_label="engine")
-        self.events.append(ev)
-        return ev
+              **payload) -> None:
+        self.events.append((case.pk, kind, message[:255], step.pk if step is not None else None, payload))
 
 
 def message_context(case: DunningCase, now: datetime) -> dict:
@@ -91,14 +97,15 @@ def do_retry(batch: Batch, case: DunningCase, step: CampaignStep) -> bool | None
     if decision.action != retries.RETRY:
         return retries.apply_in_batch(batch, case, step, method, decision)
     case.retry_state = DunningCase.RetryState.SCHEDULED
-    attempt = billing.new_attempt(
-        case.invoice, payment_method=method, source=PaymentAttempt.Source.RETRY,
-        idempotency_key=f"case:{case.pk}:step:{step.pk}" + (f":q{case.quick_retries}" if case.quick_retries else ""),
-    )
-    attempt.lease_until = attempt.created_at = batch.now  # network limits count attempts by created_at
-    event = CaseEvent(case=case, kind="step.retry", message=f"Retry of {attempt.amount} {attempt.currency} queued",
-                      at=batch.now, step=step, actor_label="engine",
-                      payload={"amount": str(attempt.amount), "payment_method": method.pk})
+    # A pending attempt as billing.services.new_attempt builds it, as values (ATTEMPT_COLUMNS).
+    invoice = case.invoice
+    amount, currency = invoice.amount_remaining, invoice.currency
+    key = f"case:{case.pk}:step:{step.pk}" + (f":q{case.quick_retries}" if case.quick_retries else "")
+    # lease_until and created_at: now (network limits count attempts by created_at).
+    attempt = (invoice.pk, method.pk, amount, currency, PaymentAttempt.Source.RETRY, method.gateway, key,
+               batch.now, batch.now)
+    event = (case.pk, "step.retry", f"Retry of {amount} {currency} queued", step.pk,
+             {"amount": str(amount), "payment_method": method.pk})
     batch.attempts.append((attempt, event))
 
 
@@ -148,12 +155,18 @@ def _steps_by_campaign(campaign_ids: set[int]) -> dict[int, list[CampaignStep]]:
     return steps
 
 
+def _set_step(case: DunningCase, name: str, step: CampaignStep | None) -> None:
+    """``case.<name> = step`` for a loaded step (what the descriptor stores, without its checks)."""
+    case.__dict__[f"{name}_id"] = step.pk if step is not None else None
+    case._state.fields_cache[name] = step
+
+
 def _advance(case: DunningCase, step: CampaignStep, steps: list[CampaignStep], batch: Batch) -> None:
     """Move the case past `step` in memory; _flush writes it with one UPDATE per (step, next) group."""
-    case.current_step = step
+    _set_step(case, "current_step", step)
     index = next((i for i, s in enumerate(steps) if s.pk == step.pk), len(steps) - 1)
     following = steps[index + 1] if index + 1 < len(steps) else None
-    case.next_step = following
+    _set_step(case, "next_step", following)
     if following is None:
         case.status = DunningCase.Status.EXHAUSTED
         case.closed_at = batch.now
@@ -189,20 +202,18 @@ def run_batch(now: datetime, batch_size: int) -> int:
         )
         if not ids:
             return 0
-        cases = list(
-            DunningCase.objects.filter(pk__in=ids).select_related("invoice", "customer").only(*CASE_FIELDS)
-        )
+        cases = load_cases(ids)
         batch = Batch(now=now)
         steps = batch.steps = _steps_by_campaign({c.campaign_id for c in cases})
         step_by_id = {step.pk: step for campaign_steps in steps.values() for step in campaign_steps}
         for case in cases:
-            case.next_step = step_by_id[case.next_step_id]
+            _set_step(case, "next_step", step_by_id[case.next_step_id])
         retry_customers = {c.customer_id for c in cases if c.next_step.action == CampaignStep.Action.RETRY}
         if retry_customers:
             batch.methods = {
                 m.customer_id: m
                 for m in PaymentMethod.objects.filter(
-                    customer_id__in=retry_customers, is_default=True, detached_at__isnull=True
+                    customer_id__any=retry_customers, is_default=True, detached_at__isnull=True
                 )
             }
             batch.retry_context = retries.prepare(batch, cases, steps)
@@ -219,14 +230,35 @@ def run_batch(now: datetime, batch_size: int) -> int:
     return len(cases)
 
 
+def load_cases(ids: list[int]) -> list[DunningCase]:
+    """The claimed cases with their invoice and customer (CASE_FIELDS), as ``select_related(...)
+    .only(...)`` returns them, built from one ``values_list`` query (config.bulk.instances)."""
+    own = [name for name in CASE_FIELDS if "__" not in name]
+    inv = [name for name in CASE_FIELDS if name.startswith("invoice__")]
+    cust = [name for name in CASE_FIELDS if name.startswith("customer__")]
+    assert len(own) + len(inv) + len(cust) == len(CASE_FIELDS), "CASE_FIELDS: the case, its invoice or customer"
+    assert all(name.count("__") == 1 for name in inv + cust), "CASE_FIELDS: one level of relation"
+    rows = list(DunningCase.objects.filter(pk__any=ids).values_list(*own, *inv, *cust))
+    n_own, n_inv = len(own), len(inv)
+    cases = bulk.instances(DunningCase, own, (r[:n_own] for r in rows))
+    invoices = bulk.instances(Invoice, [n.removeprefix("invoice__") for n in inv],
+                              (r[n_own:n_own + n_inv] for r in rows))
+    customers = bulk.instances(Customer, [n.removeprefix("customer__") for n in cust],
+                               (r[n_own + n_inv:] for r in rows))
+    for case, invoice, customer in zip(cases, invoices, customers, strict=True):
+        case.invoice_id, case.customer_id = invoice.pk, customer.pk
+        cache = case._state.fields_cache
+        cache["invoice"], cache["customer"] = invoice, customer
+    return cases
+
+
 def _flush(batch: Batch, cases: list[DunningCase]) -> None:
+    now = batch.now
+    events = [(*e, now, "engine", None) for e in batch.events]
     if batch.attempts:
-        attempts = [a for a, _e in batch.attempts]
-        PaymentAttempt.objects.bulk_create(attempts)
-        for attempt, event in batch.attempts:
-            event.attempt = attempt
-            batch.events.append(event)
-    outbox.queue_many(batch.notifications)
+        ids = bulk.insert_rows(PaymentAttempt, ATTEMPT_COLUMNS, [a for a, _e in batch.attempts], returning=True)
+        events += [(*e, now, "engine", pk) for (_a, e), pk in zip(batch.attempts, ids, strict=True)]
+    outbox.queue_rows(batch.notifications)
     if batch.work_items:
         WorkItem.objects.bulk_create(batch.work_items, ignore_conflicts=True)  # dedupe_key: once per step
     if batch.suspend_customers:
@@ -237,7 +269,7 @@ def _flush(batch: Batch, cases: list[DunningCase]) -> None:
         Invoice.objects.filter(pk__in=batch.uncollectible_invoices, status=Invoice.Status.OPEN).update(
             status=Invoice.Status.UNCOLLECTIBLE, updated_at=batch.now
         )
-    CaseEvent.objects.bulk_create(batch.events)
+    bulk.insert_rows(CaseEvent, EVENT_COLUMNS, events)
     if webhooks.has_endpoints():
         webhooks.emit_many(webhook_events.for_batch(batch, cases))
     _write_cases(batch, cases)
@@ -265,7 +297,7 @@ def _write_cases(batch: Batch, cases: list[DunningCase]) -> None:
                 ExpressionWrapper(F("failed_at") + Value(following.offset), output_field=DateTimeField()),
                 Value(batch.now, output_field=DateTimeField()),
             )
-        DunningCase.objects.filter(pk__in=ids).update(**values)
+        DunningCase.objects.filter(pk__any=ids).update(**values)
     if custom:
         DunningCase.objects.bulk_update(
             custom, ["current_step", "next_step", "next_action_at", "status", "closed_at", "retry_state", "updated_at"]

@@ -51,7 +51,10 @@ def is_transactional(template_code: str) -> bool:
 
 def unusable_reason(customer: Customer, channel: str, template_code: str) -> str:
     """Why this channel cannot carry this message to this customer ('' when it can)."""
-    legal = is_legal_notice(template_code) or is_transactional(template_code)
+    return _unusable(customer, channel, is_legal_notice(template_code) or is_transactional(template_code))
+
+
+def _unusable(customer: Customer, channel: str, legal: bool) -> str:
     if channel == Channel.EMAIL:
         if not customer.email:
             return "no email address on file"
@@ -84,7 +87,8 @@ def plan_channels(customer: Customer, requested: list[str], template_code: str) 
     used, the first usable channel of NOTIFY_FALLBACK_ORDER not already carrying the message."""
     choices: list[ChannelChoice] = []
     used: set[str] = set()
-    unusable = {ch: unusable_reason(customer, ch, template_code) for ch in CUSTOMER_CHANNELS}
+    legal = is_legal_notice(template_code) or is_transactional(template_code)
+    unusable = {ch: _unusable(customer, ch, legal) for ch in CUSTOMER_CHANNELS}
     for channel in requested:
         reason = unusable.get(channel, f"{channel} is not a customer channel")
         if not reason:

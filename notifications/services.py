@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
 
@@ -14,6 +15,7 @@ from django.dispatch import Signal
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
+from config import bulk
 from customers.models import Customer
 from notifications import policy
 from notifications.channels import DeliveryError, deliver
@@ -43,6 +45,56 @@ def recipient_for(customer: Customer, channel: str) -> str:
     return ""
 
 
+@dataclass(slots=True)
+class OutboxRow:
+    """An unsaved outbox row as plain values (the engine writes many of them with config.bulk)."""
+
+    customer_id: int
+    channel: str
+    recipient: str
+    template_code: str
+    locale: str
+    context: dict
+    dedupe_key: str
+    reference: str
+    send_after: datetime
+    policy_note: str = ""
+
+    COLUMNS = ("customer_id", "channel", "recipient", "template_code", "locale", "context", "dedupe_key",
+               "reference", "send_after")
+
+    def values(self) -> tuple:
+        return (self.customer_id, self.channel, self.recipient, self.template_code, self.locale, self.context,
+                self.dedupe_key, self.reference, self.send_after)
+
+
+def build_row(
+    customer: Customer,
+    *,
+    channel: str,
+    template_code: str,
+    context: dict,
+    dedupe_key: str,
+    reference: str = "",
+    send_after: datetime | None = None,
+    recipient: str | None = None,
+    locale: str | None = None,
+) -> OutboxRow | None:
+    """What ``build`` returns, as an OutboxRow (no model instance)."""
+    recipient = recipient or recipient_for(customer, channel)
+    if not recipient:
+        return None
+    due = send_after or timezone.now()
+    # Quiet hours: a message due at night waits for the morning in the customer's time zone.
+    allowed = policy.first_allowed_at(customer, channel, due, template_code)
+    note = (
+        f"quiet hours: waits until {allowed.astimezone(customer.tz):%Y-%m-%d %H:%M} ({customer.timezone})"
+        if allowed > due else ""
+    )
+    return OutboxRow(customer.pk, channel, recipient, template_code, locale or customer.locale, context, dedupe_key,
+                     reference, allowed, note)
+
+
 def build(
     customer: Customer,
     *,
@@ -60,28 +112,23 @@ def build(
     ``recipient``/``locale`` address someone else of the customer (a billing contact, see
     notifications.recipients) instead of the customer's own address and language.
     """
-    recipient = recipient or recipient_for(customer, channel)
-    if not recipient:
+    row = build_row(customer, channel=channel, template_code=template_code, context=context, dedupe_key=dedupe_key,
+                    reference=reference, send_after=send_after, recipient=recipient, locale=locale)
+    if row is None:
         return None
-    due = send_after or timezone.now()
-    # Quiet hours: a message due at night waits for the morning in the customer's time zone.
-    allowed = policy.first_allowed_at(customer, channel, due, template_code)
-    row = Notification(
+    notification = Notification(
         customer=customer,
         channel=channel,
-        recipient=recipient,
+        recipient=row.recipient,
         template_code=template_code,
-        locale=locale or customer.locale,
+        locale=row.locale,
         context=context,
         dedupe_key=dedupe_key,
         reference=reference,
-        send_after=allowed,
+        send_after=row.send_after,
     )
-    row.policy_note = (
-        f"quiet hours: waits until {allowed.astimezone(customer.tz):%Y-%m-%d %H:%M} ({customer.timezone})"
-        if allowed > due else ""
-    )
-    return row
+    notification.policy_note = row.policy_note
+    return notification
 
 
 def plan(
@@ -111,6 +158,16 @@ def queue_many(rows: list[Notification]) -> None:
     """Write outbox rows; a row whose dedupe key exists already is silently kept as it was."""
     if rows:
         Notification.objects.bulk_create(rows, ignore_conflicts=True)
+
+
+def queue_rows(rows: list[OutboxRow | Notification]) -> None:
+    """``queue_many`` for OutboxRows (unsaved Notifications are accepted too): one insert of column
+    tuples (config.bulk), a row whose dedupe key exists already is skipped."""
+    if rows:
+        columns = OutboxRow.COLUMNS
+        values = [row.values() if isinstance(row, OutboxRow) else tuple(getattr(row, c) for c in columns)
+                  for row in rows]
+        bulk.insert_rows(Notification, columns, values, ignore_conflicts=True)
 
 
 def cancel_queued(reference: str, *, reason: str = "") -> int:

@@ -8,6 +8,7 @@ import datetime
 import pytest
 from django.core import mail
 
+from config import bulk
 from dunning import engine, services
 from dunning.models import CaseEvent
 from notifications import services as outbox
@@ -45,8 +46,17 @@ def test_a_crash_inside_the_engine_batch_writes_nothing_and_the_rerun_sends_once
     def die(*args, **kwargs):
         raise Crash
 
+    real_insert = bulk.insert_rows
+
+    def die_on_events(model, *args, **kwargs):
+        if model is CaseEvent:
+            raise Crash
+        return real_insert(model, *args, **kwargs)
+
     with monkeypatch.context() as patch:
+        # The timeline is written last, by config.bulk (bulk_create where there is no fast path).
         patch.setattr(CaseEvent.objects, "bulk_create", die)
+        patch.setattr(bulk, "insert_rows", die_on_events)
         with pytest.raises(Crash):
             engine.run_due_steps()
     # The outbox row was written in the same transaction as the step: both rolled back.
