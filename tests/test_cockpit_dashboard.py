@@ -93,7 +93,8 @@ def test_capped_paginator_stops_counting(client, monkeypatch):
     page = client.get(reverse("admin:dunning_dunningcase_changelist"))
     assert page.context["cl"].result_count == 4  # counted up to cap + 1, not 5
     assert "more than 3 dunning cases" in page.content.decode()
-    filtered = client.get(reverse("admin:dunning_dunningcase_changelist"), {"failed_at__gte": "2026-03-04"})
+    filtered = client.get(reverse("admin:dunning_dunningcase_changelist"),
+                          {"failed_at__gte": "2026-03-04T00:00:00+00:00"})
     assert filtered.context["cl"].result_count == 2 and "more than" not in filtered.content.decode()
 
 
