@@ -17,7 +17,7 @@ import pkgutil
 import sys
 from pathlib import Path
 
-from bench.common import prepare_environment
+from bench.common import prepare_environment, truncate_all
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -41,6 +41,7 @@ def main(argv=None) -> int:
     for name in modules:
         module = importlib.import_module(f"bench.{name}")
         print(f"\n== {name} ==", flush=True)
+        truncate_all()  # each module starts from an empty database, whatever ran before it
         rows = module.run(args.scale)
         results[name] = rows
         for r in rows:

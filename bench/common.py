@@ -41,7 +41,7 @@ def truncate_all() -> None:
     from django.db import connection
 
     tables = [m._meta.db_table for m in apps.get_models() if m._meta.app_label in
-              {"customers", "billing", "dunning", "notifications", "reports"} and not m._meta.proxy]
+              {"customers", "billing", "dunning", "notifications", "reports", "integrations"} and not m._meta.proxy]
     existing = set(connection.introspection.table_names())
     with connection.cursor() as cur:
         cur.execute("TRUNCATE " + ", ".join(f'"{t}"' for t in tables if t in existing) + " RESTART IDENTITY CASCADE")
