@@ -16,14 +16,14 @@ CONFIRMATIONS = {
     "stop": {
         "en": "{merchant}: you will receive no more text messages from us. Reply START to opt back in.",
         "es": "{merchant}: ya no recibirá más SMS nuestros. Responda START para volver a recibirlos.",
-        "it": "{merchant}: non riceverai più SMS da noi. Rispondi START per riattivarli.",
+        "it": "{merchant}: non riceverà più SMS da noi. Risponda START per riattivarli.",
         "ja": "{merchant}：今後SMSは送信されません。再開するには START と返信してください。",
         "uk": "{merchant}: ви більше не отримуватимете від нас SMS. Щоб відновити, надішліть START.",
     },
     "start": {
         "en": "{merchant}: you will receive text messages from us again. Reply STOP to opt out.",
         "es": "{merchant}: volverá a recibir nuestros SMS. Responda STOP para darse de baja.",
-        "it": "{merchant}: riceverai di nuovo i nostri SMS. Rispondi STOP per disattivarli.",
+        "it": "{merchant}: riceverà di nuovo i nostri SMS. Risponda STOP per disattivarli.",
         "ja": "{merchant}：SMSの受信を再開しました。停止するには STOP と返信してください。",
         "uk": "{merchant}: ви знову отримуватимете наші SMS. Щоб відписатися, надішліть STOP.",
     },

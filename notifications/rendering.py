@@ -57,7 +57,7 @@ _COLOR = re.compile(r"^#(?:[0-9a-fA-F]{3}){1,2}$")
 BUTTON_LABELS = {
     "en": "Review and pay",
     "es": "Revisar y pagar",
-    "it": "Verifica e paga",
+    "it": "Verifichi e paghi",
     "ja": "内容を確認してお支払い",
     "uk": "Переглянути й сплатити",
 }

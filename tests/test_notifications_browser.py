@@ -57,7 +57,7 @@ def test_live_preview_updates_while_typing(live_server, browser_page):
     frame.wait_for_selector("#preview-subject")
     assert frame.inner_text("#preview-subject").startswith("Promemoria: la fattura INV-0001")
     email = frame.frame_locator("#preview-html")
-    assert "Verifica e paga" in email.locator("a", has_text="Verifica e paga").inner_text()
+    assert "Verifichi e paghi" in email.locator("a", has_text="Verifichi e paghi").inner_text()
 
     page.fill("#id_subject", "Ciao {{ customer_name }}, un promemoria")
     frame = page.frame(name="template-preview")

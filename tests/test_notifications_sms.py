@@ -113,7 +113,7 @@ def test_every_stop_word_opts_the_number_out_with_one_confirmation(client, setti
     customer = CustomerFactory(phone="+14155550126", locale="it")
     response = reply(client, word, "+14155550126")
     assert response.status_code == 200 and response["Content-Type"] == "text/xml"
-    assert "<Message>" in response.content.decode() and "non riceverai più SMS" in response.content.decode()
+    assert "<Message>" in response.content.decode() and "non riceverà più SMS" in response.content.decode()
     assert Customer.objects.get(pk=customer.pk).opt_out_sms is True
     # Repeating STOP changes nothing and sends no second confirmation.
     again = reply(client, "STOP", "+14155550126")

@@ -210,7 +210,7 @@ def test_a_tampered_link_offers_a_new_one_without_saying_whether_the_address_exi
     assert page.locator("nav").count() == 0  # no way into the account from here
     shoot(page, "22-link-expired-it")
     page.locator("form button[type=submit]").click()
-    assert page.locator("h1").inner_text() == "Controlla la tua email"
+    assert page.locator("h1").inner_text() == "Controlli la Sua email"
     assert outbox.Notification.objects.filter(template_code="portal_link", recipient=customer.email).count() == 1
 
 

@@ -46,3 +46,34 @@ def test_shipped_spanish_templates_still_in_tu_become_usted_and_edited_ones_stay
 
     files = {(d["code"], d["locale"], d["channel"]): d for d in iter_default_templates()}
     assert files[(code, "es", "email")]["body_text"] == new_body
+
+
+@pytest.mark.django_db
+def test_shipped_italian_templates_still_in_tu_become_lei_and_edited_ones_stay():
+    import importlib
+
+    from django.apps import apps
+
+    from notifications.defaults import iter_default_templates
+    from notifications.models import MessageTemplate
+
+    migration = importlib.import_module("notifications.migrations.0006_italian_formal_templates")
+    (code, channel, (old_subject, old_body), (new_subject, new_body)), \
+        (edited_code, edited_channel, (edited_subject, _b), _new) = migration.CHANGES
+    MessageTemplate.objects.filter(locale="it", code__in=[code, edited_code]).delete()
+    shipped = MessageTemplate.objects.create(code=code, channel=channel, locale="it", subject=old_subject,
+                                             body_text=old_body)
+    edited = MessageTemplate.objects.create(code=edited_code, channel=edited_channel, locale="it",
+                                            subject=edited_subject, body_text="Ciao, ti scriviamo noi.")
+    migration.forwards(apps, None)
+    shipped.refresh_from_db()
+    edited.refresh_from_db()
+    assert (shipped.subject, shipped.body_text) == (new_subject, new_body) and "Suo account" in new_body
+    assert edited.body_text == "Ciao, ti scriviamo noi." and edited.subject == edited_subject
+    migration.backwards(apps, None)
+    shipped.refresh_from_db()
+    assert (shipped.subject, shipped.body_text) == (old_subject, old_body)
+    # The shipped files are the new texts, so a fresh install gets the same.
+    files = {(d["code"], d["locale"], d["channel"]): d for d in iter_default_templates()}
+    for c, ch, _old, (subject, body) in migration.CHANGES:
+        assert (files[(c, "it", ch)]["subject"], files[(c, "it", ch)]["body_text"]) == (subject, body)
