@@ -6,8 +6,10 @@ import datetime
 import logging
 import re
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.core import mail
 from django.core.mail.backends.locmem import EmailBackend
 
@@ -155,3 +157,45 @@ def test_the_console_log_filter_masks_what_slips_through(settings):
         "invoice INV-000123 for 1200.00, attempt 1234567890123"  # not a card number (Luhn)
     record = logging.LogRecord("x", logging.WARNING, __file__, 1, "Not Found: %s", ("/portal/t/abc.def:ghi/",), None)
     assert RedactSecrets().filter(record) and record.getMessage() == "Not Found: /portal/t/[token]/"
+
+
+def test_request_lines_of_the_dev_server_and_gunicorns_access_log_are_masked():
+    import datetime
+    import io
+    from types import SimpleNamespace
+
+    from gunicorn.config import Config
+
+    from config.gunicorn_logging import RedactingLogger
+    from config.logfilters import RedactSecrets
+
+    # Django's own lines ("Not Found: /portal/<token>/") reach only the masked root handler.
+    assert [h for h in logging.getLogger("django").handlers if type(h) is logging.StreamHandler] == []
+    # runserver's "GET /portal/<token>/ HTTP/1.1" 200 lines go through the same filter.
+    server = logging.getLogger("django.server")
+    [handler] = [h for h in server.handlers if type(h) is logging.StreamHandler]  # (pytest adds its own)
+    assert any(isinstance(f, RedactSecrets) for f in handler.filters)
+    stream = io.StringIO()
+    original = handler.setStream(stream)
+    try:
+        server.info('"%s" %s %s', "GET /portal/eyJjIjo1fQ:1vN:abc/ HTTP/1.1", "200", "512")
+    finally:
+        handler.setStream(original)
+    assert "/portal/[token]/" in stream.getvalue() and "eyJjIjo1fQ" not in stream.getvalue()
+
+    # gunicorn, configured by config/gunicorn.conf.py: the request line, path and referrer are masked.
+    cfg = Config()
+    cfg.set("logconfig_dict", {"version": 1})
+    namespace = {}
+    exec(Path(settings.BASE_DIR, "config", "gunicorn.conf.py").read_text(), namespace)  # noqa: S102
+    assert namespace["logger_class"] == "config.gunicorn_logging.RedactingLogger"
+    access = RedactingLogger(cfg)
+    environ = {"REQUEST_METHOD": "GET", "RAW_URI": "/portal/eyJjIjo1fQ:1vN:abc/plan/", "SERVER_PROTOCOL": "HTTP/1.1",
+               "PATH_INFO": "/portal/eyJjIjo1fQ:1vN:abc/plan/", "QUERY_STRING": "",
+               "HTTP_REFERER": "https://billing.example.com/portal/eyJjIjo1fQ:1vN:abc/", "REMOTE_ADDR": "10.0.0.1"}
+    response = SimpleNamespace(status="200 OK", sent=512, headers=[])
+    atoms = access.atoms(response, SimpleNamespace(headers=[("REFERER", environ["HTTP_REFERER"])]), environ,
+                         datetime.timedelta(milliseconds=12))
+    line = access.cfg.access_log_format % atoms
+    assert "eyJjIjo1fQ" not in line and "GET /portal/[token]/plan/ HTTP/1.1" in line
+    assert atoms["f"] == "https://billing.example.com/portal/[token]/" and atoms["B"] == 512
