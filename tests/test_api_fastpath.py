@@ -226,3 +226,26 @@ def test_a_body_over_the_upload_limit_is_refused_on_both_paths(defaults, monkeyp
     full_pipeline_only(monkeypatch)
     assert (send(client, body, key="big-2").status_code, answer.status_code) == (400, 400)
     assert not PaymentEvent.objects.exists()
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
+def test_the_fast_path_records_when_the_key_was_last_used_once_a_minute(defaults, monkeypatch,
+                                                                          django_capture_on_commit_callbacks):
+    client, key = client_for()
+    invoice = InvoiceFactory()
+    plain = {"type": "payment_failed", "invoice": invoice.external_id}
+    no_full_pipeline(monkeypatch)
+    with time_machine.travel(T0, tick=False):
+        with django_capture_on_commit_callbacks(execute=True) as first:
+            assert send(client, {**plain, "id": "l1"}).status_code == 202
+        key.refresh_from_db()
+        assert key.last_used_at == T0
+        with django_capture_on_commit_callbacks(execute=True) as second:
+            assert send(client, {**plain, "id": "l2"}).status_code == 202
+    assert len(second) == len(first) - 1  # no second write of last_used_at within the minute
+    with time_machine.travel(T0 + datetime.timedelta(minutes=2), tick=False):
+        with django_capture_on_commit_callbacks(execute=True):
+            assert send(client, {**plain, "id": "l3"}).status_code == 202
+    key.refresh_from_db()
+    assert key.last_used_at == T0 + datetime.timedelta(minutes=2)
