@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Sequence
 
 from django.db import connections, models
@@ -53,6 +54,10 @@ def instances(model: type[models.Model], attnames: Sequence[str], rows: Iterable
     return built
 
 
+# Callable defaults whose one value serves every row of a batch: an empty container, the batch's time.
+SHARED_DEFAULTS = (dict, list, timezone.now)
+
+
 def _fields_by_attname(model: type[models.Model]) -> dict[str, models.Field]:
     return {f.attname: f for f in model._meta.concrete_fields}
 
@@ -66,6 +71,10 @@ def _defaults(model: type[models.Model], given: Sequence[str], now) -> list[tupl
             continue
         if getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
             value = now
+        elif field.has_default() and callable(field.default) and field.default not in SHARED_DEFAULTS:
+            # One value is sent for the whole batch: a default computed per row (a secret, a UUID)
+            # would repeat. The caller must give such a column.
+            raise TypeError(f"insert_rows: give {model.__name__}.{field.attname} (its default is computed per row)")
         else:
             value = field.get_default()
         missing.append((field, value))
@@ -77,8 +86,13 @@ def insert_rows(model: type[models.Model], columns: Sequence[str], rows: Sequenc
     """Insert ``rows`` (tuples of Python values in ``columns`` order, attnames) into ``model``'s table.
 
     ``returning``: the new primary keys, in row order. ``ignore_conflicts``: rows that violate a
-    unique constraint are skipped (``ON CONFLICT DO NOTHING``, as ``bulk_create``).
+    unique constraint are skipped (``ON CONFLICT DO NOTHING``, as ``bulk_create``). Not both.
+
+    On PostgreSQL a given ``auto_now``/``auto_now_add`` column is stored as given (``bulk_create``
+    sets it to the current time), and only plain column types are supported (TypeError otherwise).
     """
+    if returning and ignore_conflicts:
+        raise ValueError("insert_rows: skipped rows have no key, so returning and ignore_conflicts do not mix")
     if not rows:
         return [] if returning else None
     connection = connections[using]
@@ -101,7 +115,8 @@ def insert_rows(model: type[models.Model], columns: Sequence[str], rows: Sequenc
         elif kind in _TEXT_IN_JSON:
             convert.append((index, _as_text))
         elif kind not in _PLAIN and not field.is_relation:
-            convert.append((index, lambda v, field=field: _as_text(field.get_db_prep_save(v, connection))))
+            # Arrays, binary data, ranges... have no plain text form here: use bulk_create for them.
+            raise TypeError(f"insert_rows: {model.__name__}.{field.attname} ({kind}) is not supported")
     keys = [f"c{index}" for index in range(len(given))]
     documents = [dict(zip(keys, row, strict=True)) for row in rows]
     for index, function in convert:
@@ -145,9 +160,9 @@ def _as_text(value) -> str:
 
 
 def _db_type(field: models.Field, connection) -> str:
-    # Without length parameters (varchar, not varchar(50)): too long a value still fails when the
-    # row is stored, and nothing is truncated silently.
-    return field.db_type(connection).split("(")[0]
+    # Without length parameters (varchar, not varchar(50); numeric, not numeric(14, 4)): too long a
+    # value still fails when the row is stored, and nothing is truncated silently.
+    return re.sub(r"\(\s*\d+\s*(,\s*\d+\s*)?\)", "", field.db_type(connection))
 
 
 def _portable(model, columns, rows, *, returning, ignore_conflicts, using):

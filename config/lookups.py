@@ -10,7 +10,7 @@ The array form is used for integer fields (ids and foreign keys); other fields g
 from __future__ import annotations
 
 from django.core.exceptions import EmptyResultSet
-from django.db.models import Field
+from django.db.models import IntegerField
 from django.db.models.fields.related import ForeignObject
 from django.db.models.lookups import In
 
@@ -24,7 +24,7 @@ class AnyOf(In):
     def get_prep_lookup(self):
         if self.rhs_is_direct_value() and self._integer_key():
             # Integers as they are (int() is what an integer field's get_prep_value does).
-            self.rhs = [int(v) for v in self.rhs if v is not None]
+            self.rhs = [int(getattr(v, "pk", v)) for v in self.rhs if v is not None]  # ids or instances
             return self.rhs
         return super().get_prep_lookup()
 
@@ -42,5 +42,6 @@ class AnyOf(In):
         return f"{lhs_sql} = ANY(%s::bigint[])", (*lhs_params, list(dict.fromkeys(self.rhs)))
 
 
-Field.register_lookup(AnyOf)
+# Integer columns and foreign keys only: on other fields (a JSONField's "any" key) the name stays free.
+IntegerField.register_lookup(AnyOf)  # AutoField, BigAutoField and the other integer fields inherit it
 ForeignObject.register_lookup(AnyOf)  # foreign keys take their lookups from ForeignObject down

@@ -23,11 +23,21 @@ def test_any_matches_in_for_keys_and_foreign_keys_with_duplicates_none_and_empty
         assert (sorted(Invoice.objects.filter(customer_id__any=values).values_list("pk", flat=True))
                 == sorted(Invoice.objects.filter(customer_id__in=values).values_list("pk", flat=True)))
     assert Invoice.objects.filter(customer__any=[customers[1].pk]).count() == 2
+    assert Invoice.objects.filter(customer__any=[customers[1]]).count() == 2  # instances, as with __in
     assert Customer.objects.exclude(pk__any=[customers[0].pk]).count() == 2
-    # Not an integer field: the ordinary IN.
-    assert list(Customer.objects.filter(email__any=[customers[1].email]).values_list("pk", flat=True)) == [
-        customers[1].pk]
     assert len(invoices) == 6
+
+
+def test_any_is_only_for_integer_fields_and_leaves_a_json_key_named_any_alone():
+    from django.core.exceptions import FieldError
+
+    from integrations.models import PaymentEvent
+
+    with pytest.raises(FieldError):
+        list(Customer.objects.filter(email__any=["a@example.com"]))
+    PaymentEvent.objects.create(event_id="e1", kind="payment_failed", payload={"any": "x"})
+    PaymentEvent.objects.create(event_id="e2", kind="payment_failed", payload={"other": "x"})
+    assert list(PaymentEvent.objects.filter(payload__any="x").values_list("event_id", flat=True)) == ["e1"]
 
 
 def test_any_sends_one_parameter_on_postgresql():

@@ -4,6 +4,7 @@ PostgreSQL. It must answer exactly as the full pipeline does, and leave to it ev
 from __future__ import annotations
 
 import datetime
+import json
 import uuid
 
 import psycopg
@@ -249,3 +250,38 @@ def test_the_fast_path_records_when_the_key_was_last_used_once_a_minute(defaults
             assert send(client, {**plain, "id": "l3"}).status_code == 202
     key.refresh_from_db()
     assert key.last_used_at == T0 + datetime.timedelta(minutes=2)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
+def test_requests_only_the_full_pipeline_answers_get_its_answer(defaults, monkeypatch):
+    """Negotiation, header parsing and refused bodies: the fast path must answer as the full pipeline
+    does, so for each request both paths are asked and must agree."""
+    key, raw_key = ApiKey.issue("billing system", ApiKey.Scope.READ_WRITE)
+    client = APIClient()  # no stored credentials: each request sends its own header
+    invoice = InvoiceFactory()
+    deep = ("[" * 100_000 + "]" * 100_000).encode()
+    cases = [
+        ("accept html", {"HTTP_ACCEPT": "text/html"}, None, URL, 406),
+        ("format override", {}, None, URL + "?format=xml", 404),
+        ("indented json", {"HTTP_ACCEPT": "application/json; indent=4"}, None, URL, 202),
+        ("no-break space in Authorization", {"HTTP_AUTHORIZATION": f"Bearer\xa0{raw_key}"}, None, URL, 401),
+        ("deep body, wrong key", {"HTTP_AUTHORIZATION": f"Bearer dk_{key.prefix}_wrong"}, deep, URL, 401),
+        ("deep body, right key", {}, deep, URL, 400),
+    ]
+    for n, (label, headers, body, url, expected) in enumerate(cases):
+        answers = []
+        for path, patch_it in (("fast", lambda patch: None), ("full", full_pipeline_only)):
+            with monkeypatch.context() as patch:
+                patch_it(patch)
+                event = {"id": f"neg-{n}-{path}", "type": "payment_failed", "invoice": invoice.external_id}
+                response = client.generic("POST", url, body or json.dumps(event).encode(),
+                                          content_type="application/json", HTTP_IDEMPOTENCY_KEY=f"neg-{n}-{path}",
+                                          **{"HTTP_AUTHORIZATION": f"Bearer {raw_key}", **headers})
+            answers.append((response.status_code, response.content.replace(b"-full", b"-fast")
+                            .replace(f"neg-{n}-fast".encode(), b"X") if response.status_code == 202 else b""))
+        assert answers[0][0] == answers[1][0] == expected, (label, answers)
+        if expected == 202:
+            assert answers[0][1].startswith(b"{\n") == answers[1][1].startswith(b"{\n") is True, label
+    stored = set(PaymentEvent.objects.values_list("event_id", flat=True))
+    assert stored == {"neg-2-fast", "neg-2-full"}

@@ -1,7 +1,7 @@
 """config.bulk: the engine's fast inserts (PostgreSQL) write exactly what bulk_create writes.
 
 The engine writes its timeline events, outbox rows and pending attempts as column tuples
-(config.bulk.insert_rows). On PostgreSQL that is an INSERT ... SELECT FROM UNNEST built by hand; on
+(config.bulk.insert_rows). On PostgreSQL that is an INSERT ... SELECT FROM json_to_recordset built by hand; on
 other databases, and with FAST_INSERTS off, model instances through bulk_create. The same campaign
 run both ways must leave the same rows, field by field.
 """
@@ -125,3 +125,48 @@ def test_insert_rows_fills_defaults_returns_keys_in_order_and_skips_conflicts(db
     assert [PaymentAttempt.objects.get(pk=pk).idempotency_key for pk in ids] == ["x1", "x2"]
     assert PaymentAttempt.objects.get(pk=ids[0]).amount == Decimal("1.2345")
     assert PaymentAttempt.objects.get(pk=ids[1]).outcome == "pending"
+
+
+def test_insert_rows_refuses_what_one_statement_cannot_write_faithfully(db):
+    from django.db import connection
+
+    from notifications.models import WebhookEndpoint
+
+    with pytest.raises(ValueError, match="do not mix"):
+        bulk.insert_rows(Notification, ("customer_id",), [(1,)], returning=True, ignore_conflicts=True)
+    if connection.vendor != "postgresql":
+        pytest.skip("the PostgreSQL statement's limits")
+    # A default computed per row (the endpoint's signing secret) would be sent once for every row.
+    with pytest.raises(TypeError, match="WebhookEndpoint.secret"):
+        bulk.insert_rows(WebhookEndpoint, ("url",), [("https://a.example.com/hook",), ("https://b.example.com/hook",)])
+    assert not WebhookEndpoint.objects.exists()
+    # Column types keep their base type without lengths: numeric(14, 4) -> numeric, varchar(16) -> varchar.
+    amount = PaymentAttempt._meta.get_field("amount")
+    assert bulk._db_type(amount, connection) == "numeric"
+    assert bulk._db_type(PaymentAttempt._meta.get_field("currency"), connection) == "varchar"
+
+
+def test_load_cases_gives_what_select_related_only_gives(db):
+    from dunning import engine
+    from tests.factories import CampaignFactory
+    from tests.factories_cockpit import make_case, utc
+
+    campaign = CampaignFactory()
+    cases = [make_case(CustomerFactory(name=f"Zoë {k}", phone="+34600000000" if k else ""), campaign,
+                       amount=f"{k + 1}9.90", failed_at=utc(2026, 3, k + 1, 9), decline="expired_card")
+             for k in range(3)]
+    ids = [c.pk for c in cases]
+    loaded = {c.pk: c for c in engine.load_cases(ids)}
+    expected = {c.pk: c for c in DunningCase.objects.filter(pk__in=ids).select_related("invoice", "customer")
+                .only(*engine.CASE_FIELDS)}
+    assert loaded.keys() == expected.keys()
+    for pk, case in expected.items():
+        for name in engine.CASE_FIELDS:
+            obj, other = case, loaded[pk]
+            *path, attr = name.split("__")
+            for step in path:
+                obj, other = getattr(obj, step), getattr(other, step)
+            assert getattr(other, attr) == getattr(obj, attr), name
+        assert loaded[pk].invoice.amount_remaining == case.invoice.amount_remaining
+        assert loaded[pk].customer.tz == case.customer.tz
+        assert loaded[pk].get_deferred_fields() == case.get_deferred_fields()

@@ -159,7 +159,7 @@ def test_the_console_log_filter_masks_what_slips_through(settings):
     assert RedactSecrets().filter(record) and record.getMessage() == "Not Found: /portal/t/[token]/"
 
 
-def test_request_lines_of_the_dev_server_and_gunicorns_access_log_are_masked():
+def test_request_lines_of_the_dev_server_and_gunicorns_logs_are_masked(tmp_path):
     import datetime
     import io
     from types import SimpleNamespace
@@ -199,3 +199,10 @@ def test_request_lines_of_the_dev_server_and_gunicorns_access_log_are_masked():
     line = access.cfg.access_log_format % atoms
     assert "eyJjIjo1fQ" not in line and "GET /portal/[token]/plan/ HTTP/1.1" in line
     assert atoms["f"] == "https://billing.example.com/portal/[token]/" and atoms["B"] == 512
+    # gunicorn's error log ("Error handling request <uri>") is masked too.
+    errors = tmp_path / "gunicorn-error.log"
+    error_cfg = Config()
+    error_cfg.set("errorlog", str(errors))
+    RedactingLogger(error_cfg).error("Error handling request %s", "/portal/eyJjIjo1fQ:1vN:abc/pay/")
+    assert "Error handling request /portal/[token]/pay/" in errors.read_text()
+    assert "eyJjIjo1fQ" not in errors.read_text()

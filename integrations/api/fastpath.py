@@ -18,9 +18,10 @@ the same places:
 Everything else returns None and goes on to the full pipeline, which answers as it always has: a
 missing or bad key, a throttled client, any field that is absent, blank, too long, not a string, with
 spaces to trim, or other than the plain ones (``amount``, ``occurred_at``, ``payment_method``...), a
-repeated event id, an unknown invoice, a used Idempotency-Key, SQLite. Tests compare the two paths'
-answers byte for byte, and check that every body this path accepts is one the serializer accepts
-with the same values.
+repeated event id, an unknown invoice, a used Idempotency-Key, an Accept header or query string
+that asks for something else than compact JSON, SQLite. Tests compare the two paths' answers byte
+for byte, and check that every body this path accepts is one the serializer accepts with the same
+values.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from django.core.validators import MaxLengthValidator, ProhibitNullCharactersVal
 from django.db import InterfaceError, OperationalError, connection
 from django.http import HttpRequest, HttpResponse
 from rest_framework import serializers
+from rest_framework.authentication import get_authorization_header
 from rest_framework.renderers import JSONRenderer
 from rest_framework.validators import ProhibitSurrogateCharactersValidator
 
@@ -87,9 +89,19 @@ def parse(request: HttpRequest) -> dict | None:
         return None
     try:
         data = json.loads(request.body.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError, RequestDataTooBig):
+    except (ValueError, UnicodeDecodeError, RecursionError, RequestDataTooBig):
         return None  # the full pipeline answers, as for any other body it refuses
     return plain_event(data)
+
+
+# Accept headers that REST framework's negotiation answers with compact JSON (its only renderer).
+PLAIN_ACCEPT = {"", "*/*", "application/*", "application/json"}
+
+
+def negotiates_plain_json(request: HttpRequest) -> bool:
+    """No query string (``?format=`` overrides negotiation) and an Accept header that selects compact
+    JSON; anything else (``text/html``: 406, ``; indent=4``...) is left to the full pipeline."""
+    return not request.META.get("QUERY_STRING") and request.META.get("HTTP_ACCEPT", "").strip() in PLAIN_ACCEPT
 
 
 def plain_event(data) -> dict | None:
@@ -113,20 +125,22 @@ def accept_payment_failed(request: HttpRequest) -> HttpResponse | None:
     """The 202 for a plain payment_failed on PostgreSQL, or None for the full pipeline to answer."""
     if connection.vendor != "postgresql":
         return None
-    header = request.META.get("HTTP_AUTHORIZATION", "").split()
+    # The header split as ApiKeyAuthentication splits it (bytes: ASCII whitespace only).
+    header = get_authorization_header(request).split()
     idem_key = request.headers.get(idempotency.HEADER, "").strip()
-    if len(header) != 2 or header[0].lower() != "bearer" or not header[1].isascii() or not idem_key:
+    if len(header) != 2 or header[0].lower() != b"bearer" or not header[1].isascii() or not idem_key:
         return None
-    if not idempotency.valid_key(idem_key):
+    if not idempotency.valid_key(idem_key) or not negotiates_plain_json(request):
         return None
-    data = parse(request)
-    if data is None:
-        return None
-    key = auth.verified_key_for(header[1])
+    # The key before the body: without a valid key, nothing is parsed (the full pipeline answers 401).
+    key = auth.verified_key_for(header[1].decode("ascii"))
     if key is None:
         return None
     if not key.can_write:
         auth.forget_key(key)  # the full pipeline reads the key again and answers (403, or on if upgraded)
+        return None
+    data = parse(request)
+    if data is None:
         return None
     allowed, retry_after = auth.hit(auth.throttle_ident(key))
     request.api_throttle_hit = (allowed, retry_after)  # counted: the full pipeline must not count it again
@@ -142,7 +156,9 @@ def accept_payment_failed(request: HttpRequest) -> HttpResponse | None:
         # wrote nothing (or, if it broke after the commit, the full pipeline replays the stored 202).
         queued = events.queue_failure_with_key(event, claim, body, health_check=False)
     except (InterfaceError, OperationalError):
-        if connection.in_atomic_block:
+        # Only a dead connection is handed on; any other database error (a timeout, a deadlock) is
+        # the server error the full pipeline would also give, without running the statement twice.
+        if connection.in_atomic_block or connection.is_usable():
             raise
         connection.close()  # the full pipeline connects again
         return None

@@ -15,7 +15,7 @@ def api_rest_framework() -> dict:
         "DEFAULT_PAGINATION_CLASS": "integrations.api.pagination.Cursor",
         "PAGE_SIZE": 50,
         "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-        "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+        "DEFAULT_PARSER_CLASSES": ["integrations.api.parsers.JSONParser"],
         "EXCEPTION_HANDLER": "integrations.api.errors.exception_handler",
         "UNAUTHENTICATED_USER": None,
         "COERCE_DECIMAL_TO_STRING": True,
