@@ -80,7 +80,8 @@ def build_row(
     recipient: str | None = None,
     locale: str | None = None,
 ) -> OutboxRow | None:
-    """What ``build`` returns, as an OutboxRow (no model instance)."""
+    """What ``build`` returns, as an OutboxRow (no model instance): the recipient (the customer's own
+    address for the channel unless given), and the time it may be sent (quiet hours)."""
     recipient = recipient or recipient_for(customer, channel)
     if not recipient:
         return None
@@ -95,38 +96,19 @@ def build_row(
                      reference, allowed, note)
 
 
-def build(
-    customer: Customer,
-    *,
-    channel: str,
-    template_code: str,
-    context: dict,
-    dedupe_key: str,
-    reference: str = "",
-    send_after: datetime | None = None,
-    recipient: str | None = None,
-    locale: str | None = None,
-) -> Notification | None:
-    """An unsaved outbox row, or None when the customer has no address for the channel.
+def build(customer: Customer, **options) -> Notification | None:
+    """An unsaved outbox row, or None when the customer has no address for the channel. ``options``
+    are build_row's: ``channel``, ``template_code``, ``context``, ``dedupe_key`` and optionally
+    ``reference``, ``send_after``, ``recipient`` and ``locale``.
 
     ``recipient``/``locale`` address someone else of the customer (a billing contact, see
     notifications.recipients) instead of the customer's own address and language.
     """
-    row = build_row(customer, channel=channel, template_code=template_code, context=context, dedupe_key=dedupe_key,
-                    reference=reference, send_after=send_after, recipient=recipient, locale=locale)
+    row = build_row(customer, **options)
     if row is None:
         return None
-    notification = Notification(
-        customer=customer,
-        channel=channel,
-        recipient=row.recipient,
-        template_code=template_code,
-        locale=row.locale,
-        context=context,
-        dedupe_key=dedupe_key,
-        reference=reference,
-        send_after=row.send_after,
-    )
+    notification = Notification(**dict(zip(OutboxRow.COLUMNS, row.values(), strict=True)))
+    notification.customer = customer
     notification.policy_note = row.policy_note
     return notification
 
