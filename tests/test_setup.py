@@ -104,3 +104,13 @@ def test_demo_data_loads_a_varied_set_and_a_second_run_changes_nothing(capsys):
     assert DunningCase.objects.filter(status="active").values("current_step").distinct().count() >= 3
     call_command("load_demo_data")
     assert counts() == first
+
+
+def test_production_collectstatic_finds_every_file_the_vendored_assets_reference(tmp_path):
+    """whitenoise's manifest storage refuses a file that references a missing one (Chart.js's map)."""
+    result = _manage("collectstatic", "--noinput", DEBUG="false",
+                     SECRET_KEY="k" * 20 + "-production-secret-key-0123456789abcdef",
+                     ALLOWED_HOSTS="billing.example.com", STATIC_ROOT=str(tmp_path))
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert (tmp_path / "staticfiles.json").exists()
+    assert list((tmp_path / "vendor" / "chartjs").glob("chart.umd.min.*.js"))
