@@ -33,9 +33,13 @@ def load_dotenv(path: Path) -> None:
         os.environ.setdefault(key.strip(), value)
 
 
-def env_str(name: str, default: str | None = None) -> str | None:
+def env_str(name: str, default: str | None = None, *, empty_means_off: bool = False) -> str | None:
+    """The variable's text, or `default` when it is unset (or empty, unless `empty_means_off`:
+    then a variable set to nothing is kept as "" so it can turn a feature off)."""
     value = os.environ.get(name)
-    return default if value is None or value == "" else value
+    if value is None or (value == "" and not empty_means_off):
+        return default
+    return value
 
 
 def env_bool(name: str, default: bool) -> bool:

@@ -246,7 +246,7 @@ TWILIO_MESSAGING_SERVICE_SID = env_str("TWILIO_MESSAGING_SERVICE_SID", "")
 TWILIO_API_BASE_URL = env_str("TWILIO_API_BASE_URL", "")
 PHONENUMBER_DEFAULT_REGION = env_str("PHONENUMBER_DEFAULT_REGION", None)
 # Quiet hours in the customer's own time zone ("21:00-08:00"; empty turns them off).
-NOTIFY_QUIET_HOURS = env_str("NOTIFY_QUIET_HOURS", "21:00-08:00") or ""
+NOTIFY_QUIET_HOURS = env_str("NOTIFY_QUIET_HOURS", "21:00-08:00", empty_means_off=True).strip()
 # Contact cap: at most N contacts per rolling window of days per customer (0 turns it off).
 NOTIFY_CONTACT_CAP = env_int("NOTIFY_CONTACT_CAP", 3, minimum=0)
 NOTIFY_CONTACT_CAP_DAYS = env_int("NOTIFY_CONTACT_CAP_DAYS", 7, minimum=1)

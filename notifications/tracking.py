@@ -37,8 +37,10 @@ def find_notification(event: AnymailTrackingEvent) -> Notification | None:
 
 
 def _is_soft(event: AnymailTrackingEvent) -> bool:
+    """A temporary refusal: a soft bounce type, or a block (SendGrid's "blocked" bounce is the
+    receiving server refusing the sender's reputation for now, not an address that does not exist)."""
     esp = event.esp_event if isinstance(event.esp_event, dict) else {}
-    return esp.get("Type") in SOFT_BOUNCE_TYPES
+    return esp.get("Type") in SOFT_BOUNCE_TYPES or (esp.get("event") == "bounce" and esp.get("type") == "blocked")
 
 
 def apply_event(event: AnymailTrackingEvent, esp_name: str = "") -> str:

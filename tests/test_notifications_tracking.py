@@ -173,3 +173,24 @@ def test_a_mailgun_permanent_failure_with_its_signature(client, settings, sent_e
     assert response.status_code == 200
     assert Customer.objects.get(pk=row.customer_id).email_undeliverable is True
     assert "does not exist" in case.events.get(kind="message.bounced").message
+
+
+def _sendgrid_bounce(row, kind):
+    return [{
+        "email": "john@example.com", "timestamp": 1772445609, "smtp-id": "<14c5d75ce93.dfd.64b469@ismtpd-555>",
+        "event": "bounce", "category": ["first_notice"], "sg_event_id": "6g4ZI7SA-xmRDv57GoPIPw",
+        "sg_message_id": "14c5d75ce93.dfd.64b469.filter0001.16648.5515E0B88.0", "notification_id": str(row.pk),
+        "reason": "550 5.7.1 Service unavailable; client host blocked using Spamhaus" if kind == "blocked"
+        else "550 5.1.1 The email account that you tried to reach does not exist.",
+        "status": "5.7.1" if kind == "blocked" else "5.1.1", "type": kind,
+    }]
+
+
+@pytest.mark.parametrize("kind, undeliverable", [("blocked", False), ("bounce", True)])
+def test_a_sendgrid_blocked_bounce_is_temporary_and_a_real_bounce_is_not(
+        client, webhook_secret, sent_email, kind, undeliverable):
+    row, _case = sent_email
+    response = client.post("/anymail/sendgrid/tracking/", data=json.dumps(_sendgrid_bounce(row, kind)),
+                           content_type="application/json", HTTP_AUTHORIZATION=webhook_secret)
+    assert response.status_code == 200
+    assert Customer.objects.get(pk=row.customer_id).email_undeliverable is undeliverable

@@ -114,3 +114,17 @@ def test_production_collectstatic_finds_every_file_the_vendored_assets_reference
     assert result.returncode == 0, result.stderr + result.stdout
     assert (tmp_path / "staticfiles.json").exists()
     assert list((tmp_path / "vendor" / "chartjs").glob("chart.umd.min.*.js"))
+
+
+@pytest.mark.parametrize("value, expected", [(None, "21:00-08:00"), ("", ""), ("22:00-07:00", "22:00-07:00")])
+def test_quiet_hours_are_on_by_default_and_an_empty_variable_turns_them_off(value, expected):
+    extra = {} if value is None else {"NOTIFY_QUIET_HOURS": value}
+    clean = {k: v for k, v in os.environ.items() if k != "NOTIFY_QUIET_HOURS"}
+    result = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup(); from django.conf import settings; "
+                               "from notifications import policy; print(repr(settings.NOTIFY_QUIET_HOURS), "
+                               "policy.quiet_hours() is None)"],
+        cwd=ROOT, env={**clean, **extra, "DJANGO_SETTINGS_MODULE": "config.settings", "DEBUG": "true"},
+        capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [repr(expected), str(expected == "")]
