@@ -4,6 +4,7 @@ from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.decorators import method_decorator
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.http import require_POST
 
@@ -72,7 +73,12 @@ class MessageTemplateAdmin(admin.ModelAdmin):
             raise PermissionDenied
         template = self._from_post(request)
         self._send_tests(request, [template], request.POST.get("preview_reference", "").strip())
-        return HttpResponseRedirect(request.META.get("HTTP_REFERER") or reverse("admin:index"))
+        # Back to the page the form was on, only if that page is this site's own.
+        back = request.META.get("HTTP_REFERER", "")
+        if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()},
+                                               require_https=request.is_secure()):
+            back = reverse("admin:notifications_messagetemplate_changelist")
+        return HttpResponseRedirect(back)
 
     @admin.action(description="Send a test of the selected templates to me")
     def send_test_action(self, request, queryset):

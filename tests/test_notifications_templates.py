@@ -205,3 +205,19 @@ def test_the_final_notice_names_the_suspension_date_in_the_customers_calendar(de
     assert len(mail.outbox) == 1
     assert set(Notification.objects.filter(status="cancelled").values_list("template_code", flat=True)) == {
         "first_notice", "reminder"}
+
+
+@pytest.mark.parametrize("referer, expected", [
+    ("https://evil.example.net/phish", "/admin/notifications/messagetemplate/"),
+    ("//evil.example.net/phish", "/admin/notifications/messagetemplate/"),
+    ("http://testserver/admin/notifications/messagetemplate/3/change/",
+     "http://testserver/admin/notifications/messagetemplate/3/change/"),
+])
+def test_send_test_goes_back_only_to_this_sites_own_pages(staff_client, defaults, referer, expected):
+    template = MessageTemplate.objects.get(code="reminder", channel="email", locale="en")
+    form = {"code": template.code, "channel": template.channel, "locale": template.locale,
+            "subject": template.subject, "body_text": template.body_text, "body_html": template.body_html}
+    response = staff_client.post("/admin/notifications/messagetemplate/send-test/", form, HTTP_REFERER=referer)
+    assert response.status_code == 302
+    assert response["Location"] == expected
+    assert len(mail.outbox) == 1
