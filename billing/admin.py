@@ -3,6 +3,7 @@ from import_export.admin import ExportMixin
 
 from billing.models import Invoice, PaymentAttempt
 from billing.resources import InvoiceResource, PaymentAttemptResource
+from config import exports
 
 
 class PaymentAttemptInline(admin.TabularInline):
@@ -19,6 +20,7 @@ class PaymentAttemptInline(admin.TabularInline):
 
 @admin.register(Invoice)
 class InvoiceAdmin(ExportMixin, admin.ModelAdmin):
+    export_formats = exports.FORMATS
     resource_classes = [InvoiceResource]
     # Adds an "Import invoices" button (integrations.admin.ImportJobAdmin); import-export extends it.
     change_list_template = "admin/billing/invoice/change_list_import.html"
@@ -34,6 +36,7 @@ class InvoiceAdmin(ExportMixin, admin.ModelAdmin):
 
 @admin.register(PaymentAttempt)
 class PaymentAttemptAdmin(ExportMixin, admin.ModelAdmin):
+    export_formats = exports.FORMATS
     resource_classes = [PaymentAttemptResource]
     list_display = ("created_at", "invoice", "amount", "currency", "source", "outcome", "decline_code", "tries")
     list_filter = ("outcome", "source", "decline_code", "currency")

@@ -4,6 +4,7 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 from import_export.admin import ImportExportMixin
 
+from config import exports
 from customers.models import BillingContact, Customer, PaymentMethod
 from customers.resources import CustomerResource
 
@@ -23,6 +24,7 @@ class PaymentMethodInline(admin.TabularInline):
 
 @admin.register(Customer)
 class CustomerAdmin(ImportExportMixin, admin.ModelAdmin):
+    export_formats = exports.FORMATS
     resource_classes = [CustomerResource]
     list_display = ("name", "external_id", "email", "segment", "currency", "locale", "status")
     list_filter = ("status", "currency", "locale", "segment", "is_business")

@@ -9,6 +9,7 @@ from django.utils.translation import ngettext
 from import_export.admin import ExportMixin
 
 from billing.models import PaymentAttempt
+from config import exports
 from dunning import services
 from dunning.models import Campaign, CampaignStep, CaseEvent, DunningCase
 from dunning.resources import DunningCaseResource
@@ -76,6 +77,7 @@ def _run_action(modeladmin, request, queryset, func, done_label: str):
 
 @admin.register(DunningCase)
 class DunningCaseAdmin(ExportMixin, admin.ModelAdmin):
+    export_formats = exports.FORMATS
     resource_classes = [DunningCaseResource]
     list_display = ("id", "customer", "invoice", "amount", "campaign", "status", "current_step", "next_action_at")
     list_filter = ("status", "campaign", "current_step", "invoice__currency")

@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from billing.models import Invoice
 from billing.money import to_amount
+from config import exports
 from config.admin_paging import distinct_values
 from dunning.models import Campaign
 from reports import queries
@@ -93,7 +94,7 @@ def _csv(filename: str, columns: list[tuple[str, str]], rows: list[dict]) -> Htt
     writer = csv.writer(response)
     writer.writerow([label for _key, label in columns])
     for row in rows:
-        writer.writerow(["" if row.get(key) is None else row.get(key) for key, _label in columns])
+        writer.writerow(["" if row.get(key) is None else exports.neutralize(row.get(key)) for key, _label in columns])
     return response
 
 
