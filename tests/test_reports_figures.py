@@ -11,6 +11,7 @@ import pytest
 import time_machine
 from django.urls import reverse
 
+from dunning.models import Campaign
 from reports import queries
 from reports.queries import ReportFilter
 from tests.factories import CampaignFactory, CampaignStepFactory, CustomerFactory
@@ -166,3 +167,14 @@ def test_date_range_filter_excludes_cases_outside_it(fixture, client):
                           {"start": "2026-02-01", "end": "2026-02-28", "format": "csv"})
     table = list(csv.reader(io.StringIO(response.content.decode())))
     assert [row[:3] for row in table[1:]] == [["2026-02-01", "4", "1"]]
+
+
+def test_the_csv_writes_a_formula_like_name_as_text(fixture, client):
+    Campaign.objects.filter(name="A").update(name="=HYPERLINK(\"http://evil.example\",\"A\")")
+    client.force_login(staff_user("boss", superuser=True))
+    with time_machine.travel(utc(2026, 3, 20, 12), tick=False):
+        response = client.get(reverse("reports:report", args=["campaign"]),
+                              {"start": "2026-01-01", "end": "2026-03-20", "currency": "USD", "format": "csv"})
+    table = list(csv.reader(io.StringIO(response.content.decode())))
+    assert table[1][0] == "'=HYPERLINK(\"http://evil.example\",\"A\")"
+    assert table[1][1:5] == ["3", "2", "66.7", "1"]
