@@ -36,7 +36,8 @@ bench: install
 
 check-deploy: install
 	DEBUG=false SECRET_KEY=$$($(PY) -c 'import secrets; print(secrets.token_urlsafe(50))') \
-	  ALLOWED_HOSTS=billing.example.com $(PY) manage.py check --deploy --fail-level WARNING
+	  ALLOWED_HOSTS=billing.example.com ANYMAIL_WEBHOOK_SECRET=ci:$$($(PY) -c 'import secrets; print(secrets.token_urlsafe(24))') \
+	  $(PY) manage.py check --deploy --fail-level WARNING
 
 clean:
 	rm -rf $(VENV) var

@@ -8,6 +8,8 @@ import logging
 from datetime import datetime
 
 from anymail.signals import AnymailTrackingEvent, EventType, RejectReason, tracking
+from django.conf import settings
+from django.core import checks
 from django.db import transaction
 from django.dispatch import receiver
 from django.utils import timezone
@@ -17,6 +19,19 @@ from notifications.models import Channel, Notification
 from notifications.services import notification_event
 
 logger = logging.getLogger(__name__)
+
+
+@checks.register(checks.Tags.security, deploy=True)
+def check_tracking_is_authenticated(app_configs, **kwargs) -> list[checks.CheckMessage]:
+    """Without a shared secret anymail accepts any post to /anymail/<esp>/tracking/: anybody could
+    mark customers' addresses undeliverable or opt them out of email."""
+    if (settings.ANYMAIL or {}).get("WEBHOOK_SECRET"):
+        return []
+    return [checks.Warning(
+        "Email tracking webhooks (/anymail/<esp>/tracking/) accept unauthenticated posts.",
+        hint="Set ANYMAIL_WEBHOOK_SECRET=user:password and give the same basic-auth credentials to "
+             "your ESP's webhook URL (https://user:password@<host>/anymail/<esp>/tracking/).",
+        id="notifications.W001")]
 
 # ESP bounce types anymail reports as "bounced" that are only temporary.
 SOFT_BOUNCE_TYPES = {"SoftBounce", "Transient", "DnsError"}

@@ -64,9 +64,18 @@ def test_production_needs_a_secret_key():
 def test_production_settings_pass_check_deploy():
     result = _manage("check", "--deploy", "--fail-level", "WARNING", DEBUG="false",
                      SECRET_KEY="k" * 20 + "-production-secret-key-0123456789abcdef",
-                     ALLOWED_HOSTS="billing.example.com")
+                     ALLOWED_HOSTS="billing.example.com", ANYMAIL_WEBHOOK_SECRET="esp:tracking-secret")
     assert result.returncode == 0, result.stderr + result.stdout
     assert "no issues" in result.stdout
+
+
+def test_check_deploy_warns_when_email_tracking_is_open():
+    result = _manage("check", "--deploy", "--fail-level", "WARNING", DEBUG="false",
+                     SECRET_KEY="k" * 20 + "-production-secret-key-0123456789abcdef",
+                     ALLOWED_HOSTS="billing.example.com")
+    assert result.returncode != 0
+    assert "notifications.W001" in result.stderr + result.stdout
+    assert "ANYMAIL_WEBHOOK_SECRET" in result.stderr + result.stdout
 
 
 @pytest.mark.django_db
