@@ -284,6 +284,10 @@ PORTAL_LINK_MAX_AGE_DAYS = env_int("PORTAL_LINK_MAX_AGE_DAYS", 14, minimum=1, ma
 # Token-less portal pages (asking for a fresh link): requests per client address per window.
 PORTAL_RATE_LIMIT = env_int("PORTAL_RATE_LIMIT", 10, minimum=1)
 PORTAL_RATE_WINDOW_SECONDS = env_int("PORTAL_RATE_WINDOW_SECONDS", 900, minimum=10)
+# Card-testing protection: card submissions per customer and per client address per window.
+PORTAL_CARD_LIMIT = env_int("PORTAL_CARD_LIMIT", 5, minimum=1)
+PORTAL_CARD_LIMIT_PER_ADDRESS = env_int("PORTAL_CARD_LIMIT_PER_ADDRESS", 10, minimum=1)
+PORTAL_CARD_WINDOW_SECONDS = env_int("PORTAL_CARD_WINDOW_SECONDS", 3600, minimum=60)
 
 # --- REST framework -------------------------------------------------------------------------
 REST_FRAMEWORK = {

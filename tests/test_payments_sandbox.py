@@ -8,6 +8,7 @@ import pytest
 from django.contrib.auth.models import User
 
 from billing.gateways import ChargeRequest, OutcomeUnknown
+from billing.gateways.base import CardDeclined
 from billing.gateways.sandbox import CardRejected, SandboxGateway
 from billing.models import PaymentAttempt
 from tests.factories import InvoiceFactory, PaymentMethodFactory
@@ -47,20 +48,25 @@ def test_timeout_after_charge_keeps_the_first_outcome_for_the_same_key():
     ("4242 4242 4242 4242", "visa", "tok_ok"),
     ("5555-5555-5555-4444", "mastercard", "tok_ok"),
     ("3782 822463 10005", "amex", "tok_ok"),
-    ("4000000000009995", "visa", "tok_insufficient_funds"),
-    ("4000000000000069", "visa", "tok_expired_card"),
-    ("4000000000009979", "visa", "tok_stolen_card"),
-    ("4000000000009987", "visa", "tok_lost_card"),
-    ("4100000000000019", "visa", "tok_fraudulent"),
-    ("4000000000000119", "visa", "tok_processing_error"),
+    ("4000000000000341", "visa", "tok_do_not_honor"),
     ("4000002760003184", "visa", "tok_authentication_required"),
-    ("5105105105105100", "mastercard", "tok_advice_03"),
 ])
 def test_tokenize_card_maps_test_numbers_to_tokens_and_keeps_no_number(number, brand, behaviour):
     card = SandboxGateway().tokenize_card(number, 12, 2030, "1234" if brand == "amex" else "123")
     assert card.token.split(":")[0] == behaviour
     assert (card.brand, card.last4, card.exp_month, card.exp_year) == (brand, number[-4:], 12, 2030)
     assert number.replace(" ", "").replace("-", "") not in repr(card)
+
+
+@pytest.mark.parametrize(("number", "code"), [
+    ("4000000000009995", "insufficient_funds"), ("4000000000000069", "expired_card"),
+    ("4000000000009979", "stolen_card"), ("4000000000009987", "lost_card"), ("4100000000000019", "fraudulent"),
+    ("4000000000000119", "processing_error"), ("5105105105105100", "do_not_honor"),
+])
+def test_tokenize_card_declines_the_declining_test_cards_at_setup(number, code):
+    with pytest.raises(CardDeclined) as declined:
+        SandboxGateway().tokenize_card(number, 12, 2030, "123")
+    assert declined.value.decline_code == code
 
 
 @pytest.mark.parametrize(("number", "cvc"), [("4111111111111111", "123"), ("4242424242424242", "12")])

@@ -98,15 +98,79 @@ def test_updating_the_card_retries_every_open_invoice_and_shows_each_result(clie
     assert SandboxCharge.objects.filter(succeeded=True).count() == 2
 
 
-def test_a_declining_card_is_saved_and_the_result_says_not_paid(client, failing):
+def test_a_card_declined_at_setup_is_not_saved_and_the_customer_is_told_why(client, failing):
     customer, invoice, case = failing
+    default = customer.default_payment_method
     response = client.post(url("payment_method", customer), {
         "idempotency_key": "k", "card_number": "4000000000009995", "exp_month": "4", "exp_year": "2031",
+        "cvc": "123"})
+    body = response.content.decode()
+    assert response.status_code == 200
+    assert "Your bank declined this card, so it was not saved" in body
+    assert list(customer.payment_methods.all()) == [default] and customer.default_payment_method == default
+    assert not SandboxCharge.objects.exists()
+    expired = client.post(url("payment_method", customer), {
+        "idempotency_key": "k2", "card_number": "4000000000000069", "exp_month": "4", "exp_year": "2031",
+        "cvc": "123"})
+    assert "This card has expired, so it was not saved" in expired.content.decode()
+    assert customer.payment_methods.count() == 1
+
+
+def test_a_card_that_declines_only_when_charged_is_saved_and_the_result_says_not_paid(client, failing):
+    customer, invoice, case = failing
+    response = client.post(url("payment_method", customer), {
+        "idempotency_key": "k", "card_number": "4000000000000341", "exp_month": "4", "exp_year": "2031",
         "cvc": "123"})
     body = client.get(response["Location"]).content.decode()
     assert "Not paid" in body and "declined by your bank" in body
     case.refresh_from_db()
     assert case.status == DunningCase.Status.ACTIVE
+
+
+def test_card_submissions_are_limited_per_customer_and_nothing_reaches_the_gateway(client, failing, settings,
+                                                                                   monkeypatch):
+    settings.PORTAL_CARD_LIMIT = 3
+    customer, invoice, case = failing
+    tokenized = []
+    real = SandboxGateway.tokenize_card
+    monkeypatch.setattr(SandboxGateway, "tokenize_card",
+                        staticmethod(lambda *a: tokenized.append(a) or real(*a)))
+    for i in range(3):
+        allowed = client.post(url("payment_method", customer), {
+            "idempotency_key": f"k{i}", "card_number": "4000000000009995", "exp_month": "4",
+            "exp_year": "2031", "cvc": "123"})
+        assert allowed.status_code == 200 and "so it was not saved" in allowed.content.decode()
+    refused = client.post(url("payment_method", customer), {
+        "idempotency_key": "k9", "card_number": "4242424242424242", "exp_month": "4", "exp_year": "2031",
+        "cvc": "123"})
+    assert refused.status_code == 429
+    assert "You have tried several cards in a short time" in refused.content.decode()
+    assert len(tokenized) == 3 and not SandboxCharge.objects.exists()
+    assert customer.payment_methods.count() == 1
+
+
+def test_card_submissions_are_limited_per_client_address_across_customers(client, failing, settings):
+    settings.PORTAL_CARD_LIMIT_PER_ADDRESS = 2
+    customer, invoice, case = failing
+    others = [CustomerFactory() for _ in range(3)]
+    codes = [client.post(url("payment_method", other), {
+        "idempotency_key": "k", "card_number": "4242424242424242", "exp_month": "4", "exp_year": "2031",
+        "cvc": "123"}).status_code for other in others]
+    assert codes == [302, 302, 429]
+    assert PaymentMethod.objects.filter(customer=others[2]).count() == 0
+
+
+def test_the_card_limit_message_is_translated(client, failing, settings):
+    settings.PORTAL_CARD_LIMIT = 1
+    customer, invoice, case = failing
+    customer.locale = "es"
+    customer.save(update_fields=["locale"])
+    post = {"idempotency_key": "k", "card_number": "4000000000009995", "exp_month": "4", "exp_year": "2031",
+            "cvc": "123"}
+    first = client.post(url("payment_method", customer), post).content.decode()
+    assert "Su banco ha rechazado esta tarjeta" in first
+    refused = client.post(url("payment_method", customer), {**post, "idempotency_key": "k2"})
+    assert "Ha probado varias tarjetas" in refused.content.decode()
 
 
 def test_an_unknown_card_number_is_refused_and_never_written_back_into_the_page(client, failing):

@@ -30,6 +30,15 @@ class GatewayError(Exception):
     """The gateway refused the request itself (bad configuration, invalid token format)."""
 
 
+class CardDeclined(GatewayError):
+    """The gateway refused to save a new card (its verification at setup was declined): the card
+    must not be stored. ``decline_code`` says why, in the gateway's decline vocabulary."""
+
+    def __init__(self, decline_code: str = "generic_decline", message: str = "") -> None:
+        super().__init__(message or f"card declined: {decline_code}")
+        self.decline_code = decline_code or "generic_decline"
+
+
 class OutcomeUnknown(GatewayError):
     """The request may or may not have been processed (timeout, dropped connection).
 

@@ -26,7 +26,8 @@ share a behaviour; "after N" counts charges per full token. Each idempotency key
 repeating a key returns the first outcome.
 
 ``tokenize_card`` turns well-known test card numbers into these tokens for the portal's sandbox
-card form (docs/payments.md and docs/portal.md list the numbers).
+card form (docs/payments.md and docs/portal.md list the numbers); the declining ones are refused
+at setup (CardDeclined) as a real gateway does, so the portal never saves them.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from dataclasses import dataclass
 from django.db import IntegrityError, transaction
 
 from billing.gateways.base import (
+    CardDeclined,
     ChargeRequest,
     ChargeResult,
     GatewayError,
@@ -150,6 +152,20 @@ TEST_CARDS = {
     "4100000000000019": "tok_fraudulent",
     "4000002760003184": "tok_authentication_required",
     "5105105105105100": "tok_advice_03",
+    # Saved, then every charge is declined (Stripe's "attach succeeds, charges fail" card).
+    "4000000000000341": "tok_do_not_honor",
+}
+# Cards whose setup the sandbox declines, as Stripe's SetupIntent does for these test numbers: the
+# portal never stores them (a card that declines only when charged is 4000000000000341 above).
+DECLINED_AT_SETUP = {
+    "4000000000009995": "insufficient_funds",
+    "4000000000000069": "expired_card",
+    "4000000000000002": "do_not_honor",
+    "4000000000009979": "stolen_card",
+    "4000000000009987": "lost_card",
+    "4100000000000019": "fraudulent",
+    "4000000000000119": "processing_error",
+    "5105105105105100": "do_not_honor",
 }
 
 
@@ -185,6 +201,8 @@ def tokenize_card(number: str, exp_month: int, exp_year: int, cvc: str) -> Token
     behaviour = TEST_CARDS.get(digits)
     if behaviour is None or not (cvc.isdigit() and len(cvc) in (3, 4)):
         raise CardRejected("This card was declined by the sandbox: use one of its test cards.")
+    if digits in DECLINED_AT_SETUP:
+        raise CardDeclined(DECLINED_AT_SETUP[digits])
     return TokenizedCard(
         token=f"{behaviour}:{uuid.uuid4().hex[:16]}",
         brand=card_brand(digits),

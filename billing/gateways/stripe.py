@@ -20,6 +20,7 @@ import stripe
 from django.conf import settings
 
 from billing.gateways.base import (
+    CardDeclined,
     ChargeRequest,
     ChargeResult,
     GatewayError,
@@ -165,8 +166,12 @@ class StripeGateway(PaymentGateway):
             ).to_dict()
         except stripe.StripeError as exc:
             raise GatewayError(f"Stripe: {exc.user_message or exc}") from exc
-        if intent.get("status") != "succeeded" or _id(intent.get("customer")) != customer.external_id:
-            raise GatewayError("The SetupIntent did not succeed for this customer")
+        if _id(intent.get("customer")) != customer.external_id:
+            raise GatewayError("The SetupIntent belongs to another customer")
+        if intent.get("status") != "succeeded":
+            # Declined at setup (requires_payment_method with last_setup_error): never save it.
+            error = intent.get("last_setup_error")
+            raise CardDeclined(error_codes(error)["decline_code"] if error else "generic_decline")
         pm = intent.get("payment_method")
         return method_details(pm) if isinstance(pm, dict) else self.retrieve_method(_id(pm))
 

@@ -14,11 +14,13 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import translation
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy as _lazy
 from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from billing.gateways import GatewayError, get_gateway
+from billing.gateways.base import CardDeclined
 from billing.models import Invoice, PaymentAttempt
 from customers.models import PaymentMethod
 from dunning import plans
@@ -136,6 +138,28 @@ def pay(request, customer, token, invoice_id: int):
     return redirect(_url("invoice", token, invoice_id=invoice_id))
 
 
+def card_declined_text(code: str) -> str:
+    """Why a new card was not saved (same discretion as decline_text)."""
+    if code == "expired_card":
+        return _("This card has expired, so it was not saved. Please use another card.")
+    return _("Your bank declined this card, so it was not saved. Please use another card or contact your bank.")
+
+
+def card_attempts_exceeded(request, customer) -> bool:
+    """Card-testing protection: count one card submission for this customer and for this client
+    address (both counters move, so switching links or addresses does not reset either)."""
+    by_customer = access.rate_limited(f"card:{customer.pk}", limit=settings.PORTAL_CARD_LIMIT,
+                                      window=settings.PORTAL_CARD_WINDOW_SECONDS)
+    by_address = access.rate_limited(f"card-ip:{access.client_ip(request)}",
+                                     limit=settings.PORTAL_CARD_LIMIT_PER_ADDRESS,
+                                     window=settings.PORTAL_CARD_WINDOW_SECONDS)
+    return by_customer or by_address
+
+
+CARD_LIMIT_TEXT = _lazy("You have tried several cards in a short time. For your security, please wait a while "
+                        "before trying again, or contact us.")
+
+
 def decline_text(code: str) -> str:
     # Card networks ask merchants not to reveal detailed refusal reasons: only what the customer can act on.
     if code == "expired_card":
@@ -153,6 +177,13 @@ def payment_method(request, customer, token):
     if getattr(gateway, "name", "") == "stripe":
         return _stripe_page(request, customer, token, gateway)
     form = portal_forms.CardForm(request.POST or None)
+    if request.method == "POST" and card_attempts_exceeded(request, customer):
+        form = portal_forms.CardForm()
+        limit_error = CARD_LIMIT_TEXT
+        response = _page(request, customer, token, "payment_method.html", form=form, limit_error=limit_error,
+                         method=customer.default_payment_method, stripe=False)
+        response.status_code = 429
+        return response
     if request.method == "POST" and form.is_valid():
         result = _save_card(request, customer, token, gateway, form)
         if result is not None:
@@ -175,6 +206,10 @@ def _save_card(request, customer, token, gateway, form):
         return redirect(_url("overview", token))
     try:
         card = gateway.tokenize_card(data["card_number"], data["exp_month"], data["exp_year"], data["cvc"])
+    except CardDeclined as declined:
+        cache.delete(done_key)
+        form.add_error("card_number", card_declined_text(declined.decline_code))
+        return None
     except GatewayError:
         cache.delete(done_key)
         form.add_error("card_number", _("This card was declined. Please check the details or use another card."))
@@ -194,9 +229,15 @@ def _save_card(request, customer, token, gateway, form):
 def _stripe_page(request, customer, token, gateway):
     """Stripe Elements collects the card in Stripe's iframe; the server sees a SetupIntent id only."""
     if request.method == "POST":
+        if card_attempts_exceeded(request, customer):
+            messages.error(request, CARD_LIMIT_TEXT)
+            return redirect(_url("payment_method", token))
         setup_intent = request.POST.get("setup_intent", "")[:255]
         try:
             card = gateway.card_from_setup_intent(customer, setup_intent)
+        except CardDeclined as declined:
+            messages.error(request, card_declined_text(declined.decline_code))
+            return redirect(_url("payment_method", token))
         except GatewayError:
             messages.error(request, _("This card was declined. Please check the details or use another card."))
             return redirect(_url("payment_method", token))
