@@ -161,7 +161,10 @@ def _compile(autoescape: bool, source: str):
 
 def _render(engine: Engine, source: str, ctx: dict, field: str) -> str:
     try:
-        output = _compile(engine is _html_engine, source).render(Context(ctx))
+        # The Context decides escaping, not the Engine: Context() escapes by default, which turned
+        # "O'Brien & Sons" into "O&#x27;Brien &amp; Sons" in subjects, text and SMS (and twice in the
+        # HTML built from the text).
+        output = _compile(engine.autoescape, source).render(Context(ctx, autoescape=engine.autoescape))
     except TemplateSyntaxError as exc:
         raise TemplateRenderError(field, f"Template error: {exc}") from None
     except Exception as exc:  # a filter raising at render time is a template error too

@@ -221,3 +221,70 @@ def test_send_test_goes_back_only_to_this_sites_own_pages(staff_client, defaults
     assert response.status_code == 302
     assert response["Location"] == expected
     assert len(mail.outbox) == 1
+
+
+# A name and an invoice number with every character HTML escapes, and an amount in a currency
+# without minor units.
+AWKWARD = {"customer_name": "Seán O'Brien & Sons", "contact_name": "Seán O'Brien & Sons",
+           "invoice_number": "<b>&\"'", "amount": "12000", "currency": "JPY", "fees_total": "1500",
+           "total_owed": "13500",
+           "invoices": [{"number": "<b>&\"'", "amount": "12000", "currency": "JPY", "due_date": "2026-11-01"},
+                        {"number": "INV-2", "amount": "3000", "currency": "JPY", "due_date": "2026-11-02"}],
+           "fees": [{"label": "Late fee", "amount": "1500", "currency": "JPY", "invoice_number": "<b>&\"'"}]}
+ESCAPED_NAME = "Seán O&#x27;Brien &amp; Sons"
+ESCAPED_NUMBER = "&lt;b&gt;&amp;&quot;&#x27;"
+ENTITY = re.compile(r"&(?:amp|lt|gt|quot|#x27|#39);")
+DOUBLE_ESCAPED = re.compile(r"&amp;(?:amp|lt|gt|quot|#x27|#39);")
+# 12000 yen with decimals in any locale's notation: "12,000.00", "12.000,00", "12 000,00".
+JPY_DECIMALS = re.compile(r"\d[,.\s\u00a0\u202f]\d{3}[.,]\d{2}\b")
+
+
+@pytest.mark.parametrize("locale", LOCALES)
+def test_every_shipped_template_shows_names_and_numbers_as_written_and_escapes_html_once(locale):
+    shipped = [d for d in SHIPPED.values() if d["locale"] == locale]
+    assert {d["code"] for d in shipped} >= set(CODES) | {"portal_link", "support_ack"}
+    for data in shipped:
+        label = f"{data['code']}.{data['channel']}.{locale}"
+        source = data["subject"] + data["body_text"]
+        subject, text, html = render_parts(MessageTemplate(**data), {**SAMPLE_CONTEXT, **AWKWARD}, locale)
+        # Subjects, plain text, SMS and in-app text are never HTML: the characters arrive as typed.
+        assert not ENTITY.search(subject + text), (label, subject, text)
+        if "customer_name" in source:
+            assert "Seán O'Brien & Sons" in subject + text, label
+        if "invoice_number" in source or "inv.number" in source:
+            assert "<b>&\"'" in subject + text, label
+        if "amount" in source:
+            assert "12" in text and "000" in text and not JPY_DECIMALS.search(subject + text), (label, text)
+        if data["channel"] == "email":
+            # The HTML email: escaped exactly once, in the content and in the hidden preheader.
+            assert not DOUBLE_ESCAPED.search(html), (label, DOUBLE_ESCAPED.search(html))
+            assert "<b>" not in html, label
+            if "customer_name" in data["body_text"]:
+                assert ESCAPED_NAME in html, label
+            if "invoice_number" in data["body_text"]:
+                assert ESCAPED_NUMBER in html, label
+            if "amount" in data["body_text"]:
+                assert not JPY_DECIMALS.search(html), label
+
+
+def test_an_html_body_escapes_merge_data_once_and_keeps_the_subject_plain():
+    template = MessageTemplate(code="reminder", channel="email", locale="en",
+                               subject="Invoice {{ invoice_number }} for {{ customer_name }}",
+                               body_text="Hello {{ customer_name }}, {{ amount }} for {{ invoice_number }}.",
+                               body_html="<p>Hello {{ customer_name }}, {{ amount }} for {{ invoice_number }}.</p>")
+    subject, text, html = render_parts(template, {**SAMPLE_CONTEXT, **AWKWARD}, "en")
+    assert subject == "Invoice <b>&\"' for Seán O'Brien & Sons"
+    assert text == "Hello Seán O'Brien & Sons, ¥12,000 for <b>&\"'."
+    assert f"<p>Hello {ESCAPED_NAME}, ¥12,000 for {ESCAPED_NUMBER}.</p>" in html
+    assert not DOUBLE_ESCAPED.search(html)
+
+
+def test_a_customer_with_an_apostrophe_and_ampersand_gets_their_name_as_written(defaults, clock):
+    customer = CustomerFactory(name="Seán O'Brien & Sons", email="s@example.com", currency="JPY", locale="ja")
+    services.open_case(InvoiceFactory(customer=customer, number="<b>&\"'", amount_due="12000"))
+    clock.tick()
+    [message] = mail.outbox
+    assert "<b>&\"'" in message.subject
+    assert "Seán O'Brien & Sons" in message.body and "<b>&\"'" in message.body and "￥12,000" in message.body
+    [html] = [content for content, mime in message.alternatives if mime == "text/html"]
+    assert ESCAPED_NAME in html and ESCAPED_NUMBER in html and not DOUBLE_ESCAPED.search(html)
