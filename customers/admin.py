@@ -6,7 +6,7 @@ from import_export.admin import ImportExportMixin
 
 from config import exports
 from customers.models import BillingContact, Customer, PaymentMethod
-from customers.resources import CustomerResource
+from customers.resources import IMPORT_FORMATS, CustomerResource, FileError
 
 
 class BillingContactInline(admin.TabularInline):
@@ -26,12 +26,24 @@ class PaymentMethodInline(admin.TabularInline):
 class CustomerAdmin(ImportExportMixin, admin.ModelAdmin):
     export_formats = exports.FORMATS
     resource_classes = [CustomerResource]
+    import_formats = IMPORT_FORMATS
     list_display = ("name", "external_id", "email", "segment", "currency", "locale", "status")
     list_filter = ("status", "currency", "locale", "segment", "is_business")
     search_fields = ("name", "email", "external_id")
     inlines = [PaymentMethodInline, BillingContactInline]
     readonly_fields = ("created_at", "updated_at", "suspended_at", "portal_token_version")
     actions = ["revoke_portal_links"]
+
+    def add_data_read_fail_error_to_form(self, form, e):
+        # django-import-export names only the exception's type; say what is wrong with the file, and where.
+        if isinstance(e, FileError):
+            form.add_error("import_file", str(e))
+        elif isinstance(e, UnicodeDecodeError):
+            line = e.object[:e.start].count(b"\n") + 1
+            form.add_error("import_file", _("Line %(line)s: the file is not UTF-8. Save it as CSV UTF-8 and upload it "
+                                            "again.") % {"line": line})
+        else:
+            super().add_data_read_fail_error_to_form(form, e)
 
     @admin.action(description=_("Revoke all portal links"), permissions=["change"])
     def revoke_portal_links(self, request, queryset):
