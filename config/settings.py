@@ -203,6 +203,9 @@ ANYMAIL = {
 
 # Adds the signed portal links to a message's merge data when it is sent.
 NOTIFICATION_LINK_BUILDER = "dunning.links.message_links"
+# Shows those links to staff in the outbox: working (minted in the staff member's name) only with the
+# "send portal link" permission, a placeholder otherwise.
+NOTIFICATION_LINK_MASK = "dunning.links.link_mask"
 
 # --- Payments -------------------------------------------------------------------------------
 PAYMENT_GATEWAY = env_str("PAYMENT_GATEWAY", "billing.gateways.sandbox.SandboxGateway")

@@ -1,16 +1,18 @@
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.forms.models import BaseInlineFormSet
 from django.template.loader import render_to_string
+from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 from import_export.admin import ExportMixin
 
 from billing.models import PaymentAttempt
 from config import exports
-from dunning import services
+from dunning import links, services
 from dunning.models import Campaign, CampaignStep, CaseEvent, DunningCase
 from dunning.resources import DunningCaseResource
 from notifications.models import Notification
@@ -97,6 +99,29 @@ class DunningCaseAdmin(ExportMixin, admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+    def get_object(self, request, object_id, from_field=None):
+        obj = super().get_object(request, object_id, from_field)
+        if obj is not None and request.user.has_perm(links.SEND_PERMISSION):
+            obj.staff_portal_url = links.staff_link(obj.customer, request.user)
+        return obj
+
+    def get_fields(self, request, obj=None):
+        fields = super().get_fields(request, obj)
+        return (*fields, "portal_link") if hasattr(obj, "staff_portal_url") else fields
+
+    def get_readonly_fields(self, request, obj=None):
+        return (*super().get_readonly_fields(request, obj), "portal_link")
+
+    @admin.display(description=_("portal link"))
+    def portal_link(self, obj: DunningCase) -> str:
+        return format_html(
+            '<input type="text" readonly size="90" value="{}" aria-describedby="portal-link-help">'
+            '<div class="help" id="portal-link-help">{}</div>',
+            getattr(obj, "staff_portal_url", ""),
+            _("A link to this customer's portal, made for you: what is done through it is logged under your "
+              "name. It works for %(days)d days.") % {"days": settings.PORTAL_LINK_MAX_AGE_DAYS},
+        )
 
     @admin.display(description=_("amount due"))
     def amount(self, obj: DunningCase) -> str:

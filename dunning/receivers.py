@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from django.dispatch import receiver
+from django.utils import timezone
 
+from dunning.engine import message_context
 from dunning.models import CaseEvent, DunningCase, WorkItem
 from notifications.preferences import contact_preference_changed
 from notifications.rendering import register_context_provider
@@ -68,14 +70,10 @@ def _case_id(reference: str) -> int | None:
 
 
 def _case_message_context(case_id: int) -> dict:
-    """Merge data of a message about this case, for template previews in the admin."""
-    from django.utils import timezone
-
-    from dunning.engine import message_context
-    from dunning.links import message_links
-
+    """Merge data of a message about this case, for template previews in the admin. No portal links:
+    a preview is seen by staff, and a working link would let them act as the customer."""
     case = DunningCase.objects.select_related("invoice", "customer").get(pk=case_id)
-    return message_context(case, timezone.now()) | message_links(case.customer)
+    return message_context(case, timezone.now())
 
 
 register_context_provider("case", _case_message_context)
