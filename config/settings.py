@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -66,6 +67,7 @@ INSTALLED_APPS = [
     "dunning",
     "reports",
     "integrations",
+    "axes",
 ]
 
 MIDDLEWARE = [
@@ -79,6 +81,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
+    # Last: turns a locked-out login into the lock-out page (AXES_LOCKOUT_TEMPLATE).
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -160,6 +164,24 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# Staff sign-in is refused while locked out (django-axes; docs/security.md): the axes backend first.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# Locked out after this many failed sign-ins for one username from one client address within the
+# cool-off, and every username from an address after AXES_ADDRESS_FAILURE_LIMIT failures (0: off).
+AXES_FAILURE_LIMIT = env_int("AXES_FAILURE_LIMIT", 5, minimum=1)
+AXES_ADDRESS_FAILURE_LIMIT = env_int("AXES_ADDRESS_FAILURE_LIMIT", 20, minimum=0)
+if AXES_ADDRESS_FAILURE_LIMIT and AXES_ADDRESS_FAILURE_LIMIT < AXES_FAILURE_LIMIT:
+    raise ImproperlyConfigured("AXES_ADDRESS_FAILURE_LIMIT must be 0 (off) or at least AXES_FAILURE_LIMIT")
+AXES_COOLOFF_MINUTES = env_int("AXES_COOLOFF_MINUTES", 15, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=AXES_COOLOFF_MINUTES)
+AXES_LOCKOUT_PARAMETERS = "reports.staff_login.lockout_parameters"
+AXES_CLIENT_IP_CALLABLE = "dunning.portal.access.client_ip"
+AXES_LOCKOUT_CALLABLE = "reports.staff_login.locked_out"
+AXES_RESET_ON_SUCCESS = True
+AXES_ENABLE_ACCESS_FAILURE_LOG = True
 LANGUAGE_CODE = "en"
 LANGUAGES = [
     ("en", _("English")),
@@ -304,8 +326,13 @@ SPECTACULAR_SETTINGS = {
 from integrations.api.settings import api_rest_framework, api_spectacular  # noqa: E402
 
 REST_FRAMEWORK.update(api_rest_framework())
+# Proxies in front of the app that append to X-Forwarded-For. 0: the client address is REMOTE_ADDR and
+# X-Forwarded-For is ignored (a client can write anything in it). The API's throttles, the portal's
+# limits and the admin's sign-in lock-out all read the address by this rule (dunning.portal.access).
+NUM_PROXIES = env_int("NUM_PROXIES", 0, minimum=0, maximum=10)
+REST_FRAMEWORK["NUM_PROXIES"] = NUM_PROXIES
 SPECTACULAR_SETTINGS.update(api_spectacular())
-# Requests per minute per API key (and per client address for unauthenticated requests).
+# Requests per window per API key; requests without a key or with a wrong one count per client address.
 API_THROTTLE_RATE = env_str("API_THROTTLE_RATE", "600/min")
 if not re.fullmatch(r"[1-9]\d*/(s|sec|second|m|min|minute|h|hour|d|day)", API_THROTTLE_RATE):
     raise ImproperlyConfigured(f"API_THROTTLE_RATE={API_THROTTLE_RATE!r}: write requests/period, e.g. 600/min, 100/s, "
