@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import datetime
+import html
+import re
 from decimal import Decimal
 
 import pytest
+from django.conf import settings
 from django.test import Client
 from django.urls import reverse
+from django.utils import translation
+from django.utils.translation import gettext
 from rest_framework.test import APIClient
 
 from billing.imports import ImportOptions, bytes_opener
 from billing.models import Invoice, PaymentAttempt, SandboxCharge
-from customers.models import PaymentMethod
+from customers.models import Customer, PaymentMethod
 from dunning import engine, plans, services
 from dunning.links import make_token
 from dunning.models import DunningCase, WorkItem
@@ -298,3 +303,36 @@ def test_an_instalment_is_paid_only_by_the_payment_that_paid_it(owing, clock):
     assert paid.status == Instalment.Status.PAID
     assert PaymentAttempt.objects.filter(idempotency_key__startswith=f"plan:{paid.pk}:",
                                          outcome=PaymentAttempt.Outcome.SUCCEEDED).count() == 1
+
+
+# --- What the plan page promises ------------------------------------------------------------------
+
+TODAY_WORD = {"en": "today", "es": "hoy", "it": "oggi", "ja": "本日", "uk": "сьогодні"}
+
+
+def option_labels(page: str) -> dict[int, str]:
+    return {int(n): html.unescape(text)
+            for n, text in re.findall(r'<label for="months-(\d)">(.*?)</label>', page, re.S)}
+
+
+@pytest.mark.parametrize("locale", [code for code, _name in settings.LANGUAGES])
+def test_the_plan_page_says_per_option_whether_it_is_charged_today_or_waits_for_approval(owing, client, locale):
+    customer, invoices, cases = owing
+    Customer.objects.filter(pk=customer.pk).update(locale=locale)
+    url = reverse("portal:plan", kwargs={"token": make_token(customer)})
+    with translation.override(locale):
+        charged = gettext("Accepted at once; the first instalment is charged today.")
+        waits = gettext("Sent to our team for approval; nothing is charged until then.")
+    assert charged != waits
+    # No limits for USD: every option needs approval, and nothing on the page says "today".
+    page = client.get(url).content.decode()
+    assert f'<html lang="{locale}">' in page
+    labels = option_labels(page)
+    assert sorted(labels) == [2, 3, 4, 5, 6] and all(waits in text for text in labels.values())
+    assert TODAY_WORD[locale] not in page.lower()
+    # Limits up to 4 months: those are accepted at once and charged today, the longer ones wait.
+    PlanLimitFactory(currency="USD", min_instalment=Decimal("20"), max_months=4)
+    labels = option_labels(client.get(url).content.decode())
+    assert {n for n, text in labels.items() if charged in text} == {2, 3, 4}
+    assert {n for n, text in labels.items() if waits in text} == {5, 6}
+    assert all(TODAY_WORD[locale] not in labels[n].lower() for n in (5, 6))
