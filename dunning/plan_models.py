@@ -44,6 +44,8 @@ class PaymentPlan(TimestampedModel):
         COMPLETED = "completed", _("Completed")
         DEFAULTED = "defaulted", _("Missed an instalment")
         REJECTED = "rejected", _("Rejected")
+        # A request still waiting when its invoice was paid: there is nothing left to decide.
+        CANCELLED = "cancelled", _("Cancelled")
 
     OPEN_STATUSES = (Status.PENDING, Status.ACTIVE)
 

@@ -1,12 +1,15 @@
-"""Put what happens to a case's messages on the case timeline (notifications knows no cases)."""
+"""Put what happens to a case's messages on the case timeline (notifications knows no cases), and
+follow an invoice paid in full (dunning.services.invoice_paid) with what other dunning modules own."""
 
 from __future__ import annotations
 
 from django.dispatch import receiver
 from django.utils import timezone
 
+from dunning import plans
 from dunning.engine import message_context
 from dunning.models import CaseEvent, DunningCase, WorkItem
+from dunning.services import invoice_paid
 from notifications.preferences import contact_preference_changed
 from notifications.rendering import register_context_provider
 from notifications.services import notification_event, notifications_sent
@@ -51,6 +54,11 @@ def bounced_address_to_work_queue(sender, notification, kind: str, detail: str =
     case = DunningCase.objects.filter(pk=_case_id(notification.reference)).first()
     create_work_item(notification.customer, WorkItem.Kind.BOUNCED, f"Email {kind}: {notification.recipient}",
                      body=detail, case=case, dedupe_key=f"bounced:{notification.customer_id}:{notification.recipient}")
+
+
+@receiver(invoice_paid, dispatch_uid="dunning.plan_requests_on_paid")
+def close_plan_requests_on_paid(sender, invoice, at, actor=None, **kwargs) -> None:
+    plans.close_requests_for_paid_invoice(invoice, at=at, actor=actor)
 
 
 @receiver(contact_preference_changed, dispatch_uid="dunning.preference_timeline")

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.db import transaction
+from django.dispatch import Signal
 from django.utils import timezone
 
 from billing import services as billing
@@ -30,6 +31,12 @@ logger = logging.getLogger(__name__)
 
 # An attempt charged inline by the calling request is leased so the background processor leaves it alone.
 INLINE_LEASE = timedelta(minutes=5)
+
+
+# Sent by record_payment, inside the payment's transaction, whenever an invoice is paid in full, by any
+# path (gateway, webhook, API event, import, staff): arguments invoice, at, actor. dunning.receivers
+# connects what must follow, such as closing payment-plan requests that still wait for approval.
+invoice_paid = Signal()
 
 
 class DunningError(Exception):
@@ -257,6 +264,8 @@ def record_payment(
                 log(last, "payment.after_close", f"Paid {applied.amount} {applied.invoice.currency} after the case "
                     f"was {last.status}", actor=actor, at=at, attempt=attempt)
                 _reinstate_if_clear(last.customer_id, at, actor)
+            if applied.fully_paid:
+                invoice_paid.send(Invoice, invoice=applied.invoice, at=at, actor=actor)
             return None
         inv = applied.invoice
         if applied.credited:
@@ -276,6 +285,7 @@ def record_payment(
                      "last_step": case.current_step_id})
         webhooks.emit("payment.recovered", case_payload(case, amount=str(applied.amount)), f"case:{case.pk}:recovered")
         _reinstate_if_clear(case.customer_id, at, actor)
+        invoice_paid.send(Invoice, invoice=inv, at=at, actor=actor)
     return case
 
 
