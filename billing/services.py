@@ -157,12 +157,9 @@ def claim_pending_attempts(now: datetime | None = None, limit: int = 100) -> lis
     )
 
 
-def call_gateway(attempt: PaymentAttempt) -> ChargeResult:
-    """Send the attempt to the gateway. Never call this inside a database transaction that holds locks.
-
-    Raises OutcomeUnknown when the gateway may have charged: the attempt stays pending and is sent
-    again later with the same idempotency key.
-    """
+def prepare_charge(attempt: PaymentAttempt) -> ChargeRequest | ChargeResult:
+    """Count the try and build the gateway request for a claimed attempt, or return the failure that
+    keeps it from the gateway (no usable method). Database work only: the call is ``send_charge``."""
     PaymentAttempt.objects.filter(pk=attempt.pk).update(tries=F("tries") + 1)
     attempt.tries += 1
     method = attempt.payment_method
@@ -172,7 +169,7 @@ def call_gateway(attempt: PaymentAttempt) -> ChargeResult:
         # A hard decline (or one needing a new card) ruled this method out: never send it again.
         return ChargeResult(False, decline_code="payment_method_blocked",
                             message=f"Not charged: {method.charge_blocked_reason or 'blocked after a hard decline'}")
-    request = ChargeRequest(
+    return ChargeRequest(
         amount=attempt.amount,
         currency=attempt.currency,
         payment_method_token=method.token,
@@ -181,6 +178,15 @@ def call_gateway(attempt: PaymentAttempt) -> ChargeResult:
         description=f"Invoice {attempt.invoice.number}",
         metadata={"invoice": attempt.invoice.external_id, "attempt": str(attempt.pk)},
     )
+
+
+def send_charge(request: ChargeRequest) -> ChargeResult:
+    """The gateway call itself. Never call this inside a database transaction that holds locks; it
+    may run on a GatewayPool thread.
+
+    Raises OutcomeUnknown when the gateway may have charged: the attempt stays pending and is sent
+    again later with the same idempotency key.
+    """
     try:
         return get_gateway().charge(request)
     except OutcomeUnknown:

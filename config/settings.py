@@ -293,6 +293,12 @@ WEBHOOK_TIMEOUT_SECONDS = env_int("WEBHOOK_TIMEOUT_SECONDS", 10, minimum=1, maxi
 DUNNING_BATCH_SIZE = env_int("DUNNING_BATCH_SIZE", 500, minimum=1, maximum=10000)
 # How long a claimed payment attempt is leased to one worker before another may reconcile it.
 PAYMENT_ATTEMPT_LEASE_SECONDS = env_int("PAYMENT_ATTEMPT_LEASE_SECONDS", 300, minimum=30)
+# Gateway calls in flight at once per worker process, and started per second per gateway per worker
+# process (billing/gateways/pool.py; docs/payments.md). 0 turns the rate limit off.
+PAYMENT_GATEWAY_CONCURRENCY = env_int("PAYMENT_GATEWAY_CONCURRENCY", 20, minimum=1, maximum=200)
+PAYMENT_GATEWAY_RATE_PER_SECOND = env_int("PAYMENT_GATEWAY_RATE_PER_SECOND", 80, minimum=0, maximum=10000)
+# The sandbox gateway answers after this many milliseconds (benchmarks; 0 in demos and tests).
+SANDBOX_GATEWAY_LATENCY_MS = env_int("SANDBOX_GATEWAY_LATENCY_MS", 0, minimum=0, maximum=60000)
 # One reminder per customer and step listing every invoice in dunning (docs/contacts.md).
 DUNNING_CONSOLIDATE_MESSAGES = env_bool("DUNNING_CONSOLIDATE_MESSAGES", True)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from concurrent.futures import FIRST_COMPLETED, wait
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -17,7 +18,8 @@ from django.dispatch import Signal
 from django.utils import timezone
 
 from billing import services as billing
-from billing.gateways import OutcomeUnknown
+from billing.gateways import ChargeResult, OutcomeUnknown, get_gateway
+from billing.gateways.pool import GatewayPool
 from billing.models import Invoice, PaymentAttempt
 from customers.models import Customer, PaymentMethod
 from dunning import retries
@@ -346,8 +348,9 @@ def settle_attempt(attempt: PaymentAttempt, result, *, at: datetime | None = Non
 def process_attempt(attempt: PaymentAttempt, *, now: datetime | None = None) -> PaymentAttempt:
     """Call the gateway for one claimed attempt (outside any lock) and settle the answer."""
     now = now or timezone.now()
+    prepared = billing.prepare_charge(attempt)
     try:
-        result = billing.call_gateway(attempt)
+        result = prepared if isinstance(prepared, ChargeResult) else billing.send_charge(prepared)
     except OutcomeUnknown as exc:
         billing.postpone_unknown(attempt, now=now)
         case = DunningCase.objects.filter(invoice_id=attempt.invoice_id).order_by("-id").first()
@@ -361,15 +364,25 @@ def process_attempt(attempt: PaymentAttempt, *, now: datetime | None = None) -> 
 
 
 def process_payment_attempts(now: datetime | None = None, limit: int = 100) -> int:
-    """Send pending attempts to the gateway; returns how many were processed."""
+    """Send pending attempts to the gateway, up to PAYMENT_GATEWAY_CONCURRENCY at once (each on a pool
+    thread with its own database connection, outside any lock); returns how many were processed.
+
+    The next batch is claimed while the last calls of the previous one are still out, so the pool
+    never idles waiting for its slowest call."""
     count = 0
-    while True:
-        claimed = billing.claim_pending_attempts(now or timezone.now(), limit)
-        if not claimed:
-            return count
-        for attempt in claimed:
-            process_attempt(attempt, now=now)
-            count += 1
+    in_flight: set = set()
+    with GatewayPool(get_gateway().name) as pool:
+        while True:
+            claimed = billing.claim_pending_attempts(now or timezone.now(), max(limit, 2 * pool.size))
+            in_flight.update(pool.submit(process_attempt, attempt, now=now) for attempt in claimed)
+            count += len(claimed)
+            if not in_flight:
+                return count
+            # Wait until no more than a pool's worth is left, then claim again (or drain at the end).
+            while len(in_flight) > (pool.size if claimed else 0):
+                done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                for future in done:
+                    future.result()
 
 
 # --- Staff actions ------------------------------------------------------------------------------
