@@ -17,6 +17,9 @@ class PaymentAttemptInline(admin.TabularInline):
     def has_add_permission(self, request, obj=None):
         return False
 
+    def has_delete_permission(self, request, obj=None):
+        return False
+
 
 @admin.register(Invoice)
 class InvoiceAdmin(ExportMixin, admin.ModelAdmin):
@@ -49,6 +52,9 @@ class PaymentAttemptAdmin(ExportMixin, admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # the record of every charge: nobody deletes one, superusers included
 
 
 # --- Smart retries: the decline table, webhook log, network counters per card -------------------

@@ -57,6 +57,9 @@ class CaseEventInline(admin.TabularInline):
     def has_change_permission(self, request, obj=None):
         return False
 
+    def has_delete_permission(self, request, obj=None):
+        return False
+
 
 def _run_action(modeladmin, request, queryset, func, done_label: str):
     ok, failed = 0, []
