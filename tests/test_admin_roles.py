@@ -30,6 +30,7 @@ from tests.factories import (
     ImportJobFactory,
     InvoiceFeeFactory,
     PaymentEventFactory,
+    PaymentMethodFactory,
     PaymentPlanFactory,
     TaskFactory,
     WebhookDeliveryFactory,
@@ -217,3 +218,64 @@ def test_deleting_a_customer_or_invoice_does_not_take_its_history_with_it(client
         assert type(obj).objects.filter(pk=obj.pk).exists()
     assert CaseEvent.objects.filter(case=case).exists() and PaymentAttempt.objects.filter(invoice=case.invoice).exists()
 
+
+
+# --- Card details and the customer's status change through services, not the admin form -------------
+
+def change_form_data(page) -> dict:
+    """What the browser would post back for the change page as shown (main form and inlines)."""
+    data = {}
+    forms = [page.context["adminform"].form]
+    for inline in page.context["inline_admin_formsets"]:
+        formset = inline.formset
+        forms.extend(formset.forms)
+        management = formset.management_form
+        data.update({management.add_prefix(n): management[n].value() for n in management.fields})
+    for form in forms:
+        for name, bound in ((n, form[n]) for n in form.fields):
+            value = bound.value()
+            if value is None or value is False:
+                continue
+            data[form.add_prefix(name)] = "on" if value is True else value
+    return data
+
+
+@pytest.mark.parametrize("role", ["Collections manager", "superuser"])
+def test_card_details_and_customer_status_cannot_be_changed_on_the_customer_page(client, role):
+    login(client, role)
+    method = PaymentMethodFactory(brand="visa", last4="4242", exp_month=12, exp_year=2030)
+    customer = method.customer
+    url = reverse("admin:customers_customer_change", args=[customer.pk])
+    data = change_form_data(client.get(url))
+    data.update({"name": "Renamed", "status": Customer.Status.SUSPENDED, "payment_methods-0-brand": "amex",
+                 "payment_methods-0-last4": "0005", "payment_methods-0-exp_month": "1",
+                 "payment_methods-0-exp_year": "2031", "payment_methods-0-token": "tok_other",
+                 "payment_methods-0-kind": "sepa_debit"})
+    response = client.post(url, data)
+    assert response.status_code == 302, response.content.decode()[:3000]
+    customer.refresh_from_db()
+    method.refresh_from_db()
+    assert customer.name == "Renamed"  # the form works; only the protected fields did not move
+    assert customer.status == Customer.Status.ACTIVE and customer.suspended_at is None
+    assert (method.kind, method.brand, method.last4, method.exp_month, method.exp_year, method.token) == (
+        "card", "visa", "4242", 12, 2030, method.token)
+    assert not method.token.startswith("tok_other")
+    page = client.get(url).content.decode()
+    assert 'name="status"' not in page and 'name="payment_methods-0-last4"' not in page
+    assert 'name="payment_methods-__prefix__-brand"' not in page  # no new card typed in either
+
+
+@pytest.mark.parametrize("role", ["Collections manager", "superuser"])
+def test_card_details_cannot_be_changed_on_the_payment_method_page(client, role):
+    login(client, role)
+    method = PaymentMethodFactory(brand="visa", last4="4242", exp_month=12, exp_year=2030)
+    url = reverse("admin:customers_paymentmethod_change", args=[method.pk])
+    data = change_form_data(client.get(url))
+    data.update({"brand": "amex", "last4": "0005", "exp_month": "1", "exp_year": "2031", "token": "tok_other",
+                 "is_default": ""})
+    response = client.post(url, data)
+    assert response.status_code == 302, response.content.decode()[:3000]
+    method.refresh_from_db()
+    assert (method.brand, method.last4, method.exp_month, method.exp_year) == ("visa", "4242", 12, 2030)
+    assert not method.token.startswith("tok_other")
+    assert method.is_default is False  # what stays editable still saves
