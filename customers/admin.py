@@ -15,11 +15,19 @@ class BillingContactInline(admin.TabularInline):
     fields = ("name", "email", "phone", "language", "role", "is_primary")
 
 
+# A saved method's details come from the gateway (the portal's card form, gateway events); typing
+# them here would describe a card the gateway does not hold. Read-only for everyone.
+CARD_FIELDS = ("kind", "brand", "last4", "exp_month", "exp_year", "gateway", "token")
+
+
 class PaymentMethodInline(admin.TabularInline):
     model = PaymentMethod
     extra = 0
     fields = ("kind", "brand", "last4", "exp_month", "exp_year", "is_default", "gateway", "token", "detached_at")
-    readonly_fields = ("gateway", "token")
+    readonly_fields = CARD_FIELDS
+
+    def has_add_permission(self, request, obj=None):
+        return False  # a method is added by the customer in the portal, never typed in
 
 
 @admin.register(Customer)
@@ -31,7 +39,9 @@ class CustomerAdmin(ImportExportMixin, admin.ModelAdmin):
     list_filter = ("status", "currency", "locale", "segment", "is_business")
     search_fields = ("name", "email", "external_id")
     inlines = [PaymentMethodInline, BillingContactInline]
-    readonly_fields = ("created_at", "updated_at", "suspended_at", "portal_token_version")
+    # The status changes through dunning only (a suspension step, reinstatement on payment), which also
+    # writes suspended_at and the timeline.
+    readonly_fields = ("status", "created_at", "updated_at", "suspended_at", "portal_token_version")
     actions = ["revoke_portal_links"]
 
     def add_data_read_fail_error_to_form(self, form, e):
@@ -64,3 +74,7 @@ class PaymentMethodAdmin(admin.ModelAdmin):
     search_fields = ("customer__name", "customer__external_id", "last4")
     list_select_related = ("customer",)
     raw_id_fields = ("customer",)
+
+    def get_readonly_fields(self, request, obj=None):
+        readonly = super().get_readonly_fields(request, obj)
+        return (*CARD_FIELDS, *readonly) if obj is not None else readonly

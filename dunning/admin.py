@@ -10,7 +10,8 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 from import_export.admin import ExportMixin
 
-from billing.models import PaymentAttempt
+from billing.admin import money_display
+from billing.models import Invoice, PaymentAttempt
 from config import exports
 from dunning import links, services
 from dunning.models import Campaign, CampaignStep, CaseEvent, DunningCase
@@ -37,11 +38,13 @@ class CampaignStepInline(admin.TabularInline):
 
 @admin.register(Campaign)
 class CampaignAdmin(admin.ModelAdmin):
-    list_display = ("name", "active", "priority", "currency", "min_amount", "max_amount", "segment")
+    list_display = ("name", "active", "priority", "currency", "min_amount_money", "max_amount_money", "segment")
     list_filter = ("active", "currency")
     list_editable = ("priority",)
     search_fields = ("name",)
     inlines = [CampaignStepInline]
+    min_amount_money = money_display(Campaign, "min_amount")
+    max_amount_money = money_display(Campaign, "max_amount")
 
 
 class CaseEventInline(admin.TabularInline):
@@ -57,6 +60,9 @@ class CaseEventInline(admin.TabularInline):
         return False
 
     def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
         return False
 
 
@@ -123,9 +129,7 @@ class DunningCaseAdmin(ExportMixin, admin.ModelAdmin):
               "name. It works for %(days)d days.") % {"days": settings.PORTAL_LINK_MAX_AGE_DAYS},
         )
 
-    @admin.display(description=_("amount due"))
-    def amount(self, obj: DunningCase) -> str:
-        return f"{obj.invoice.amount_remaining} {obj.invoice.currency}"
+    amount = money_display(Invoice, "invoice.amount_remaining", "invoice.currency", description=_("amount due"))
 
     @admin.display(description=_("payment attempts"))
     def attempts_table(self, obj: DunningCase) -> str:

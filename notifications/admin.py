@@ -80,7 +80,8 @@ class MessageTemplateAdmin(admin.ModelAdmin):
             back = reverse("admin:notifications_messagetemplate_changelist")
         return HttpResponseRedirect(back)
 
-    @admin.action(description="Send a test of the selected templates to me")
+    # Readers may test a template on themselves: the preview and send-test views allow them too.
+    @admin.action(description="Send a test of the selected templates to me", permissions=["view"])
     def send_test_action(self, request, queryset):
         self._send_tests(request, list(queryset), "")
 
@@ -141,6 +142,9 @@ class NotificationAdmin(admin.ModelAdmin):
     def has_change_permission(self, request, obj=None):
         return False
 
+    def has_delete_permission(self, request, obj=None):
+        return False  # the outbox is the record of what was sent: nobody deletes it, superusers included
+
 
 class WebhookDeliveryInline(admin.TabularInline):
     model = WebhookDelivery
@@ -162,7 +166,7 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
     actions = ["send_test_event"]
     readonly_fields = ("created_at", "updated_at")
 
-    @admin.action(description="Send a test event now")
+    @admin.action(description="Send a test event now", permissions=["change"])
     def send_test_event(self, request, queryset):
         for endpoint in queryset:
             delivery = webhooks.send_test(endpoint)
@@ -184,13 +188,16 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         return False
 
-    @admin.action(description="Send again at the next run")
+    @admin.action(description="Send again at the next run", permissions=["retry"])
     def retry_now(self, request, queryset):
         count = webhooks.retry_now(queryset)
         self.message_user(request, f"{count} deliveries will be sent again within a minute.", messages.SUCCESS)
 
     def has_change_permission(self, request, obj=None):
-        # Read-only log; the retry action uses the view permission of the staff member.
-        return False
+        return False  # a read-only log
+
+    def has_retry_permission(self, request) -> bool:
+        # Re-queueing changes the rows: the model's change permission, not the (read-only) form's.
+        return request.user.has_perm("notifications.change_webhookdelivery")
 
 
