@@ -182,6 +182,7 @@ AXES_CLIENT_IP_CALLABLE = "dunning.portal.access.client_ip"
 AXES_LOCKOUT_CALLABLE = "reports.staff_login.locked_out"
 AXES_RESET_ON_SUCCESS = True
 AXES_ENABLE_ACCESS_FAILURE_LOG = True
+AXES_ENABLE_ADMIN = False  # registered by reports/admin.py
 LANGUAGE_CODE = "en"
 LANGUAGES = [
     ("en", _("English")),

@@ -11,6 +11,7 @@ import io
 import re
 
 import pytest
+from axes.models import AccessAttempt, AccessFailureLog, AccessLog
 from django.contrib import admin
 from django.contrib.messages import ERROR
 from django.core.management import call_command
@@ -68,6 +69,12 @@ def demo():
     TaskFactory(success=False)
     OrmQ.objects.create(key="default", lock=None, payload=SignedPackage.dumps(
         {"id": "0" * 32, "name": "queued-task", "func": "dunning.tasks.run_due_steps", "args": (), "kwargs": {}}))
+    # A locked-out sign-in (django-axes), as the lock-out leaves it.
+    seen = {"user_agent": "Mozilla/5.0", "ip_address": "203.0.113.9", "username": "mallory", "http_accept": "*/*",
+            "path_info": "/admin/login/"}
+    AccessAttempt.objects.create(**seen, get_data="", post_data="username=mallory", failures_since_start=5)
+    AccessFailureLog.objects.create(**seen, locked_out=True)
+    AccessLog.objects.create(**seen)
     missing = [m._meta.label for m in admin.site._registry if not m._default_manager.exists()]
     assert not missing, f"no demo row of {missing}: build one above (tests/factories.py)"
 
