@@ -12,10 +12,10 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.urls import reverse
 
-# After Ctrl-C the children get SIGINT and this long to exit (both stop in about a second when
-# idle); then SIGTERM, then SIGKILL after KILL_GRACE. A task cut short is safe: every task claims
-# its rows first and is run again by the next worker.
-STOP_GRACE = 3.0
+# After Ctrl-C the children get SIGINT and this long to exit: both stop in about a second when
+# idle, but qcluster would wait for a running task to finish. Then SIGTERM, then SIGKILL. A task
+# cut short is safe: every task claims its rows first and is run again by the next worker.
+STOP_GRACE = 2.5
 KILL_GRACE = 1.0
 
 
@@ -92,27 +92,13 @@ def _signal_group(proc: subprocess.Popen, signum: int) -> None:
         pass
 
 
-def _running(proc: subprocess.Popen) -> bool:
-    """The child, or a process it forked into its group (qcluster's workers), is still there."""
-    if proc.poll() is None:
-        return True
-    try:
-        os.killpg(proc.pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def stop_all(procs: list[subprocess.Popen]) -> None:
-    """SIGINT, a short wait, SIGTERM, SIGKILL: to each child's whole process group, so nothing is left."""
+    """SIGINT, a short wait, SIGTERM, a shorter one, SIGKILL. Each goes to a child's whole process
+    group, even once the child has exited, so nothing it forked is left behind (an orphan that
+    exited may linger as a zombie until init reaps it: it is gone, so no wait is spent on it)."""
     for signum, grace in ((signal.SIGINT, STOP_GRACE), (signal.SIGTERM, KILL_GRACE), (signal.SIGKILL, KILL_GRACE)):
         for proc in procs:
-            if _running(proc):
-                _signal_group(proc, signum)
+            _signal_group(proc, signum)
         deadline = time.monotonic() + grace
-        while any(_running(p) for p in procs) and time.monotonic() < deadline:
+        while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
             time.sleep(0.05)
-        if not any(_running(p) for p in procs):
-            return
