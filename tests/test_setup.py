@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+import io
 import os
 import shutil
 import signal
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+import time_machine
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
 
@@ -119,6 +122,44 @@ def test_demo_data_loads_a_varied_set_and_a_second_run_changes_nothing(capsys):
     assert DunningCase.objects.filter(status="active").values("current_step").distinct().count() >= 3
     call_command("load_demo_data")
     assert counts() == first
+
+
+@pytest.mark.django_db
+def test_demo_data_dates_read_in_the_order_things_happened():
+    """The demo plays the workers forward from the oldest failure: every date is the simulated one."""
+    from billing.models import Invoice
+    from customers.models import Customer
+    from dunning.models import CaseEvent, DunningCase, WorkItem
+    from notifications.models import Notification
+
+    now = datetime.datetime(2026, 12, 2, 13, 0, tzinfo=datetime.UTC)
+    with time_machine.travel(now, tick=False):
+        call_command("load_demo_data", stdout=io.StringIO())
+    messages = {n.pk: n for n in Notification.objects.all()}
+    sent = [n for n in messages.values() if n.sent_at]
+    assert len(sent) > 10
+    for n in sent:
+        assert n.created_at <= n.sent_at < now, (n.template_code, n.created_at, n.sent_at)  # queued, then sent
+    assert all(n.created_at < now for n in messages.values())
+    for case in DunningCase.objects.select_related("invoice__customer"):
+        events = list(case.events.order_by("at", "id"))
+        assert events[0].kind == "case.opened" and events[0].at == case.failed_at
+        assert all(case.failed_at <= e.at < now for e in events), [(e.kind, e.at) for e in events]
+        assert case.invoice.customer.created_at < case.invoice.created_at < case.failed_at
+    # A message's timeline entries are at the moments it was queued and sent.
+    for event in CaseEvent.objects.filter(kind="message.sent"):
+        assert event.at == messages[event.payload["notification"]].sent_at
+    queued = CaseEvent.objects.filter(kind="message.queued")
+    assert queued and all(messages_at(messages, e) for e in queued)
+    for item in WorkItem.objects.all():
+        assert CaseEvent.objects.get(kind="workitem.created", payload__work_item=item.pk).at == item.created_at
+    assert Customer.objects.filter(created_at__gte=now).count() == 0
+    assert Invoice.objects.filter(created_at__gte=now).count() == 0
+
+
+def messages_at(messages: dict, event) -> bool:
+    """A message.queued entry has a message of its case queued at that very moment."""
+    return any(n.reference == f"case:{event.case_id}" and n.created_at == event.at for n in messages.values())
 
 
 def test_production_collectstatic_finds_every_file_the_vendored_assets_reference(tmp_path):
