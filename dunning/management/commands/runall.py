@@ -35,7 +35,7 @@ def site_url(host: str, port: int) -> str:
 def mail_destination() -> str:
     backend = settings.EMAIL_BACKEND
     if backend == "django.core.mail.backends.filebased.EmailBackend":
-        return f"written to {settings.EMAIL_FILE_PATH} (one .log file per message)"
+        return f"written to {settings.EMAIL_FILE_PATH} (a .log file per sending batch)"
     if backend == "django.core.mail.backends.console.EmailBackend":
         return "printed here by the worker"
     return f"sent through {backend}"
