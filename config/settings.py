@@ -41,8 +41,11 @@ SECRET_KEY_FALLBACKS = env_list("SECRET_KEY_FALLBACKS", [])
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost"] if DEBUG else [])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
-# Absolute base URL used in emails and SMS (portal links, tracking pixels).
-SITE_URL = env_str("SITE_URL", "http://127.0.0.1:8000").rstrip("/")
+# Absolute base URL used in emails and SMS (portal links, tracking pixels). Unset, it is where the
+# development server listens: `make run HOST=... PORT=...` passes both (runall hands SITE_URL on).
+SITE_URL = (
+    env_str("SITE_URL") or f"http://{env_str('HOST', '127.0.0.1')}:{env_int('PORT', 8000, minimum=1, maximum=65535)}"
+).rstrip("/")
 
 INSTALLED_APPS = [
     "django.contrib.admin",

@@ -16,7 +16,7 @@ from notifications.services import notification_event, notifications_sent
 
 
 @receiver(notification_event, dispatch_uid="dunning.message_timeline")
-def message_on_timeline(sender, notification, kind: str, detail: str = "", **kwargs) -> None:
+def message_on_timeline(sender, notification, kind: str, detail: str = "", at=None, **kwargs) -> None:
     if kind == "sent" or not notification.reference.startswith("case:"):
         return  # sent messages arrive in groups through notifications_sent
     case_id = int(notification.reference.split(":", 1)[1])
@@ -28,7 +28,7 @@ def message_on_timeline(sender, notification, kind: str, detail: str = "", **kwa
         message=f"{notification.template_code} {kind} ({notification.channel})"
         + (f": {detail}" if detail else ""),
         payload={"notification": notification.pk, "channel": notification.channel, "detail": detail[:500]},
-        actor_label="system",
+        actor_label="system", at=at or timezone.now(),
     )
 
 
@@ -39,7 +39,8 @@ def sent_on_timeline(sender, notifications, **kwargs) -> None:
     existing = set(DunningCase.objects.filter(pk__in={c for c in by_case.values() if c}).values_list("pk", flat=True))
     CaseEvent.objects.bulk_create(
         CaseEvent(case_id=case_id, kind="message.sent", message=f"{n.template_code} sent ({n.channel})",
-                  payload={"notification": n.pk, "channel": n.channel, "detail": ""}, actor_label="system")
+                  payload={"notification": n.pk, "channel": n.channel, "detail": ""}, actor_label="system",
+                  at=n.sent_at)
         for n, case_id in by_case.items() if case_id in existing
     )
 

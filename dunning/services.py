@@ -495,18 +495,18 @@ def retry_after_method_update(customer: Customer, payment_method: PaymentMethod,
 
 
 def create_work_item(customer: Customer, kind: str, title: str, *, body: str = "", case: DunningCase | None = None,
-                     actor=None, dedupe_key: str | None = None) -> tuple[WorkItem, bool]:
-    """Put something in the staff work queue (and on the case timeline). Deduplicated by key."""
+                     actor=None, dedupe_key: str | None = None,
+                     at: datetime | None = None) -> tuple[WorkItem, bool]:
+    """Put something in the staff work queue (and on the case timeline). Deduplicated by key.
+    ``at``: when it arose (the caller's clock), by default now."""
+    at = at or timezone.now()
+    fields = {"customer": customer, "kind": kind, "title": title[:200], "body": body, "case": case, "created_at": at}
     with transaction.atomic():
         if dedupe_key:
-            item, created = WorkItem.objects.get_or_create(
-                dedupe_key=dedupe_key,
-                defaults={"customer": customer, "kind": kind, "title": title[:200], "body": body, "case": case},
-            )
+            item, created = WorkItem.objects.get_or_create(dedupe_key=dedupe_key, defaults=fields)
         else:
-            item, created = WorkItem.objects.create(customer=customer, kind=kind, title=title[:200], body=body,
-                                                    case=case), True
+            item, created = WorkItem.objects.create(**fields), True
         if created and case is not None:
-            log(case, "workitem.created", f"{item.get_kind_display()}: {title}", actor=actor,
+            log(case, "workitem.created", f"{item.get_kind_display()}: {title}", actor=actor, at=at,
                 payload={"work_item": item.pk, "kind": kind})
     return item, created
