@@ -5,13 +5,14 @@ from __future__ import annotations
 from django.dispatch import receiver
 
 from dunning.models import CaseEvent, DunningCase, WorkItem
+from dunning.services import actor_fields
 from notifications.preferences import contact_preference_changed
 from notifications.rendering import register_context_provider
 from notifications.services import notification_event, notifications_sent
 
 
 @receiver(notification_event, dispatch_uid="dunning.message_timeline")
-def message_on_timeline(sender, notification, kind: str, detail: str = "", **kwargs) -> None:
+def message_on_timeline(sender, notification, kind: str, detail: str = "", actor=None, **kwargs) -> None:
     if kind == "sent" or not notification.reference.startswith("case:"):
         return  # sent messages arrive in groups through notifications_sent
     case_id = int(notification.reference.split(":", 1)[1])
@@ -23,7 +24,7 @@ def message_on_timeline(sender, notification, kind: str, detail: str = "", **kwa
         message=f"{notification.template_code} {kind} ({notification.channel})"
         + (f": {detail}" if detail else ""),
         payload={"notification": notification.pk, "channel": notification.channel, "detail": detail[:500]},
-        actor_label="system",
+        **actor_fields(actor),
     )
 
 

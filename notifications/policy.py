@@ -5,8 +5,10 @@ The rules are applied in two places, both batch-friendly:
 
 * when a message is built (``plan_channels`` and ``first_allowed_at``): pure functions of the
   customer row the caller already loaded, so the engine's batch loop runs no extra query;
-* when the sender claims a batch (``SendGate``): two queries per batch, then a decision per row
-  (send, wait, merge into a newer message, or switch channel).
+* just before the sender hands a row to the provider (``SendGate``, two queries for that row):
+  send, wait, merge into a newer message, or switch channel. For a message the contact cap counts,
+  the sender holds the customer's row lock while it decides and records the attempt, so two
+  senders never both take the customer's last slot (notifications.services.send_queued).
 
 The legal-notice rule (docs/notifications.md): template codes in NOTIFY_LEGAL_NOTICE_CODES (by
 default the final notice and the suspension notice) must reach the customer, so they are sent
@@ -25,6 +27,7 @@ from functools import lru_cache
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db.models import Q
+from django.db.models.functions import Coalesce
 
 from customers.models import Customer
 from notifications.models import Channel, Notification
@@ -174,9 +177,22 @@ def _contact_key(row: Notification) -> tuple[str, str, str]:
     return (row.reference or f"n:{row.pk}", row.template_code, row.created_at.date().isoformat())
 
 
+def counts_towards_cap(row: Notification) -> bool:
+    """Whether the contact cap counts this message (then its check and its attempt are serialized per
+    customer)."""
+    return bool(settings.NOTIFY_CONTACT_CAP) and row.channel in CUSTOMER_CHANNELS and not is_transactional(
+        row.template_code)
+
+
+# Messages that may have reached the customer: sent, handed to the provider (a 'sending' row with
+# attempted_at, or 'unknown'). The cap counts them all, from the moment of the attempt.
+MAYBE_SENT = Q(status=Notification.Status.SENT) | Q(status=Notification.Status.UNKNOWN) | Q(
+    status=Notification.Status.SENDING, attempted_at__isnull=False)
+
+
 @dataclass
 class SendGate:
-    """Decisions for one claimed batch of outbox rows, from two queries."""
+    """Decisions for outbox rows about to be sent, from two queries."""
 
     now: datetime.datetime
     # customer id -> {contact key: first sent_at} within the cap window
@@ -194,23 +210,23 @@ class SendGate:
         if cap:
             since = now - datetime.timedelta(days=days)
             sent = (
-                Notification.objects.filter(
-                    customer_id__in=customer_ids, status=Notification.Status.SENT, sent_at__gt=since,
-                    channel__in=CUSTOMER_CHANNELS,
-                )
+                Notification.objects.filter(MAYBE_SENT, customer_id__in=customer_ids, channel__in=CUSTOMER_CHANNELS)
                 .exclude(template_code__in=settings.NOTIFY_TRANSACTIONAL_CODES)
-                .only("id", "customer_id", "reference", "template_code", "sent_at", "created_at")
+                .annotate(contacted_at=Coalesce("sent_at", "attempted_at"))
+                .filter(contacted_at__gt=since)
+                .only("id", "customer_id", "reference", "template_code", "sent_at", "attempted_at", "created_at")
                 .order_by()
             )
             for row in sent:
                 keys = gate.contacts.setdefault(row.customer_id, {})
                 key = _contact_key(row)
-                keys[key] = min(keys.get(key, row.sent_at), row.sent_at)
+                keys[key] = min(keys.get(key, row.contacted_at), row.contacted_at)
         references = {r.reference for r in rows if r.reference}
         if references:
             later = Notification.objects.filter(
                 reference__in=references,
-                status__in=[Notification.Status.QUEUED, Notification.Status.SENT, Notification.Status.SENDING],
+                status__in=[Notification.Status.QUEUED, Notification.Status.SENT, Notification.Status.SENDING,
+                            Notification.Status.UNKNOWN],
             ).only("id", "customer_id", "channel", "reference", "template_code", "created_at", "status").order_by()
             for row in later:
                 gate.newer.setdefault((row.customer_id, row.channel, row.reference), []).append(row)
@@ -270,11 +286,6 @@ class SendGate:
         window = datetime.timedelta(days=settings.NOTIFY_CONTACT_CAP_DAYS)
         oldest = sorted(contacts.values())[len(contacts) - cap]
         return max(oldest + window, self.now + datetime.timedelta(minutes=1))
-
-    def record_sent(self, row: Notification) -> None:
-        if row.channel in CUSTOMER_CHANNELS and not is_transactional(row.template_code):
-            self.contacts.setdefault(row.customer_id, {}).setdefault(_contact_key(row), self.now)
-
 
 def cap_filter() -> Q:
     """Messages counted by the contact cap (for reports and the admin)."""
