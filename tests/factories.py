@@ -11,6 +11,7 @@ from django.utils import timezone
 from billing.models import Invoice
 from customers.models import Customer, PaymentMethod
 from dunning.models import Campaign, CampaignStep
+from notifications.models import MessageTemplate, Notification
 
 
 class CustomerFactory(factory.django.DjangoModelFactory):
@@ -74,3 +75,29 @@ class CampaignStepFactory(factory.django.DjangoModelFactory):
     offset_days = 0
     action = CampaignStep.Action.EMAIL
     template_code = "reminder"
+
+
+class MessageTemplateFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = MessageTemplate
+        django_get_or_create = ("code", "channel", "locale")
+
+    code = "nudge"
+    channel = "email"
+    locale = "en"
+    subject = "A friendly nudge"
+    body_text = "Please have a look at your account."
+
+
+class NotificationFactory(factory.django.DjangoModelFactory):
+    """A queued outbox row (use with MessageTemplateFactory for its template)."""
+
+    class Meta:
+        model = Notification
+
+    customer = factory.SubFactory(CustomerFactory)
+    channel = "email"
+    recipient = factory.LazyAttribute(lambda o: o.customer.email)
+    template_code = "nudge"
+    dedupe_key = factory.Sequence(lambda n: f"test:{n}")
+    reference = factory.Sequence(lambda n: f"test:{n}")
