@@ -192,11 +192,12 @@ def claim_queued(now: datetime, limit: int, *, worker: str) -> list[int]:
 def send_queued(now: datetime | None = None, limit: int = 200) -> int:
     """Send due messages; returns how many were sent.
 
-    The batch is leased to this run, then each row in turn: the respect rules decide under the
-    customer's row lock (for messages the contact cap counts) and the row records its attempt
-    (``attempted_at``) in the same transaction; the provider is called outside any lock; the row is
-    marked sent at once. A sender killed mid-batch leaves one row whose fate is unknown at most; its
-    rows not yet attempted go back to the queue when the lease ends (``release_stuck``).
+    The batch is leased to this run, then each row in turn: the respect rules decide (under the
+    customer's row lock when the contact cap may hold the message back) and the row records its
+    attempt (``attempted_at``) in the same transaction; the provider is called outside any lock; the
+    row is recorded as sent with the next row's attempt. A sender killed mid-batch leaves at most one
+    row whose fate is unknown; its rows not yet attempted go back to the queue when the lease ends
+    (``release_stuck``).
     """
     now = now or timezone.now()
     worker = worker_id()
@@ -205,17 +206,26 @@ def send_queued(now: datetime | None = None, limit: int = 200) -> int:
         return 0
     rows = list(Notification.objects.filter(pk__in=ids).select_related("customer").order_by("pk"))
     template_cache: dict = {}
+    # Rows the provider took, recorded as sent in the same transaction as the next row's attempt:
+    # one commit per message, and a kill leaves at most one row of unknown fate.
+    done: list[Notification] = []
     sent = 0
-    connection = get_connection()
-    connection.open()
+    mail_connection = get_connection()
+    mail_connection.open()
     try:
+        gate = policy.SendGate.for_rows(rows, now)
         for row in rows:
-            if _start_attempt(row, now, worker):
-                sent += _send_one(row, now, worker, template_cache, connection)
+            started = _start_attempt(row, now, worker, gate, done)
+            sent += len(done)
+            done.clear()
+            if started:
+                _send_one(row, now, worker, template_cache, mail_connection, done)
     finally:
-        connection.close()
-        # Rows this run did not get to (an error stopped it): back to the queue now, not at lease end.
-        _unclaimed(worker).update(status=Notification.Status.QUEUED, claimed_by="", lease_until=None)
+        mail_connection.close()
+        with transaction.atomic():
+            sent += _record_sent(done, worker)
+            # Rows this run did not get to (an error stopped it): back to the queue now, not at lease end.
+            _unclaimed(worker).update(status=Notification.Status.QUEUED, claimed_by="", lease_until=None)
     return sent
 
 
@@ -224,11 +234,14 @@ def _unclaimed(worker: str):
                                        attempted_at__isnull=True)
 
 
-def _start_attempt(row: Notification, now: datetime, worker: str) -> bool:
-    """Apply the respect rules to a leased row and, if it is to go now, record the attempt. False when
-    the row is held back (deferred, merged, rerouted, skipped) or its lease was lost."""
+def _start_attempt(row: Notification, now: datetime, worker: str, gate: policy.SendGate,
+                   done: list[Notification]) -> bool:
+    """Record the rows in ``done`` as sent, apply the respect rules to a leased row and, if it is to go
+    now, record the attempt, all in one transaction. False when the row is held back (deferred,
+    merged, rerouted, skipped) or its lease was lost."""
     with transaction.atomic():
-        if policy.counts_towards_cap(row):
+        _record_sent(done, worker)
+        if policy.cap_can_hold(row):
             # The cap check and the attempt that fills the slot are serialized per customer: a second
             # sender waits here, then counts this attempt. The lock also reads the customer's current
             # preferences.
@@ -236,7 +249,8 @@ def _start_attempt(row: Notification, now: datetime, worker: str) -> bool:
             if customer is None:
                 return False
             row.customer = customer
-        decision = policy.SendGate.for_rows([row], now).check(row, row.customer)
+            gate.count_contacts(row.customer_id)
+        decision = gate.check(row, row.customer)
         if decision.action != "send":
             _hold(row, now, decision, worker)
             return False
@@ -250,21 +264,19 @@ def _start_attempt(row: Notification, now: datetime, worker: str) -> bool:
     return True
 
 
-def _mark_sent(row: Notification, now: datetime, worker: str, provider_id: str) -> None:
-    row.status = Notification.Status.SENT
-    row.sent_at = now
-    row.provider_message_id = provider_id or ""
-    row.last_error = ""
-    row.lease_until = None
-    row.updated_at = timezone.now()
-    with transaction.atomic():
+def _record_sent(rows: list[Notification], worker: str) -> int:
+    """Mark rows the provider took as sent (inside the caller's transaction), with their signals."""
+    for row in rows:
         # Whoever made the call knows it went out: this also corrects a row that a lease expiry marked
         # 'unknown' while the provider was slow to answer.
         Notification.objects.filter(pk=row.pk, claimed_by=worker).update(
             **{name: getattr(row, name) for name in SENT_FIELDS}
         )
-        notifications_sent.send(Notification, notifications=[row])
-        notification_event.send(Notification, notification=row, kind="sent", detail="")
+    if rows:
+        notifications_sent.send(Notification, notifications=list(rows))
+        for row in rows:
+            notification_event.send(Notification, notification=row, kind="sent", detail="")
+    return len(rows)
 
 
 SENT_FIELDS = ["status", "sent_at", "provider_message_id", "subject", "body_text", "last_error", "lease_until",
@@ -314,7 +326,10 @@ def merge_data(row: Notification) -> dict:
     return {**row.context, **_link_builder(settings.NOTIFICATION_LINK_BUILDER)(row.customer)}
 
 
-def _send_one(row: Notification, now: datetime, worker: str, template_cache: dict, connection) -> int:
+def _send_one(row: Notification, now: datetime, worker: str, template_cache: dict, mail_connection,
+              done: list[Notification]) -> None:
+    """Render and hand the row to the provider; a sent row is appended to ``done`` (recorded by the
+    caller), a failure is recorded at once."""
     template = find_template(row.template_code, row.channel, row.locale, template_cache)
     try:
         if template is None:
@@ -324,12 +339,17 @@ def _send_one(row: Notification, now: datetime, worker: str, template_cache: dic
             row.subject, row.body_text, row.body_html = render_parts(template, row.merged_context, row.locale)
         except TemplateRenderError as exc:
             raise DeliveryError(str(exc), permanent=True) from None
-        provider_id = deliver(row, connection)
+        provider_id = deliver(row, mail_connection)
     except DeliveryError as exc:
         _record_failure(row, now, worker, str(exc), permanent=exc.permanent)
-        return 0
-    _mark_sent(row, now, worker, provider_id)
-    return 1
+        return
+    row.status = Notification.Status.SENT
+    row.sent_at = now
+    row.provider_message_id = provider_id or ""
+    row.last_error = ""
+    row.lease_until = None
+    row.updated_at = timezone.now()
+    done.append(row)
 
 
 def _record_failure(row: Notification, now: datetime, worker: str, error: str, *, permanent: bool) -> None:
