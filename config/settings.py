@@ -290,6 +290,10 @@ NOTIFY_TRANSACTIONAL_CODES = env_list(
 NOTIFY_LEGAL_NOTICE_CODES = env_list("NOTIFY_LEGAL_NOTICE_CODES", ["final_notice", "suspended"])
 # When a channel cannot be used (opted out, bounced, no address), the first usable one in this order.
 NOTIFY_FALLBACK_ORDER = env_list("NOTIFY_FALLBACK_ORDER", ["email", "sms", "inapp"])
+# The sender's lease on the rows it claims (docs/notifications.md, "Delivery guarantees"): a row held
+# longer by a worker that stopped goes back to the queue, or becomes "unknown" if its provider call
+# had started. Longer than one batch takes to send.
+NOTIFY_SEND_LEASE_SECONDS = env_int("NOTIFY_SEND_LEASE_SECONDS", 300, minimum=30)
 WEBHOOK_MAX_ATTEMPTS = env_int("WEBHOOK_MAX_ATTEMPTS", 10, minimum=1, maximum=30)
 WEBHOOK_TIMEOUT_SECONDS = env_int("WEBHOOK_TIMEOUT_SECONDS", 10, minimum=1, maximum=60)
 

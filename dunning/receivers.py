@@ -9,14 +9,15 @@ from django.utils import timezone
 from dunning import plans
 from dunning.engine import message_context
 from dunning.models import CaseEvent, DunningCase, WorkItem
-from dunning.services import invoice_paid
+from dunning.services import actor_fields, invoice_paid
 from notifications.preferences import contact_preference_changed
 from notifications.rendering import register_context_provider
 from notifications.services import notification_event, notifications_sent
 
 
 @receiver(notification_event, dispatch_uid="dunning.message_timeline")
-def message_on_timeline(sender, notification, kind: str, detail: str = "", at=None, **kwargs) -> None:
+def message_on_timeline(sender, notification, kind: str, detail: str = "", at=None, actor=None,
+                        **kwargs) -> None:
     if kind == "sent" or not notification.reference.startswith("case:"):
         return  # sent messages arrive in groups through notifications_sent
     case_id = int(notification.reference.split(":", 1)[1])
@@ -28,7 +29,7 @@ def message_on_timeline(sender, notification, kind: str, detail: str = "", at=No
         message=f"{notification.template_code} {kind} ({notification.channel})"
         + (f": {detail}" if detail else ""),
         payload={"notification": notification.pk, "channel": notification.channel, "detail": detail[:500]},
-        actor_label="system", at=at or timezone.now(),
+        **actor_fields(actor), at=at or timezone.now(),
     )
 
 

@@ -8,7 +8,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.http import require_POST
 
-from notifications import webhooks
+from notifications import services, webhooks
 from notifications.models import MessageTemplate, Notification, WebhookDelivery, WebhookEndpoint
 from notifications.previews import PreviewError, preview, send_test_to, shown_to
 
@@ -127,6 +127,7 @@ class NotificationAdmin(admin.ModelAdmin):
     shown_body_text = _shown("body_text")
     shown_body_html = _shown("body_html")
     shown_context = _shown("context")
+    actions = ["resend_action"]
 
     def get_object(self, request, object_id, from_field=None):
         obj = super().get_object(request, object_id, from_field)
@@ -144,6 +145,27 @@ class NotificationAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False  # the outbox is the record of what was sent: nobody deletes it, superusers included
+
+    def has_resend_permission(self, request):
+        # The outbox is read-only in the admin; resending needs the model's change permission.
+        return request.user.has_perm("notifications.change_notification")
+
+    @admin.action(description="Resend the selected messages of unknown fate", permissions=["resend"])
+    def resend_action(self, request, queryset):
+        resent, skipped = [], []
+        for notification in queryset:
+            copy = services.resend(notification, actor=request.user)
+            if copy is None:
+                skipped.append(str(notification.pk))
+                continue
+            resent.append(str(notification.pk))
+            self.log_change(request, notification, f"Resent as message {copy.pk}.")
+        parts = []
+        if resent:
+            parts.append(f"{len(resent)} message(s) queued again ({', '.join(resent)}).")
+        if skipped:
+            parts.append(f"{len(skipped)} skipped, not of unknown fate or already resent ({', '.join(skipped)}).")
+        self.message_user(request, " ".join(parts), messages.SUCCESS if not skipped else messages.WARNING)
 
 
 class WebhookDeliveryInline(admin.TabularInline):

@@ -61,8 +61,11 @@ class NotificationQuerySet(models.QuerySet):
 class Notification(TimestampedModel):
     """The outbox: one row per message, written in the same transaction as whatever caused it.
 
-    ``dedupe_key`` is unique, so re-running the cause never queues a second copy; the sender claims
-    a row (queued -> sending) before it talks to the provider, so a re-run never sends it twice.
+    ``dedupe_key`` is unique, so re-running the cause never queues a second copy. The sender
+    (notifications.services.send_queued) claims rows under a lease (queued -> sending, ``claimed_by``,
+    ``lease_until``) and sets ``attempted_at`` just before its own provider call: when a lease runs out,
+    a row never attempted goes back to the queue, an attempted one becomes ``unknown`` (the provider
+    may have taken it) and is never sent again unless staff resend it.
     """
 
     class Status(models.TextChoices):
@@ -71,6 +74,8 @@ class Notification(TimestampedModel):
         SENT = "sent", _("Sent")
         FAILED = "failed", _("Failed")
         CANCELLED = "cancelled", _("Cancelled")
+        # The sender stopped while the provider had the message: it may or may not have gone out.
+        UNKNOWN = "unknown", _("Unknown (sender stopped)")
 
     customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="notifications")
     channel = models.CharField(max_length=16, choices=Channel.choices, default=Channel.EMAIL)
@@ -90,6 +95,11 @@ class Notification(TimestampedModel):
     )
     send_after = models.DateTimeField(default=timezone.now)
     attempts = models.PositiveSmallIntegerField(default=0)
+    # The sender's lease: which worker holds the row ('sending') and until when.
+    claimed_by = models.CharField(max_length=100, blank=True)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    # Set just before the provider call: from then on the message may have gone out.
+    attempted_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
     provider_message_id = models.CharField(max_length=255, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)

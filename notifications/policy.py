@@ -5,8 +5,10 @@ The rules are applied in two places, both batch-friendly:
 
 * when a message is built (``plan_channels`` and ``first_allowed_at``): pure functions of the
   customer row the caller already loaded, so the engine's batch loop runs no extra query;
-* when the sender claims a batch (``SendGate``): two queries per batch, then a decision per row
-  (send, wait, merge into a newer message, or switch channel).
+* just before the sender hands a row to the provider (``SendGate``: one query per batch, one per
+  capped row): send, wait, merge into a newer message, or switch channel. For a message the contact
+  cap may hold back, the sender counts the customer's contacts and records its attempt under the
+  customer's row lock, so two senders never both take the last slot (notifications.services).
 
 The legal-notice rule (docs/notifications.md): template codes in NOTIFY_LEGAL_NOTICE_CODES (by
 default the final notice and the suspension notice) must reach the customer, so they are sent
@@ -25,6 +27,7 @@ from functools import lru_cache
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db.models import Q
+from django.db.models.functions import Coalesce
 
 from customers.models import Customer
 from notifications.models import Channel, Notification
@@ -174,12 +177,27 @@ def _contact_key(row: Notification) -> tuple[str, str, str]:
     return (row.reference or f"n:{row.pk}", row.template_code, row.created_at.date().isoformat())
 
 
+def cap_can_hold(row: Notification) -> bool:
+    """Whether the contact cap may hold this message back (not a transactional message nor a legal
+    notice). The sender serializes such a message's cap check and attempt per customer."""
+    return (bool(settings.NOTIFY_CONTACT_CAP) and row.channel in CUSTOMER_CHANNELS
+            and not (is_transactional(row.template_code) or is_legal_notice(row.template_code)))
+
+
+# Messages that may have reached the customer: sent, or handed to the provider (a 'sending' row with
+# attempted_at, or 'unknown'). The cap counts them all, from the moment of the attempt.
+MAYBE_SENT = Q(status=Notification.Status.SENT) | Q(status=Notification.Status.UNKNOWN) | Q(
+    status=Notification.Status.SENDING, attempted_at__isnull=False)
+
+
 @dataclass
 class SendGate:
-    """Decisions for one claimed batch of outbox rows, from two queries."""
+    """Decisions for a claimed batch of outbox rows: one query per batch for newer messages of the
+    same cause, and one per capped row for its customer's contacts (``count_contacts``, read under
+    the customer's lock just before the decision)."""
 
     now: datetime.datetime
-    # customer id -> {contact key: first sent_at} within the cap window
+    # customer id -> {contact key: first contact} within the cap window
     contacts: dict[int, dict[tuple[str, str], datetime.datetime]] = field(default_factory=dict)
     # (customer, channel, reference) -> newer messages (queued or sent) of the same cause
     newer: dict[tuple[int, str, str], list[Notification]] = field(default_factory=dict)
@@ -187,34 +205,32 @@ class SendGate:
     @classmethod
     def for_rows(cls, rows: list[Notification], now: datetime.datetime) -> SendGate:
         gate = cls(now=now)
-        customer_ids = {r.customer_id for r in rows}
-        if not customer_ids:
-            return gate
-        cap, days = settings.NOTIFY_CONTACT_CAP, settings.NOTIFY_CONTACT_CAP_DAYS
-        if cap:
-            since = now - datetime.timedelta(days=days)
-            sent = (
-                Notification.objects.filter(
-                    customer_id__in=customer_ids, status=Notification.Status.SENT, sent_at__gt=since,
-                    channel__in=CUSTOMER_CHANNELS,
-                )
-                .exclude(template_code__in=settings.NOTIFY_TRANSACTIONAL_CODES)
-                .only("id", "customer_id", "reference", "template_code", "sent_at", "created_at")
-                .order_by()
-            )
-            for row in sent:
-                keys = gate.contacts.setdefault(row.customer_id, {})
-                key = _contact_key(row)
-                keys[key] = min(keys.get(key, row.sent_at), row.sent_at)
         references = {r.reference for r in rows if r.reference}
         if references:
             later = Notification.objects.filter(
                 reference__in=references,
-                status__in=[Notification.Status.QUEUED, Notification.Status.SENT, Notification.Status.SENDING],
+                status__in=[Notification.Status.QUEUED, Notification.Status.SENT, Notification.Status.SENDING,
+                            Notification.Status.UNKNOWN],
             ).only("id", "customer_id", "channel", "reference", "template_code", "created_at", "status").order_by()
             for row in later:
                 gate.newer.setdefault((row.customer_id, row.channel, row.reference), []).append(row)
         return gate
+
+    def count_contacts(self, customer_id: int) -> None:
+        """(Re)read the customer's contacts in the cap window, including messages being sent now."""
+        since = self.now - datetime.timedelta(days=settings.NOTIFY_CONTACT_CAP_DAYS)
+        sent = (
+            Notification.objects.filter(MAYBE_SENT, customer_id=customer_id, channel__in=CUSTOMER_CHANNELS)
+            .exclude(template_code__in=settings.NOTIFY_TRANSACTIONAL_CODES)
+            .annotate(contacted_at=Coalesce("sent_at", "attempted_at"))
+            .filter(contacted_at__gt=since)
+            .only("id", "customer_id", "reference", "template_code", "sent_at", "attempted_at", "created_at")
+            .order_by()
+        )
+        keys = self.contacts[customer_id] = {}
+        for row in sent:
+            key = _contact_key(row)
+            keys[key] = min(keys.get(key, row.contacted_at), row.contacted_at)
 
     def check(self, row: Notification, customer: Customer) -> Decision:
         if row.channel not in CUSTOMER_CHANNELS:
@@ -270,11 +286,6 @@ class SendGate:
         window = datetime.timedelta(days=settings.NOTIFY_CONTACT_CAP_DAYS)
         oldest = sorted(contacts.values())[len(contacts) - cap]
         return max(oldest + window, self.now + datetime.timedelta(minutes=1))
-
-    def record_sent(self, row: Notification) -> None:
-        if row.channel in CUSTOMER_CHANNELS and not is_transactional(row.template_code):
-            self.contacts.setdefault(row.customer_id, {}).setdefault(_contact_key(row), self.now)
-
 
 def cap_filter() -> Q:
     """Messages counted by the contact cap (for reports and the admin)."""

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
 
 from django.conf import settings
 from django.core.mail import get_connection
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import F
 from django.dispatch import Signal
 from django.utils import timezone
@@ -18,7 +21,7 @@ from django.utils.module_loading import import_string
 from config import bulk
 from customers.models import Customer
 from notifications import policy
-from notifications.channels import DeliveryError, deliver
+from notifications.channels import DeliveryError, deliver, is_idempotent
 from notifications.models import Channel, Notification
 from notifications.rendering import TemplateRenderError, find_template, render_parts
 
@@ -162,7 +165,17 @@ def cancel_queued(reference: str, *, reason: str = "") -> int:
     )
 
 
-def claim_queued(now: datetime, limit: int) -> list[int]:
+def _lease() -> timedelta:
+    return timedelta(seconds=settings.NOTIFY_SEND_LEASE_SECONDS)
+
+
+def worker_id() -> str:
+    """Names the sender holding a row (claimed_by): host, process and a per-run nonce."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def claim_queued(now: datetime, limit: int, *, worker: str) -> list[int]:
+    """Lease up to ``limit`` due rows to ``worker`` (queued -> sending, no attempt yet)."""
     with transaction.atomic():
         ids = list(
             Notification.objects.queued()
@@ -173,106 +186,128 @@ def claim_queued(now: datetime, limit: int) -> list[int]:
         )
         if ids:
             Notification.objects.filter(pk__in=ids).update(
-                status=Notification.Status.SENDING, attempts=F("attempts") + 1, updated_at=now
+                status=Notification.Status.SENDING, claimed_by=worker, lease_until=now + _lease(),
+                attempted_at=None, updated_at=now,
             )
     return ids
 
 
 def send_queued(now: datetime | None = None, limit: int = 200) -> int:
-    """Send due messages. Each row is claimed (queued -> sending) before the provider is called, so
-    two senders never send the same row; returns how many were sent."""
+    """Send due messages; returns how many were sent.
+
+    The batch is leased to this run, then each row in turn: the respect rules decide (under the
+    customer's row lock when the contact cap may hold the message back) and the row records its
+    attempt (``attempted_at``) in the same transaction; the provider is called outside any lock; the
+    row is recorded as sent with the next row's attempt. A sender killed mid-batch leaves at most one
+    row whose fate is unknown; its rows not yet attempted go back to the queue when the lease ends
+    (``release_stuck``).
+    """
     now = now or timezone.now()
-    ids = claim_queued(now, limit)
+    worker = worker_id()
+    ids = claim_queued(now, limit, worker=worker)
     if not ids:
         return 0
     rows = list(Notification.objects.filter(pk__in=ids).select_related("customer").order_by("pk"))
     template_cache: dict = {}
-    sent: list[Notification] = []
-    total = 0
-    gate = policy.SendGate.for_rows(rows, now)
-    connection = get_connection()
-    connection.open()
+    # Rows the provider took, recorded as sent in the same transaction as the next row's attempt:
+    # one commit per message, and a kill leaves at most one row of unknown fate.
+    done: list[Notification] = []
+    sent = 0
+    mail_connection = get_connection()
+    mail_connection.open()
     try:
+        gate = policy.SendGate.for_rows(rows, now)
         for row in rows:
-            decision = gate.check(row, row.customer)
-            if decision.action != "send":
-                _hold(row, now, decision)
-                continue
-            if _send_one(row, now, template_cache, connection):
-                gate.record_sent(row)
-                sent.append(row)
-            if len(sent) >= SENT_FLUSH_EVERY:
-                total += _mark_sent(sent)
+            started = _start_attempt(row, now, worker, gate, done)
+            sent += len(done)
+            done.clear()
+            if started:
+                _send_one(row, now, worker, template_cache, mail_connection, done)
     finally:
-        connection.close()
-        total += _mark_sent(sent)
-    return total
+        mail_connection.close()
+        with transaction.atomic():
+            sent += _record_sent(done, worker)
+            # Rows this run did not get to (an error stopped it): back to the queue now, not at lease end.
+            _unclaimed(worker).update(status=Notification.Status.QUEUED, claimed_by="", lease_until=None)
+    return sent
 
 
-# Sent rows are marked in small groups, one transaction each: a commit per message would make the
-# database's fsync the bottleneck. A worker dying before a group is marked leaves those rows
-# 'sending', and release_stuck marks them failed rather than sending them twice.
-SENT_FLUSH_EVERY = 100
-SENT_FIELDS = ["status", "sent_at", "provider_message_id", "subject", "body_text", "last_error",
-               "updated_at"]
+def _unclaimed(worker: str):
+    return Notification.objects.filter(claimed_by=worker, status=Notification.Status.SENDING,
+                                       attempted_at__isnull=True)
 
 
-def _update_sent_rows(rows: list[Notification]) -> None:
-    """Write the sent rows with one statement (PostgreSQL: UPDATE ... FROM VALUES), else executemany."""
-    fields = [Notification._meta.get_field(name) for name in SENT_FIELDS]
-    ops = connection.ops
-    table = ops.quote_name(Notification._meta.db_table)
-    params = [[f.get_db_prep_save(getattr(row, f.attname), connection) for f in fields] + [row.pk] for row in rows]
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            casts = ", ".join(f"%s::{f.db_type(connection)}" for f in fields) + ", %s::bigint"
-            values = ", ".join(f"({casts})" for _row in rows)
-            names = ", ".join(ops.quote_name(f.column) for f in fields)
-            assignments = ", ".join(f"{ops.quote_name(f.column)} = v.{ops.quote_name(f.column)}" for f in fields)
-            sql = (f"UPDATE {table} SET {assignments} FROM (VALUES {values}) AS v({names}, id) "  # noqa: S608
-                   f"WHERE {table}.id = v.id")
-            cursor.execute(sql, [value for row_params in params for value in row_params])
-        else:
-            assignments = ", ".join(f"{ops.quote_name(f.column)} = %s" for f in fields)
-            cursor.executemany(f"UPDATE {table} SET {assignments} WHERE id = %s", params)  # noqa: S608
-
-
-def _mark_sent(rows: list[Notification]) -> int:
-    if not rows:
-        return 0
-    count = len(rows)
+def _start_attempt(row: Notification, now: datetime, worker: str, gate: policy.SendGate,
+                   done: list[Notification]) -> bool:
+    """Record the rows in ``done`` as sent, apply the respect rules to a leased row and, if it is to go
+    now, record the attempt, all in one transaction. False when the row is held back (deferred,
+    merged, rerouted, skipped) or its lease was lost."""
     with transaction.atomic():
-        _update_sent_rows(rows)
+        _record_sent(done, worker)
+        if policy.cap_can_hold(row):
+            # The cap check and the attempt that fills the slot are serialized per customer: a second
+            # sender waits here, then counts this attempt. The lock also reads the customer's current
+            # preferences.
+            customer = Customer.objects.select_for_update().filter(pk=row.customer_id).first()
+            if customer is None:
+                return False
+            row.customer = customer
+            gate.count_contacts(row.customer_id)
+        decision = gate.check(row, row.customer)
+        if decision.action != "send":
+            _hold(row, now, decision, worker)
+            return False
+        started = _unclaimed(worker).filter(pk=row.pk).update(
+            attempted_at=now, attempts=F("attempts") + 1, lease_until=now + _lease(), updated_at=now
+        )
+    if started != 1:
+        return False  # the lease ran out and another sender took the row
+    row.attempted_at = now
+    row.attempts += 1
+    return True
+
+
+def _record_sent(rows: list[Notification], worker: str) -> int:
+    """Mark rows the provider took as sent (inside the caller's transaction), with their signals."""
+    for row in rows:
+        # Whoever made the call knows it went out: this also corrects a row that a lease expiry marked
+        # 'unknown' while the provider was slow to answer.
+        Notification.objects.filter(pk=row.pk, claimed_by=worker).update(
+            **{name: getattr(row, name) for name in SENT_FIELDS}
+        )
+    if rows:
         notifications_sent.send(Notification, notifications=list(rows))
         for row in rows:
             notification_event.send(Notification, notification=row, kind="sent", detail="", at=row.sent_at)
-    rows.clear()
-    return count
+    return len(rows)
 
 
-def _hold(row: Notification, now: datetime, decision: policy.Decision) -> None:
-    """Apply a respect-rule decision to a claimed row that is not sent now."""
-    fields = ["status", "last_error", "updated_at"]
-    row.last_error = decision.reason[:2000]
+SENT_FIELDS = ["status", "sent_at", "provider_message_id", "subject", "body_text", "last_error", "lease_until",
+               "updated_at"]
+
+
+def _hold(row: Notification, now: datetime, decision: policy.Decision, worker: str) -> None:
+    """Apply a respect-rule decision to a leased row that is not sent now (inside the caller's
+    transaction)."""
+    changes = {"last_error": decision.reason[:2000], "claimed_by": "", "lease_until": None, "updated_at": now}
     if decision.action == "defer":
-        row.status = Notification.Status.QUEUED
-        row.send_after = decision.until
-        row.attempts = max(row.attempts - 1, 0)  # waiting is not a failed attempt
-        fields += ["send_after", "attempts"]
+        changes.update(status=Notification.Status.QUEUED, send_after=decision.until)
         kind = "deferred"
     elif decision.action == "merge":
-        row.status = Notification.Status.CANCELLED
+        changes["status"] = Notification.Status.CANCELLED
         kind = "merged"
     else:  # "switch" or "drop": the channel cannot be used any more
-        row.status = Notification.Status.CANCELLED
+        changes["status"] = Notification.Status.CANCELLED
         kind = "rerouted" if decision.action == "switch" else "skipped"
-    with transaction.atomic():
-        row.save(update_fields=fields)
-        if decision.action == "switch":
-            replacement = build(row.customer, channel=decision.channel, template_code=row.template_code,
-                                context=row.context, dedupe_key=_rerouted_key(row, decision.channel),
-                                reference=row.reference, send_after=now)
-            queue_many([replacement] if replacement else [])
+    if not _unclaimed(worker).filter(pk=row.pk).update(**changes):
+        return
+    for name, value in changes.items():
+        setattr(row, name, value)
+    if decision.action == "switch":
+        replacement = build(row.customer, channel=decision.channel, template_code=row.template_code,
+                            context=row.context, dedupe_key=_rerouted_key(row, decision.channel),
+                            reference=row.reference, send_after=now)
+        queue_many([replacement] if replacement else [])
     notification_event.send(Notification, notification=row, kind=kind, detail=decision.reason, at=now)
 
 
@@ -294,7 +329,10 @@ def merge_data(row: Notification) -> dict:
     return {**row.context, **_link_builder(settings.NOTIFICATION_LINK_BUILDER)(row.customer)}
 
 
-def _send_one(row: Notification, now: datetime, template_cache: dict, connection) -> int:
+def _send_one(row: Notification, now: datetime, worker: str, template_cache: dict, mail_connection,
+              done: list[Notification]) -> None:
+    """Render and hand the row to the provider; a sent row is appended to ``done`` (recorded by the
+    caller), a failure is recorded at once."""
     template = find_template(row.template_code, row.channel, row.locale, template_cache)
     try:
         if template is None:
@@ -304,41 +342,91 @@ def _send_one(row: Notification, now: datetime, template_cache: dict, connection
             row.subject, row.body_text, row.body_html = render_parts(template, row.merged_context, row.locale)
         except TemplateRenderError as exc:
             raise DeliveryError(str(exc), permanent=True) from None
-        provider_id = deliver(row, connection)
+        provider_id = deliver(row, mail_connection)
     except DeliveryError as exc:
-        _record_failure(row, now, str(exc), permanent=exc.permanent)
-        return 0
+        _record_failure(row, now, worker, str(exc), permanent=exc.permanent)
+        return
     row.status = Notification.Status.SENT
     row.sent_at = now
-    row.updated_at = timezone.now()
     row.provider_message_id = provider_id or ""
     row.last_error = ""
-    return 1
+    row.lease_until = None
+    row.updated_at = timezone.now()
+    done.append(row)
 
 
-def _record_failure(row: Notification, now: datetime, error: str, *, permanent: bool) -> None:
+def _record_failure(row: Notification, now: datetime, worker: str, error: str, *, permanent: bool) -> None:
     logger.warning("notification %s failed (%s): %s", row.pk, "permanent" if permanent else "transient", error)
+    changes = {"last_error": error[:2000], "lease_until": None, "updated_at": timezone.now()}
     if permanent or row.attempts >= MAX_ATTEMPTS:
-        row.status = Notification.Status.FAILED
-        row.last_error = error[:2000]
-        row.save(update_fields=["status", "last_error", "updated_at"])
-        notification_event.send(Notification, notification=row, kind="failed", detail=error, at=now)
-        return
-    # Transient: back to the queue with exponential backoff (1, 2, 4, 8... minutes).
-    row.status = Notification.Status.QUEUED
-    row.send_after = now + timedelta(minutes=2 ** (row.attempts - 1))
-    row.last_error = error[:2000]
-    row.save(update_fields=["status", "send_after", "last_error", "updated_at"])
+        changes["status"] = Notification.Status.FAILED
+    else:
+        # Transient: the provider said no, so the message did not go out; back to the queue with
+        # exponential backoff (1, 2, 4, 8... minutes).
+        changes.update(status=Notification.Status.QUEUED, send_after=now + timedelta(minutes=2 ** (row.attempts - 1)),
+                       attempted_at=None, claimed_by="")
+    with transaction.atomic():
+        if not Notification.objects.filter(pk=row.pk, claimed_by=worker).update(**changes):
+            return
+        for name, value in changes.items():
+            setattr(row, name, value)
+        if row.status == Notification.Status.FAILED:
+            notification_event.send(Notification, notification=row, kind="failed", detail=error, at=now)
 
 
-def release_stuck(now: datetime | None = None, after: timedelta = timedelta(minutes=15)) -> int:
-    """Rows left in 'sending' by a worker that died mid-send. The provider may have taken them, so
-    they are marked failed (and shown on the timeline) rather than sent a second time."""
+UNKNOWN_NOTE = ("The sender stopped while the provider had this message: it may or may not have reached the "
+                "customer, so it is not sent again automatically. Resend it from the outbox if needed.")
+RETRIED_NOTE = "The sender stopped during the provider call; sent again with the same idempotency key."
+
+
+def release_stuck(now: datetime | None = None) -> int:
+    """Rows whose sender stopped (the lease ran out while 'sending'). Not attempted yet: back to the
+    queue. Attempted: the provider may have taken the message, so it becomes 'unknown' (on the
+    timeline, for staff to resend), unless the channel deduplicates by idempotency key, in which case
+    it is simply sent again. Returns how many rows it released."""
     now = now or timezone.now()
-    stuck = list(Notification.objects.filter(status=Notification.Status.SENDING, updated_at__lt=now - after))
-    for row in stuck:
-        row.status = Notification.Status.FAILED
-        row.last_error = "The worker stopped while sending; not sent again to avoid a duplicate."
-        row.save(update_fields=["status", "last_error", "updated_at"])
-        notification_event.send(Notification, notification=row, kind="failed", detail=row.last_error, at=now)
-    return len(stuck)
+    expired = Notification.objects.filter(status=Notification.Status.SENDING, lease_until__lt=now)
+    released = expired.filter(attempted_at__isnull=True).update(
+        status=Notification.Status.QUEUED, claimed_by="", lease_until=None, updated_at=now
+    )
+    with transaction.atomic():
+        rows = list(expired.filter(attempted_at__isnull=False).select_for_update(skip_locked=True))
+        for row in rows:
+            row.lease_until = None
+            row.updated_at = now
+            if is_idempotent(row):
+                row.status, row.claimed_by, row.attempted_at = Notification.Status.QUEUED, "", None
+                row.send_after, row.last_error = now, RETRIED_NOTE
+            else:
+                row.status, row.last_error = Notification.Status.UNKNOWN, UNKNOWN_NOTE
+            row.save(update_fields=["status", "claimed_by", "attempted_at", "send_after", "last_error",
+                                    "lease_until", "updated_at"])
+            if row.status == Notification.Status.UNKNOWN:
+                notification_event.send(Notification, notification=row, kind="unknown", detail=UNKNOWN_NOTE, at=now)
+    return released + len(rows)
+
+
+def resend(notification: Notification, *, actor=None) -> Notification | None:
+    """Staff: queue a fresh copy of a message whose fate is unknown. It goes through the respect rules
+    like any message. Returns the copy, or None when the message is not 'unknown' or was resent
+    already. Logged on the timeline with the actor (``notification_event`` kind ``resent``)."""
+    with transaction.atomic():
+        row = Notification.objects.select_for_update().filter(
+            pk=notification.pk, status=Notification.Status.UNKNOWN
+        ).first()
+        dedupe_key = f"resend:{notification.pk}"
+        if row is None or Notification.objects.filter(dedupe_key=dedupe_key).exists():
+            return None
+        now = timezone.now()
+        copy = Notification.objects.create(
+            customer_id=row.customer_id, channel=row.channel, recipient=row.recipient,
+            template_code=row.template_code, locale=row.locale, context=row.context, reference=row.reference,
+            dedupe_key=dedupe_key, send_after=now,
+        )
+        who = actor if isinstance(actor, str) else getattr(actor, "get_username", lambda: "system")()
+        row.last_error = f"{row.last_error} Resent as message {copy.pk} by {who}.".strip()[:2000]
+        row.updated_at = now
+        row.save(update_fields=["last_error", "updated_at"])
+        notification_event.send(Notification, notification=row, kind="resent",
+                                detail=f"queued again as message {copy.pk}", actor=actor, at=now)
+    return copy

@@ -14,7 +14,7 @@ from customers.models import Customer, PaymentMethod
 from dunning.models import Campaign, CampaignPin, CampaignStep, CampaignVariant
 from dunning.plan_models import Instalment, PaymentPlan
 from integrations.models import ImportJob, PaymentEvent
-from notifications.models import WebhookDelivery, WebhookEndpoint
+from notifications.models import MessageTemplate, Notification, WebhookDelivery, WebhookEndpoint
 
 
 class CustomerFactory(factory.django.DjangoModelFactory):
@@ -196,3 +196,27 @@ class TaskFactory(factory.django.DjangoModelFactory):
     started = factory.LazyFunction(timezone.now)
     stopped = factory.LazyFunction(timezone.now)
     success = True
+class MessageTemplateFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = MessageTemplate
+        django_get_or_create = ("code", "channel", "locale")
+
+    code = "nudge"
+    channel = "email"
+    locale = "en"
+    subject = "A friendly nudge"
+    body_text = "Please have a look at your account."
+
+
+class NotificationFactory(factory.django.DjangoModelFactory):
+    """A queued outbox row (use with MessageTemplateFactory for its template)."""
+
+    class Meta:
+        model = Notification
+
+    customer = factory.SubFactory(CustomerFactory)
+    channel = "email"
+    recipient = factory.LazyAttribute(lambda o: o.customer.email)
+    template_code = "nudge"
+    dedupe_key = factory.Sequence(lambda n: f"test:{n}")
+    reference = factory.Sequence(lambda n: f"test:{n}")

@@ -7,6 +7,7 @@ import datetime
 
 import pytest
 from django.core import mail
+from django.urls import reverse
 
 from config import bulk
 from dunning import engine, services
@@ -16,6 +17,7 @@ from notifications.channels import base as channels
 from notifications.models import Notification
 from tests.conftest import T0
 from tests.factories import CustomerFactory, InvoiceFactory
+from tests.notifications_helpers import sms_outbox_fixture  # noqa: F401
 
 pytestmark = pytest.mark.django_db
 
@@ -82,14 +84,99 @@ def test_a_crash_after_the_provider_took_the_message_never_sends_it_again(defaul
         outbox.send_queued()
     monkeypatch.setitem(channels.SENDERS, "email", real_send)
     # Restarted senders skip the row the dead worker held ...
+    assert outbox.release_stuck() == 0
     assert outbox.send_queued() == 0
-    clock.advance(minutes=16)
-    # ... and after the lease it is marked failed (and shown on the timeline), not sent again.
+    clock.advance(minutes=6)
+    # ... and after the lease its fate is unknown (shown on the timeline), and it is not sent again.
     assert outbox.release_stuck() == 1
     assert outbox.send_queued() == 0
+    clock.advance(days=1)
+    assert outbox.release_stuck() == 0 and outbox.send_queued() == 0
     assert len(mail.outbox) == 1
-    assert Notification.objects.get().status == "failed"
-    assert "not sent again" in case.events.get(kind="message.failed").message
+    assert Notification.objects.get().status == "unknown"
+    assert "not sent again automatically" in case.events.get(kind="message.unknown").message
+
+
+def test_an_error_mid_batch_puts_the_messages_not_yet_attempted_back_in_the_queue(defaults, clock, monkeypatch):
+    customers = [CustomerFactory(email=f"b{i}@example.com") for i in range(3)]
+    for customer in customers:
+        services.open_case(InvoiceFactory(customer=customer))
+    engine.run_due_steps()
+    real_send = channels.send_email
+    calls = []
+
+    def die_on_second(notification, connection=None):
+        calls.append(notification.recipient)
+        if len(calls) == 2:
+            raise Crash  # inside the second provider call
+        return real_send(notification, connection)
+
+    monkeypatch.setitem(channels.SENDERS, "email", die_on_second)
+    with pytest.raises(Crash):
+        outbox.send_queued()
+    monkeypatch.undo()
+    # The third row was never attempted: queued again at once (a kill -9 leaves it to the lease).
+    assert sorted(Notification.objects.values_list("status", flat=True)) == ["queued", "sending", "sent"]
+    assert outbox.send_queued() == 1
+    clock.advance(minutes=6)
+    assert outbox.release_stuck() == 1
+    assert outbox.send_queued() == 0
+    assert sorted(Notification.objects.values_list("status", flat=True)) == ["sent", "sent", "unknown"]
+    assert sorted(m.to[0] for m in mail.outbox) == ["b0@example.com", "b2@example.com"]
+
+
+def test_a_message_of_unknown_fate_can_be_resent_by_staff_once(defaults, clock, admin_client, admin_user,
+                                                               monkeypatch):
+    customer = CustomerFactory(email="u@example.com")
+    case, _ = services.open_case(InvoiceFactory(customer=customer))
+    engine.run_due_steps()
+
+    def die(notification, connection=None):
+        raise Crash
+
+    monkeypatch.setitem(channels.SENDERS, "email", die)
+    with pytest.raises(Crash):
+        outbox.send_queued()
+    monkeypatch.undo()
+    clock.advance(minutes=6)
+    outbox.release_stuck()
+    row = Notification.objects.get()
+    url = reverse("admin:notifications_notification_changelist")
+    assert "Unknown (sender stopped)" in admin_client.get(url + "?status__exact=unknown").text
+    for _ in range(2):  # a second click does not queue a second copy
+        response = admin_client.post(url, {"action": "resend_action", "_selected_action": [row.pk]}, follow=True)
+    assert "already resent" in response.text and "0 message" not in response.text
+    copy = Notification.objects.get(dedupe_key=f"resend:{row.pk}")
+    assert copy.status == "queued" and copy.template_code == row.template_code
+    event = case.events.get(kind="message.resent")
+    assert event.actor == admin_user and f"queued again as message {copy.pk}" in event.message
+    assert outbox.send_queued() == 1
+    assert [m.to for m in mail.outbox] == [["u@example.com"]]
+    row.refresh_from_db()
+    assert row.status == "unknown" and f"Resent as message {copy.pk} by admin" in row.last_error
+
+
+def test_an_sms_of_unknown_fate_is_sent_again_with_its_idempotency_key(defaults, clock, sms_outbox, monkeypatch):
+    customer = CustomerFactory(email="", phone="+14155550123")
+    services.open_case(InvoiceFactory(customer=customer))
+    engine.run_due_steps()
+    real_send = channels.send_sms_message
+
+    def send_then_die(notification, connection=None):
+        real_send(notification, connection)
+        raise Crash
+
+    monkeypatch.setitem(channels.SENDERS, "sms", send_then_die)
+    with pytest.raises(Crash):
+        outbox.send_queued()
+    monkeypatch.undo()
+    clock.advance(minutes=6)
+    # The provider deduplicates by the key: sending again cannot double the message, so no "unknown".
+    assert outbox.release_stuck() == 1
+    assert outbox.send_queued() == 1
+    row = Notification.objects.get()
+    assert row.status == "sent" and row.provider_message_id == sms_outbox[0]["id"]
+    assert len(sms_outbox) == 1 and sms_outbox[0]["idempotency_key"] == f"notification-{row.pk}"
 
 
 def test_transient_failures_retry_with_backoff_then_succeed(defaults, clock, monkeypatch):

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from notifications.channels.base import DeliveryError, deliver
+from notifications.channels.base import DeliveryError, deliver, is_idempotent
 
-__all__ = ["DeliveryError", "deliver"]
+__all__ = ["DeliveryError", "deliver", "is_idempotent"]

@@ -5,7 +5,9 @@ import logging
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
 
+from notifications import preferences
 from notifications.models import Channel, Notification
+from notifications.sms import SmsError, get_backend, send_sms
 
 logger = logging.getLogger(__name__)
 
@@ -51,12 +53,15 @@ def _headers(notification: Notification) -> dict:
     return headers
 
 
-def send_sms_message(notification: Notification, connection=None) -> str:
-    from notifications import preferences
-    from notifications.sms import SmsError, send_sms
+def idempotency_key(notification: Notification) -> str:
+    """The same for every attempt at one outbox row, so a provider that deduplicates by it sends once."""
+    return f"notification-{notification.pk}"
 
+
+def send_sms_message(notification: Notification, connection=None) -> str:
     try:
-        return send_sms(notification.recipient, notification.body_text.strip(), reference=notification.reference)
+        return send_sms(notification.recipient, notification.body_text.strip(), reference=notification.reference,
+                        idempotency_key=idempotency_key(notification))
     except SmsError as exc:
         if exc.opted_out:
             # The carrier says the number replied STOP: record it so later steps pick another channel.
@@ -74,6 +79,18 @@ SENDERS = {
     Channel.INAPP: send_inapp,
     Channel.SMS: send_sms_message,
 }
+
+
+def is_idempotent(notification: Notification) -> bool:
+    """Whether sending this row again after an attempt of unknown outcome reaches the customer at most
+    once: in-app messages (storing the row is delivery) and SMS through a backend that deduplicates by
+    idempotency key. Email is not: SMTP and the ESPs anymail speaks take no idempotency key (the
+    message carries its row id in X-Dunning-Notification and the metadata, for tracking only)."""
+    if notification.channel == Channel.INAPP:
+        return True
+    if notification.channel == Channel.SMS:
+        return get_backend().idempotent
+    return False
 
 
 def deliver(notification: Notification, connection=None) -> str:

@@ -14,7 +14,14 @@ class SmsError(Exception):
 
 
 class SmsBackend:
-    """Send one text message; return the provider's message id."""
+    """Send one text message; return the provider's message id.
+
+    A backend whose provider deduplicates sends by an idempotency key sets ``idempotent = True`` and
+    takes ``idempotency_key`` in ``send``: the same key sent twice must reach the customer once. The
+    sender then retries a message whose fate a crash left unknown instead of asking staff.
+    """
+
+    idempotent = False
 
     def send(self, to: str, body: str, *, reference: str = "") -> str:  # pragma: no cover - interface
         raise NotImplementedError
@@ -30,5 +37,8 @@ def get_backend(path: str | None = None) -> SmsBackend:
     return _cache[path]
 
 
-def send_sms(to: str, body: str, *, reference: str = "") -> str:
-    return get_backend().send(to, body, reference=reference)
+def send_sms(to: str, body: str, *, reference: str = "", idempotency_key: str = "") -> str:
+    backend = get_backend()
+    if backend.idempotent:
+        return backend.send(to, body, reference=reference, idempotency_key=idempotency_key)
+    return backend.send(to, body, reference=reference)

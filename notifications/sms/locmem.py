@@ -10,7 +10,15 @@ _ids = itertools.count(1)
 
 
 class LocmemSmsBackend(SmsBackend):
-    def send(self, to: str, body: str, *, reference: str = "") -> str:
+    """Deduplicates by idempotency key, as a provider that supports one does."""
+
+    idempotent = True
+
+    def send(self, to: str, body: str, *, reference: str = "", idempotency_key: str = "") -> str:
+        for sent in outbox:
+            if idempotency_key and sent["idempotency_key"] == idempotency_key:
+                return sent["id"]
         message_id = f"locmem-{next(_ids)}"
-        outbox.append({"id": message_id, "to": to, "body": body, "reference": reference})
+        outbox.append({"id": message_id, "to": to, "body": body, "reference": reference,
+                       "idempotency_key": idempotency_key})
         return message_id
