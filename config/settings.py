@@ -402,6 +402,8 @@ LOGGING = {
         # its lines go to the root handler above instead.
         "django": {"handlers": [], "level": "INFO", "propagate": True},
         "django.db.backends": {"level": "WARNING"},
+        # axes logs its version at INFO on every start of every command; lock-outs are WARNING.
+        "axes.apps": {"level": "WARNING"},
         "django.server": {"handlers": ["django.server"], "level": "INFO", "propagate": False},
     },
 }
