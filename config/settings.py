@@ -268,6 +268,9 @@ WEBHOOK_TIMEOUT_SECONDS = env_int("WEBHOOK_TIMEOUT_SECONDS", 10, minimum=1, maxi
 DUNNING_BATCH_SIZE = env_int("DUNNING_BATCH_SIZE", 500, minimum=1, maximum=10000)
 # How long a claimed payment attempt is leased to one worker before another may reconcile it.
 PAYMENT_ATTEMPT_LEASE_SECONDS = env_int("PAYMENT_ATTEMPT_LEASE_SECONDS", 300, minimum=30)
+# A charge whose success arrives after its invoice was settled another way (docs/payments.md):
+# "refund" gives it back through the gateway; "hold" keeps it as customer credit and asks staff.
+LATE_CHARGE_POLICY = env_choice("LATE_CHARGE_POLICY", "refund", {"refund", "hold"})
 # One reminder per customer and step listing every invoice in dunning (docs/contacts.md).
 DUNNING_CONSOLIDATE_MESSAGES = env_bool("DUNNING_CONSOLIDATE_MESSAGES", True)
 
