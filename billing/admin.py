@@ -1,7 +1,7 @@
 from django.contrib import admin
 from import_export.admin import ExportMixin
 
-from billing.models import Invoice, PaymentAttempt
+from billing.models import GatewayRefund, Invoice, PaymentAttempt
 from billing.resources import InvoiceResource, PaymentAttemptResource
 from config import exports
 
@@ -38,11 +38,29 @@ class InvoiceAdmin(ExportMixin, admin.ModelAdmin):
 class PaymentAttemptAdmin(ExportMixin, admin.ModelAdmin):
     export_formats = exports.FORMATS
     resource_classes = [PaymentAttemptResource]
-    list_display = ("created_at", "invoice", "amount", "currency", "source", "outcome", "decline_code", "tries")
+    list_display = ("created_at", "invoice", "amount", "currency", "source", "outcome", "decline_code", "tries",
+                    "message")
     list_filter = ("outcome", "source", "decline_code", "currency")
     search_fields = ("invoice__number", "gateway_reference", "idempotency_key")
     list_select_related = ("invoice",)
     readonly_fields = [f.name for f in PaymentAttempt._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(GatewayRefund)
+class GatewayRefundAdmin(admin.ModelAdmin):
+    """Refunds of charges that succeeded after their invoice closed (LATE_CHARGE_POLICY=refund)."""
+
+    list_display = ("created_at", "invoice", "amount", "currency", "status", "gateway_reference", "tries", "message")
+    list_filter = ("status", "currency")
+    search_fields = ("invoice__number", "gateway_reference", "idempotency_key")
+    list_select_related = ("invoice",)
+    readonly_fields = [f.name for f in GatewayRefund._meta.fields]
 
     def has_add_permission(self, request):
         return False

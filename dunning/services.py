@@ -18,6 +18,7 @@ from django.utils import timezone
 from billing import services as billing
 from billing.gateways import OutcomeUnknown
 from billing.models import GatewayRefund, Invoice, PaymentAttempt
+from billing.money import to_amount
 from customers.models import Customer, PaymentMethod
 from dunning import retries
 from dunning.models import Campaign, CampaignStep, CampaignVariant, CaseEvent, DunningCase, WorkItem
@@ -293,8 +294,11 @@ def _close(case: DunningCase, status: str, at: datetime, *, cancelled_attempts=N
         log(case, "messages.cancelled", f"{cancelled} unsent message(s) cancelled", at=at,
             payload={"count": cancelled})
     if cancelled_attempts is None:
-        cancelled_attempts = billing.cancel_unsent_attempts([case.invoice_id], reason=f"case {status}", at=at)
-    _log_cancelled_attempts(case, cancelled_attempts, f"case {status}", at)
+        reason = f"case {status}"
+        cancelled_attempts = billing.cancel_unsent_attempts([case.invoice_id], reason=reason, at=at)
+    else:
+        reason = "invoice paid"
+    _log_cancelled_attempts(case, cancelled_attempts, reason, at)
 
 
 def _log_cancelled_attempts(case: DunningCase, attempt_ids, reason: str, at: datetime) -> None:
@@ -357,7 +361,7 @@ def settle_attempt(attempt: PaymentAttempt, result, *, at: datetime | None = Non
 
 
 def _log_late_charge(case: DunningCase, attempt: PaymentAttempt, late: billing.LateCharge, at: datetime) -> None:
-    money = f"{late.excess} {attempt.currency}"
+    money = f"{to_amount(late.excess, attempt.currency)} {attempt.currency}"
     payload = {"amount": str(late.excess), "currency": attempt.currency, "invoice_status": late.invoice_status,
                "policy": late.policy}
     if late.refund is not None:
@@ -390,7 +394,7 @@ def process_refund(refund_id: int, *, now: datetime | None = None) -> GatewayRef
     with transaction.atomic():
         settled = billing.settle_refund(refund.pk, result, at=now)
         if settled is not None and case is not None:
-            money = f"{settled.amount} {settled.currency}"
+            money = f"{to_amount(settled.amount, settled.currency)} {settled.currency}"
             if settled.status == GatewayRefund.Status.SUCCEEDED:
                 log(case, "payment.refunded", f"Refunded {money} charged after the invoice closed", at=now,
                     attempt=settled.attempt, payload={"refund": settled.pk, "reference": settled.gateway_reference})

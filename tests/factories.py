@@ -74,3 +74,15 @@ class CampaignStepFactory(factory.django.DjangoModelFactory):
     offset_days = 0
     action = CampaignStep.Action.EMAIL
     template_code = "reminder"
+
+
+def retrying_campaign(*later_actions: str) -> Campaign:
+    """A campaign whose first step retries at once (no timing policy), then ``later_actions`` at once
+    too; a call step 30 days later keeps the case open meanwhile."""
+    campaign = CampaignFactory()
+    CampaignStepFactory(campaign=campaign, position=1, action=CampaignStep.Action.RETRY, template_code="")
+    for position, action in enumerate(later_actions, start=2):
+        CampaignStepFactory(campaign=campaign, position=position, action=action, template_code="")
+    CampaignStepFactory(campaign=campaign, position=len(later_actions) + 2, action=CampaignStep.Action.CALL,
+                        template_code="", offset_days=30)
+    return campaign
