@@ -11,7 +11,14 @@ from billing.gateways import RefundRequest, get_gateway
 from billing.models import CustomerCredit, GatewayRefund, Invoice, PaymentAttempt, SandboxCharge, SandboxRefund
 from dunning import engine, services
 from dunning.models import DunningCase, WorkItem
-from tests.factories import CustomerFactory, InvoiceFactory, PaymentMethodFactory, retrying_campaign
+from tests.factories import (
+    CampaignFactory,
+    CampaignStepFactory,
+    CustomerFactory,
+    InvoiceFactory,
+    PaymentMethodFactory,
+    retrying_campaign,
+)
 from tests.fake_stripe import FakeStripe
 from tests.gateways import HookedGateway
 
@@ -92,6 +99,19 @@ def test_writing_the_invoice_off_cancels_the_retry_queued_before_it():
     assert case.events.get(kind="payment.attempts_cancelled").payload["reason"] == "invoice written off"
     services.process_payment_attempts()
     assert not SandboxCharge.objects.exists()
+
+
+def test_a_retry_step_after_the_write_off_charges_nothing():
+    campaign = CampaignFactory()
+    for position, action in enumerate(["mark_uncollectible", "retry", "call"], start=1):
+        CampaignStepFactory(campaign=campaign, position=position, action=action, template_code="",
+                            offset_days=30 if action == "call" else 0)
+    customer = CustomerFactory()
+    PaymentMethodFactory(customer=customer, token="tok_ok:after-writeoff")
+    case, _created = services.open_case(InvoiceFactory(customer=customer))
+    engine.run_due_steps()
+    assert not PaymentAttempt.objects.exists()
+    assert case.events.get(kind="step.retry_skipped").message == "Not charged: invoice uncollectible"
 
 
 def test_the_worker_rechecks_the_invoice_whatever_closed_it():
