@@ -22,8 +22,8 @@ install: $(VENV)/.installed
 
 run: install .env
 	$(PY) manage.py migrate --noinput
-	$(PY) manage.py load_demo_data
-	$(PY) manage.py runall --host $(HOST) --port $(PORT)
+	HOST=$(HOST) PORT=$(PORT) $(PY) manage.py load_demo_data
+	HOST=$(HOST) PORT=$(PORT) $(PY) manage.py runall --host $(HOST) --port $(PORT)
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -1,20 +1,64 @@
+from __future__ import annotations
+
+from operator import attrgetter
+
+from django import forms
 from django.contrib import admin
+from django.utils import translation
 from import_export.admin import ExportMixin
 
 from billing.models import GatewayRefund, Invoice, PaymentAttempt
+from billing.money import format_money, to_amount
 from billing.resources import InvoiceResource, PaymentAttemptResource
 from config import exports
+
+
+def money_display(model, field: str, currency: str = "currency", *, description=None):
+    """An admin column or read-only field showing ``field`` with format_money in the staff member's language.
+
+    ``currency`` is an attribute path ("plan.currency"); a blank currency (a campaign's limits for
+    any currency) shows the bare amount without trailing zeros. Used by every money column, read-only
+    field and inline of the admin, so nothing shows a stored 15.0000.
+    """
+    amount_of, currency_of = attrgetter(field), attrgetter(currency)
+
+    @admin.display(description=description or model._meta.get_field(field).verbose_name,
+                   ordering=None if "." in field else field)
+    def show(self, obj) -> str:
+        amount, code = amount_of(obj), currency_of(obj)
+        if amount is None:
+            return self.get_empty_value_display()
+        if not code:
+            return f"{amount.normalize():f}"
+        return format_money(amount, code, translation.get_language() or "en")
+
+    return show
+
+
+class InvoiceForm(forms.ModelForm):
+    """The amount inputs start at the currency's minor unit (15.00, JPY 12000), not the stored 15.0000."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk and self.instance.currency:
+            for name in ("amount_due", "amount_paid"):
+                if name in self.fields and self.initial.get(name) is not None:
+                    self.initial[name] = to_amount(self.initial[name], self.instance.currency)
 
 
 class PaymentAttemptInline(admin.TabularInline):
     model = PaymentAttempt
     extra = 0
     can_delete = False
-    fields = ("created_at", "source", "amount", "currency", "outcome", "decline_code", "advice_code",
+    fields = ("created_at", "source", "amount_money", "outcome", "decline_code", "advice_code",
               "gateway_reference")
     readonly_fields = fields
+    amount_money = money_display(PaymentAttempt, "amount")
 
     def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
         return False
 
 
@@ -24,7 +68,8 @@ class InvoiceAdmin(ExportMixin, admin.ModelAdmin):
     resource_classes = [InvoiceResource]
     # Adds an "Import invoices" button (integrations.admin.ImportJobAdmin); import-export extends it.
     change_list_template = "admin/billing/invoice/change_list_import.html"
-    list_display = ("number", "customer", "currency", "amount_due", "amount_paid", "due_date", "status")
+    form = InvoiceForm
+    list_display = ("number", "customer", "currency", "amount_due_money", "amount_paid_money", "due_date", "status")
     list_filter = ("status", "currency")
     search_fields = ("number", "external_id", "customer__name", "customer__external_id")
     list_select_related = ("customer",)
@@ -32,41 +77,61 @@ class InvoiceAdmin(ExportMixin, admin.ModelAdmin):
     date_hierarchy = "due_date"
     inlines = [PaymentAttemptInline]
     readonly_fields = ("created_at", "updated_at", "paid_at")
+    amount_due_money = money_display(Invoice, "amount_due")
+    amount_paid_money = money_display(Invoice, "amount_paid")
+
+    def get_fields(self, request, obj=None):
+        fields = super().get_fields(request, obj)
+        if obj is None or self.has_change_permission(request, obj):
+            return fields
+        # A reader sees every field as text: the amounts as money rather than the stored decimals.
+        return [f"{name}_money" if name in ("amount_due", "amount_paid") else name for name in fields]
 
 
 @admin.register(PaymentAttempt)
 class PaymentAttemptAdmin(ExportMixin, admin.ModelAdmin):
     export_formats = exports.FORMATS
     resource_classes = [PaymentAttemptResource]
-    list_display = ("created_at", "invoice", "amount", "currency", "source", "outcome", "decline_code", "tries",
+    list_display = ("created_at", "invoice", "amount_money", "currency", "source", "outcome", "decline_code", "tries",
                     "message")
     list_filter = ("outcome", "source", "decline_code", "currency")
     search_fields = ("invoice__number", "gateway_reference", "idempotency_key")
     list_select_related = ("invoice",)
-    readonly_fields = [f.name for f in PaymentAttempt._meta.fields]
+    fields = readonly_fields = [
+        "amount_money" if f.name == "amount" else f.name for f in PaymentAttempt._meta.fields if f.name != "id"]
+    amount_money = money_display(PaymentAttempt, "amount")
 
     def has_add_permission(self, request):
         return False
 
     def has_change_permission(self, request, obj=None):
         return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # the record of every charge: nobody deletes one, superusers included
 
 
 @admin.register(GatewayRefund)
 class GatewayRefundAdmin(admin.ModelAdmin):
     """Refunds of charges that succeeded after their invoice closed (LATE_CHARGE_POLICY=refund)."""
 
-    list_display = ("created_at", "invoice", "amount", "currency", "status", "gateway_reference", "tries", "message")
+    list_display = ("created_at", "invoice", "amount_money", "currency", "status", "gateway_reference", "tries",
+                    "message")
     list_filter = ("status", "currency")
     search_fields = ("invoice__number", "gateway_reference", "idempotency_key")
     list_select_related = ("invoice",)
-    readonly_fields = [f.name for f in GatewayRefund._meta.fields]
+    fields = readonly_fields = [
+        "amount_money" if f.name == "amount" else f.name for f in GatewayRefund._meta.fields if f.name != "id"]
+    amount_money = money_display(GatewayRefund, "amount")
 
     def has_add_permission(self, request):
         return False
 
     def has_change_permission(self, request, obj=None):
         return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # the record of money given back: nobody deletes one
 
 
 # --- Smart retries: the decline table, webhook log, network counters per card -------------------

@@ -19,20 +19,22 @@ import codecs
 import csv
 import datetime
 import io
+import itertools
 import pickle
 import re
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import IO, Any
 
+from babel.numbers import get_currency_precision
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from billing.models import Invoice
-from billing.money import to_amount
+from billing.money import fits_minor_unit, to_amount
 from config.jsonb import without_nul
 from customers.models import Customer
 from customers.validators import validate_currency
@@ -93,7 +95,10 @@ FALSE = {"0", "false", "no", "n", "f", "off", ""}
 STATUSES = {s.value for s in Invoice.Status}
 ISO_DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(?:[T ][0-9:.]+(?:Z|[+-]\d{2}:?\d{2}| ?[+-]\d{4})?)?$")
 UNIX_TS = re.compile(r"^\d{9,11}$")
-PLAIN_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)")
+# One separator with three digits after it and one to three before: a thousands separator, or a decimal one?
+AMBIGUOUS_NUMBER = re.compile(r"[1-9][0-9]{0,2}[.,][0-9]{3}")
+DIGITS = re.compile(r"[0-9]*")
+GROUPED = {sep: re.compile(rf"[0-9]{{1,3}}(\{sep}[0-9]{{3}})+") for sep in (",", ".")}
 
 
 class ImportFileError(Exception):
@@ -118,7 +123,7 @@ class RowError:
 class ImportOptions:
     format: str = "native"
     date_format: str = ""  # e.g. %d/%m/%Y; ISO dates are always accepted
-    encoding: str = ""  # blank: detect (UTF-8 with or without BOM, else Latin-1)
+    encoding: str = ""  # blank: detect (see detect_encoding)
     delimiter: str = ""  # blank: detect (comma, semicolon or tab)
     decimal_comma: bool | None = None  # None: decide per value
     valid_only: bool = False
@@ -135,12 +140,14 @@ class ImportReport:
     updated: int = 0
     unchanged: int = 0
     invalid: int = 0
+    error_count: int = 0  # every error, also those beyond MAX_STORED_ERRORS
     errors: list[RowError] = field(default_factory=list)
     invalid_rows: dict[int, dict] = field(default_factory=dict)  # line -> original cells (for the skipped CSV)
     unknown_columns: list[str] = field(default_factory=list)
     missing_columns: list[str] = field(default_factory=list)
     file_error: str = ""
     header: list[str] = field(default_factory=list)
+    source: str = ""  # csv or xlsx
     encoding: str = ""
     delimiter: str = ""
     written: bool = False
@@ -159,6 +166,7 @@ class ImportReport:
         return set(self.invalid_rows)
 
     def add_error(self, line: int, column: str, reason: str) -> None:
+        self.error_count += 1
         if len(self.errors) < MAX_STORED_ERRORS:
             self.errors.append(RowError(line, column, reason))
 
@@ -169,10 +177,10 @@ class ImportReport:
     def _as_dict(self) -> dict:
         return {
             "total": self.total, "new": self.new, "updated": self.updated, "unchanged": self.unchanged,
-            "invalid": self.invalid, "errors": [e.as_dict() for e in self.errors],
+            "invalid": self.invalid, "error_count": self.error_count, "errors": [e.as_dict() for e in self.errors],
             "invalid_rows": {str(k): v for k, v in self.invalid_rows.items()},
             "unknown_columns": self.unknown_columns, "missing_columns": self.missing_columns,
-            "file_error": self.file_error, "header": self.header, "encoding": self.encoding,
+            "file_error": self.file_error, "header": self.header, "source": self.source, "encoding": self.encoding,
             "delimiter": self.delimiter, "written": self.written, "written_rows": self.written_rows,
             "warnings": self.warnings, "cases_opened": self.cases_opened,
         }
@@ -226,25 +234,111 @@ def is_xlsx(head: bytes) -> bool:
     return head.startswith(b"PK\x03\x04")
 
 
-def detect_encoding(opener: Opener) -> str:
-    """UTF-8 (BOM or not) when the whole file decodes as UTF-8, else Latin-1. Streams the file."""
-    decoder = codecs.getincrementaldecoder("utf-8")()
+BOMS = (  # longest first: the UTF-32-LE mark begins with the UTF-16-LE one
+    (codecs.BOM_UTF32_LE, "utf-32-le"), (codecs.BOM_UTF32_BE, "utf-32-be"), (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be"),
+)
+SCAN_BYTES = 1 << 20
+
+
+def detect_encoding(opener: Opener, declared: str = "") -> str:
+    """The file's encoding, checked over the whole file (streamed); ImportFileError naming the line otherwise.
+
+    A byte-order mark names UTF-8, UTF-16 or UTF-32; a header with every other byte NUL is UTF-16 without
+    one. Else UTF-8 when the whole file decodes as UTF-8; else Windows-1252 (cp1252), which is what a file
+    from Windows is, and which Latin-1 files decode to the same text (they only differ on bytes 0x80-0x9F,
+    control characters in Latin-1 that real text never holds; cp1252 puts the euro sign and dashes there).
+    Nothing is guessed beyond that: a file that is partly UTF-8, or has bytes no encoding here gives a
+    meaning to, is refused.
+    """
     with opener() as fh:
-        first = True
-        while chunk := fh.read(1 << 20):
-            if first:
-                if chunk.startswith(codecs.BOM_UTF8):
-                    return "utf-8-sig"
-                first = False
+        head = fh.read(SCAN_BYTES)
+        if declared:
             try:
-                decoder.decode(chunk)
-            except UnicodeDecodeError:
-                return "latin-1"
+                declared = codecs.lookup(declared).name
+            except LookupError:
+                raise ImportFileError(f"Unknown encoding {declared[:40]!r}") from None
+        encoding = declared or _marked_encoding(head)
+        if encoding:
+            _scan(head, fh, encoding)
+            return encoding
+        return _utf8_or_windows(head, fh)
+
+
+def _marked_encoding(head: bytes) -> str:
+    for bom, encoding in BOMS:
+        if head.startswith(bom):
+            return encoding
+    # An ASCII header in UTF-16 without a mark: NUL in every other byte (no CSV in UTF-8 holds a NUL).
+    sample = head[:min(200, len(head) // 2 * 2)]
+    if len(sample) >= 4:
+        even, odd = sample[0::2], sample[1::2]
+        if not odd.strip(b"\x00") and b"\x00" not in even:
+            return "utf-16-le"
+        if not even.strip(b"\x00") and b"\x00" not in odd:
+            return "utf-16-be"
+    return ""
+
+
+def _chunks(head: bytes, rest: IO[bytes]) -> Iterator[bytes]:
+    yield head
+    while chunk := rest.read(SCAN_BYTES):
+        yield chunk
+
+
+def _scan(head: bytes, rest: IO[bytes], encoding: str, line: int = 1) -> None:
+    """Decode the whole stream; an ImportFileError naming the first line that does not decode."""
+    decoder = codecs.getincrementaldecoder(encoding)()
+    for chunk in itertools.chain(_chunks(head, rest), [b""]):
         try:
-            decoder.decode(b"", final=True)
-        except UnicodeDecodeError:
-            return "latin-1"
+            line += decoder.decode(chunk, final=not chunk).count("\n")
+        except UnicodeDecodeError as exc:
+            line += exc.object[:exc.start].decode(encoding, "replace").count("\n")
+            bad = exc.object[exc.start:exc.end].hex(" ")
+            raise ImportFileError(f"Line {line}: the file is not valid {encoding} (bytes {bad}: {exc.reason}). "
+                                  "Save it as UTF-8, or name its encoding.") from None
+
+
+def _utf8_or_windows(head: bytes, rest: IO[bytes]) -> str:
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    line, first_non_ascii = 1, 0
+    chunks = _chunks(head, rest)
+    for chunk in chunks:
+        try:
+            text = decoder.decode(chunk)
+        except UnicodeDecodeError as exc:
+            return _windows(exc, chunks, line, first_non_ascii)
+        if not first_non_ascii and not text.isascii():
+            first_non_ascii = line + next(i for i, c in enumerate(text.split("\n")) if not c.isascii())
+        line += text.count("\n")
+    try:
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError as exc:
+        return _windows(exc, iter(()), line, first_non_ascii)
     return "utf-8"
+
+
+def _windows(exc: UnicodeDecodeError, rest: Iterator[bytes], line: int, first_non_ascii: int) -> str:
+    """The rest of a file that stopped being UTF-8 (at exc, in the text from this line on): cp1252, or refused."""
+    valid = exc.object[:exc.start]
+    if not first_non_ascii and not valid.isascii():
+        first_non_ascii = line + valid[:next(i for i, b in enumerate(valid) if b > 0x7F)].count(b"\n")
+    line += valid.count(b"\n")
+    data = exc.object[exc.start:]
+    if first_non_ascii:
+        raise ImportFileError(f"The file mixes encodings: line {first_non_ascii} is UTF-8, line {line} is not. "
+                              "Save it as UTF-8.")
+    control_bytes = False
+    for chunk in itertools.chain([data], rest):
+        control_bytes = control_bytes or re.search(rb"[\x80-\x9f]", chunk) is not None
+        try:
+            chunk.decode("cp1252")
+        except UnicodeDecodeError as exc:
+            line += chunk[:exc.start].count(b"\n")
+            raise ImportFileError(f"Line {line}: the file is neither UTF-8 nor Windows-1252 (byte "
+                                  f"{chunk[exc.start]:#04x}). Save it as UTF-8, or name its encoding.") from None
+        line += chunk.count(b"\n")
+    return "cp1252" if control_bytes else "latin-1"
 
 
 def sniff_delimiter(header_line: str) -> str:
@@ -254,13 +348,12 @@ def sniff_delimiter(header_line: str) -> str:
 
 
 def _csv_rows(opener: Opener, options: ImportOptions, report: ImportReport) -> Iterator[tuple[int, list[str]]]:
-    encoding = options.encoding or report.encoding or detect_encoding(opener)
+    encoding = report.encoding or detect_encoding(opener, options.encoding)
     report.encoding = encoding
     with opener() as raw:
         text = io.TextIOWrapper(raw, encoding=encoding, errors="strict", newline="")
         first = text.readline()
-        if encoding == "utf-8":
-            first = first.lstrip("\ufeff")
+        first = first.removeprefix("\ufeff")  # the byte-order mark of UTF-16 and UTF-32, or a doubled one
         delimiter = options.delimiter or sniff_delimiter(first)
         report.delimiter = delimiter
         lines = _chain_first(first, text)
@@ -308,14 +401,16 @@ def _cell(value: Any) -> Any:
     if isinstance(value, datetime.datetime):
         return value.date()
     if isinstance(value, float):
-        return repr(value)
+        # A number cell holds a binary float; Excel keeps 15 significant digits, so 0.1 + 0.2 is 0.3.
+        return Decimal(f"{value:.15g}")
     return value if isinstance(value, datetime.date) else str(value)
 
 
 def iter_table(opener: Opener, options: ImportOptions, report: ImportReport) -> Iterator[tuple[int, list[Any]]]:
     with opener() as fh:
         head = fh.read(4)
-    rows = _xlsx_rows(opener) if is_xlsx(head) else _csv_rows(opener, options, report)
+    report.source = "xlsx" if is_xlsx(head) else "csv"
+    rows = _xlsx_rows(opener) if report.source == "xlsx" else _csv_rows(opener, options, report)
     for line, cells in rows:
         if any(str(c).strip() for c in cells):
             yield line, cells
@@ -355,30 +450,42 @@ def map_header(header: list[str], fmt: str, report: ImportReport) -> dict[int, s
 # --- Field parsing ------------------------------------------------------------------------------
 
 def parse_decimal(value: Any, decimal_comma: bool | None) -> Decimal:
+    """An amount as written in the file. decimal_comma: True for 1.234,56, False for 1,234.56, None when the file
+    does not say: then a value whose separator could be either (1,234 or 1.234) is refused, not guessed."""
+    if isinstance(value, int | Decimal) and not isinstance(value, bool):  # a spreadsheet's number cell
+        if not Decimal(value).is_finite():
+            raise ValueError(f"{value} is not a number")
+        return _checked(Decimal(value))
     text = str(value).strip()
-    if decimal_comma is not True and PLAIN_NUMBER.fullmatch(text):  # the common case, e.g. 49.00
-        return _checked(Decimal(text))
-    text = text.replace("\u00a0", "").replace(" ", "").replace("'", "")
+    for space in ("\u00a0", "\u202f", " ", "'"):  # thousands separators that cannot be a decimal one
+        text = text.replace(space, "")
     if not text:
         raise ValueError("is empty")
-    if decimal_comma is None:
-        if "," in text and "." in text:
-            decimal_comma = text.rfind(",") > text.rfind(".")
-        else:
-            # "12,50" is a decimal comma; "1,250" (three digits after a single comma) too, because
-            # files with thousand separators and no decimals are rarer than European amounts.
-            decimal_comma = "," in text
-    if decimal_comma:
-        text = text.replace(".", "").replace(",", ".")
-    else:
-        text = text.replace(",", "")
-    if not PLAIN_NUMBER.fullmatch(text):
-        raise ValueError(f"{value!s:.40} is not a number")
-    try:
-        amount = Decimal(text)
-    except InvalidOperation:
-        raise ValueError(f"{value!s:.40} is not a number") from None
-    return _checked(amount)
+    sign = text[0] if text[0] in "+-" else ""
+    digits = text[len(sign):]
+    if decimal_comma is None and AMBIGUOUS_NUMBER.fullmatch(digits):
+        raise ValueError(f"{value!s:.40} is ambiguous ({digits.replace(',', '').replace('.', '')} or "
+                         f"{digits.replace(',', '.')}?): declare the file's number format (decimal comma or "
+                         "decimal point)")
+    point = _decimal_separator(digits, decimal_comma)
+    group = "." if point == "," else ","
+    whole, _, fraction = digits.partition(point)
+    whole_ok = GROUPED[group].fullmatch(whole) if group in whole else DIGITS.fullmatch(whole)
+    if not (whole_ok and DIGITS.fullmatch(fraction) and (whole or fraction)):
+        raise ValueError(f"{value!s:.40} is not a number" + (
+            "" if decimal_comma is None else f" written with a decimal {'comma' if decimal_comma else 'point'}"))
+    return _checked(Decimal(f"{sign}{whole.replace(group, '') or '0'}.{fraction or '0'}"))
+
+
+def _decimal_separator(digits: str, decimal_comma: bool | None) -> str:
+    if decimal_comma is not None:
+        return "," if decimal_comma else "."
+    if "," in digits and "." in digits:
+        return "," if digits.rfind(",") > digits.rfind(".") else "."  # 1.234,56 or 1,234.56
+    for separator in (",", "."):
+        if digits.count(separator) > 1:  # 1,234,567: a thousands separator; the other is the decimal one
+            return "." if separator == "," else ","
+    return "," if "," in digits else "."  # one separator, not three digits after it (see AMBIGUOUS_NUMBER)
 
 
 def _checked(amount: Decimal) -> Decimal:
@@ -453,9 +560,15 @@ def parse_row(line: int, values: dict[str, Any], options: ImportOptions) -> tupl
             continue
         try:
             amount = parse_decimal(raw, options.decimal_comma)
-            amounts[name] = to_amount(amount, currency) if currency else amount
         except ValueError as exc:
             errors.append((name, str(exc)))
+            continue
+        if currency and not fits_minor_unit(amount, currency):
+            places = get_currency_precision(currency)
+            errors.append((name, f"{str(raw).strip()[:40]} has more decimals than {currency} allows "
+                                 f"({places or 'none'}); it is not rounded"))
+            continue
+        amounts[name] = to_amount(amount, currency) if currency else amount
     dates = {}
     for name in ("issued_at", "due_date"):
         raw = values.get(name, "")
@@ -545,14 +658,23 @@ class _Reader:
             raise ImportFileError("Missing required column(s): " + ", ".join(self.report.missing_columns))
         width = len(header)
         names = [str(h) for h in header]
+        # A CSV row with fewer cells than the header lost some (its values may sit under the wrong columns):
+        # refused. A sheet leaves trailing empty cells out, so a short XLSX row is only short of blanks.
+        pad = self.report.source == "xlsx"
         chunk: list[tuple[int, dict, dict]] = []
         for line, cells in rows:
             cells = list(cells)
-            cells += [""] * (width - len(cells))
-            extra = len(cells) > width and any(str(c).strip() for c in cells[width:])
+            short = width - len(cells)
+            cells += [""] * short
+            if short > 0 and not pad:
+                problem = (names[width - short], f"is missing: the row has {width - short} cells, the header {width}")
+            elif len(cells) > width and any(str(c).strip() for c in cells[width:]):
+                problem = ("", "has more cells than the header")
+            else:
+                problem = None
             values = {target: cells[index] for index, target in mapping.items()}
             # The original cells are only turned into a dict for invalid rows (the skipped-rows CSV).
-            chunk.append((line, (names, cells, extra), values))
+            chunk.append((line, (names, cells, problem), values))
             if len(chunk) >= CHUNK:
                 yield chunk
                 chunk = []
@@ -626,7 +748,7 @@ def _validate_chunk(chunk, options: ImportOptions, report: ImportReport, custome
         report.total += 1
         row, problems = parse_row(line, values, options)
         if original[2]:
-            problems.append(("", "has more cells than the header"))
+            problems.insert(0, original[2])
         if row is not None and not problems:
             if row.external_id in seen:
                 problems.append(("external_id", f"{row.external_id} appears earlier in the file"))
@@ -676,7 +798,7 @@ def _existing(external_ids: list[str]) -> dict[str, dict]:
 def _invalid(report: ImportReport, line: int, original: tuple, problems: list) -> None:
     report.invalid += 1
     if len(report.invalid_rows) < MAX_STORED_ERRORS:
-        names, cells, _extra = original
+        names, cells, _problem = original
         report.invalid_rows[line] = {name: str(cells[i]) for i, name in enumerate(names)}
     for column, reason in problems:
         report.add_error(line, column, reason)

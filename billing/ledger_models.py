@@ -16,6 +16,7 @@ from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from billing.money import format_money
 from customers.models import Customer, TimestampedModel
 from customers.validators import validate_currency
 
@@ -64,7 +65,7 @@ class InvoiceFee(TimestampedModel):
         ]
 
     def __str__(self) -> str:
-        return f"{self.get_kind_display()} {self.amount} {self.currency} ({self.invoice_id})"
+        return f"{self.get_kind_display()} {format_money(self.amount, self.currency)} ({self.invoice_id})"
 
     @property
     def amount_open(self) -> Decimal:

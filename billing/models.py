@@ -8,7 +8,7 @@ from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from billing.money import to_amount
+from billing.money import format_money, to_amount
 from customers.models import Customer, PaymentMethod, TimestampedModel
 from customers.validators import validate_currency
 
@@ -162,7 +162,7 @@ class PaymentAttempt(TimestampedModel):
         ]
 
     def __str__(self) -> str:
-        return f"{self.invoice} {self.amount} {self.currency} {self.outcome}"
+        return f"{self.invoice} {format_money(self.amount, self.currency)} {self.outcome}"
 
 
 class SandboxCharge(models.Model):

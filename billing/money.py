@@ -37,6 +37,11 @@ def to_amount(value, currency: str, *, allow_negative: bool = False) -> Decimal:
     return amount.quantize(minor_unit_exponent(currency), rounding=ROUND_HALF_UP)
 
 
+def fits_minor_unit(amount: Decimal, currency: str) -> bool:
+    """True when the amount needs no rounding in the currency: 10.50 USD yes; 10.005 USD and 100.5 JPY no."""
+    return amount == amount.quantize(minor_unit_exponent(currency))
+
+
 def to_minor_units(amount: Decimal, currency: str) -> int:
     """1234.56 USD -> 123456; 12000 JPY -> 12000 (what Stripe's API expects)."""
     return int((to_amount(amount, currency, allow_negative=True) / minor_unit_exponent(currency)).to_integral_value())

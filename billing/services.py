@@ -223,7 +223,7 @@ def start_attempt(attempt_id: int, *, now: datetime | None = None) -> Started:
     counts the try and extends the lease; it must touch exactly one row, or another worker got there
     first. An attempt sent before (tries > 0, outcome unknown) is always sent again with its key: the
     gateway answers with the first outcome, and only asking resolves it. The call itself happens
-    after this returns, outside the transaction (call_gateway).
+    after this returns, outside the transaction (prepare_charge, then send_charge).
     """
     now = now or timezone.now()
     with transaction.atomic():
@@ -253,13 +253,9 @@ def start_attempt(attempt_id: int, *, now: datetime | None = None) -> Started:
     return Started(attempt)
 
 
-def call_gateway(attempt: PaymentAttempt) -> ChargeResult:
-    """Send a claimed attempt (start_attempt) to the gateway. Never call this inside a database
-    transaction that holds locks.
-
-    Raises OutcomeUnknown when the gateway may have charged: the attempt stays pending and is sent
-    again later with the same idempotency key.
-    """
+def prepare_charge(attempt: PaymentAttempt) -> ChargeRequest | ChargeResult:
+    """Build the gateway request for an attempt claimed by start_attempt (which counted the try), or
+    return the failure that keeps it from the gateway (no usable method). The call is ``send_charge``."""
     method = attempt.payment_method
     if method is None or method.detached_at is not None:
         return ChargeResult(False, decline_code="no_payment_method", message="No usable payment method on file")
@@ -267,7 +263,7 @@ def call_gateway(attempt: PaymentAttempt) -> ChargeResult:
         # A hard decline (or one needing a new card) ruled this method out: never send it again.
         return ChargeResult(False, decline_code="payment_method_blocked",
                             message=f"Not charged: {method.charge_blocked_reason or 'blocked after a hard decline'}")
-    request = ChargeRequest(
+    return ChargeRequest(
         amount=attempt.amount,
         currency=attempt.currency,
         payment_method_token=method.token,
@@ -276,6 +272,15 @@ def call_gateway(attempt: PaymentAttempt) -> ChargeResult:
         description=f"Invoice {attempt.invoice.number}",
         metadata={"invoice": attempt.invoice.external_id, "attempt": str(attempt.pk)},
     )
+
+
+def send_charge(request: ChargeRequest) -> ChargeResult:
+    """The gateway call itself. Never call this inside a database transaction that holds locks; it
+    may run on a GatewayPool thread.
+
+    Raises OutcomeUnknown when the gateway may have charged: the attempt stays pending and is sent
+    again later with the same idempotency key.
+    """
     try:
         return get_gateway().charge(request)
     except OutcomeUnknown:

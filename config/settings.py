@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -40,8 +41,11 @@ SECRET_KEY_FALLBACKS = env_list("SECRET_KEY_FALLBACKS", [])
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost"] if DEBUG else [])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
-# Absolute base URL used in emails and SMS (portal links, tracking pixels).
-SITE_URL = env_str("SITE_URL", "http://127.0.0.1:8000").rstrip("/")
+# Absolute base URL used in emails and SMS (portal links, tracking pixels). Unset, it is where the
+# development server listens: `make run HOST=... PORT=...` passes both (runall hands SITE_URL on).
+SITE_URL = (
+    env_str("SITE_URL") or f"http://{env_str('HOST', '127.0.0.1')}:{env_int('PORT', 8000, minimum=1, maximum=65535)}"
+).rstrip("/")
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -66,6 +70,7 @@ INSTALLED_APPS = [
     "dunning",
     "reports",
     "integrations",
+    "axes",
 ]
 
 MIDDLEWARE = [
@@ -79,6 +84,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
+    # Last: turns a locked-out login into the lock-out page (AXES_LOCKOUT_TEMPLATE).
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -160,6 +167,25 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# Staff sign-in is refused while locked out (django-axes; docs/security.md): the axes backend first.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# Locked out after this many failed sign-ins for one username from one client address within the
+# cool-off, and every username from an address after AXES_ADDRESS_FAILURE_LIMIT failures (0: off).
+AXES_FAILURE_LIMIT = env_int("AXES_FAILURE_LIMIT", 5, minimum=1)
+AXES_ADDRESS_FAILURE_LIMIT = env_int("AXES_ADDRESS_FAILURE_LIMIT", 20, minimum=0)
+if AXES_ADDRESS_FAILURE_LIMIT and AXES_ADDRESS_FAILURE_LIMIT < AXES_FAILURE_LIMIT:
+    raise ImproperlyConfigured("AXES_ADDRESS_FAILURE_LIMIT must be 0 (off) or at least AXES_FAILURE_LIMIT")
+AXES_COOLOFF_MINUTES = env_int("AXES_COOLOFF_MINUTES", 15, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=AXES_COOLOFF_MINUTES)
+AXES_LOCKOUT_PARAMETERS = "reports.staff_login.lockout_parameters"
+AXES_CLIENT_IP_CALLABLE = "dunning.portal.access.client_ip"
+AXES_LOCKOUT_CALLABLE = "reports.staff_login.locked_out"
+AXES_RESET_ON_SUCCESS = True
+AXES_ENABLE_ACCESS_FAILURE_LOG = True
+AXES_ENABLE_ADMIN = False  # registered by reports/admin.py
 LANGUAGE_CODE = "en"
 LANGUAGES = [
     ("en", _("English")),
@@ -203,6 +229,9 @@ ANYMAIL = {
 
 # Adds the signed portal links to a message's merge data when it is sent.
 NOTIFICATION_LINK_BUILDER = "dunning.links.message_links"
+# Shows those links to staff in the outbox: working (minted in the staff member's name) only with the
+# "send portal link" permission, a placeholder otherwise.
+NOTIFICATION_LINK_MASK = "dunning.links.link_mask"
 
 # --- Payments -------------------------------------------------------------------------------
 PAYMENT_GATEWAY = env_str("PAYMENT_GATEWAY", "billing.gateways.sandbox.SandboxGateway")
@@ -268,6 +297,12 @@ WEBHOOK_TIMEOUT_SECONDS = env_int("WEBHOOK_TIMEOUT_SECONDS", 10, minimum=1, maxi
 DUNNING_BATCH_SIZE = env_int("DUNNING_BATCH_SIZE", 500, minimum=1, maximum=10000)
 # How long a claimed payment attempt is leased to one worker before another may reconcile it.
 PAYMENT_ATTEMPT_LEASE_SECONDS = env_int("PAYMENT_ATTEMPT_LEASE_SECONDS", 300, minimum=30)
+# Gateway calls in flight at once per worker process, and started per second per gateway per worker
+# process (billing/gateways/pool.py; docs/payments.md). 0 turns the rate limit off.
+PAYMENT_GATEWAY_CONCURRENCY = env_int("PAYMENT_GATEWAY_CONCURRENCY", 20, minimum=1, maximum=200)
+PAYMENT_GATEWAY_RATE_PER_SECOND = env_int("PAYMENT_GATEWAY_RATE_PER_SECOND", 80, minimum=0, maximum=10000)
+# The sandbox gateway answers after this many milliseconds (benchmarks; 0 in demos and tests).
+SANDBOX_GATEWAY_LATENCY_MS = env_int("SANDBOX_GATEWAY_LATENCY_MS", 0, minimum=0, maximum=60000)
 # A charge whose success arrives after its invoice was settled another way (docs/payments.md):
 # "refund" gives it back through the gateway; "hold" keeps it as customer credit and asks staff.
 LATE_CHARGE_POLICY = env_choice("LATE_CHARGE_POLICY", "refund", {"refund", "hold"})
@@ -304,8 +339,13 @@ SPECTACULAR_SETTINGS = {
 from integrations.api.settings import api_rest_framework, api_spectacular  # noqa: E402
 
 REST_FRAMEWORK.update(api_rest_framework())
+# Proxies in front of the app that append to X-Forwarded-For. 0: the client address is REMOTE_ADDR and
+# X-Forwarded-For is ignored (a client can write anything in it). The API's throttles, the portal's
+# limits and the admin's sign-in lock-out all read the address by this rule (dunning.portal.access).
+NUM_PROXIES = env_int("NUM_PROXIES", 0, minimum=0, maximum=10)
+REST_FRAMEWORK["NUM_PROXIES"] = NUM_PROXIES
 SPECTACULAR_SETTINGS.update(api_spectacular())
-# Requests per minute per API key (and per client address for unauthenticated requests).
+# Requests per window per API key; requests without a key or with a wrong one count per client address.
 API_THROTTLE_RATE = env_str("API_THROTTLE_RATE", "600/min")
 if not re.fullmatch(r"[1-9]\d*/(s|sec|second|m|min|minute|h|hour|d|day)", API_THROTTLE_RATE):
     raise ImproperlyConfigured(f"API_THROTTLE_RATE={API_THROTTLE_RATE!r}: write requests/period, e.g. 600/min, 100/s, "

@@ -1,6 +1,9 @@
 from csp.decorators import csp_update
 from django.contrib import admin
+from django.shortcuts import redirect
+from django.templatetags.static import static
 from django.urls import include, path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from dunning.stripe_webhooks import stripe_webhook
@@ -9,7 +12,19 @@ from dunning.stripe_webhooks import stripe_webhook
 # only its few inline styles need an exception to the site-wide CSP, and only on this page.
 api_docs = csp_update({"style-src": ["'unsafe-inline'"]})(SpectacularSwaggerSplitView.as_view(url_name="api-schema"))
 
+# The admin's "View site" would lead to a page that does not exist: there is no public site (the
+# portal opens only from a signed link), so the admin has no such link and / leads to the admin.
+admin.site.site_url = None
+
+
+def favicon(request):
+    """Browsers ask for /favicon.ico on pages that name no icon (the API's JSON, for one)."""
+    return redirect(static("favicon.svg"))
+
+
 urlpatterns = [
+    path("", RedirectView.as_view(pattern_name="admin:index"), name="home"),
+    path("favicon.ico", favicon, name="favicon"),
     path("admin/reports/", include("reports.urls")),
     path("admin/", admin.site.urls),
     path("webhooks/stripe/", stripe_webhook, name="stripe-webhook"),

@@ -65,6 +65,9 @@ class Customer(TimestampedModel):
 
     class Meta:
         ordering = ["name", "id"]
+        # A portal link is the customer's credential: staff holding this may see and copy working
+        # links (minted in their name, dunning/links.py); everyone else sees placeholders.
+        permissions = [("send_portal_link", _("Can send portal link"))]
         indexes = [
             # The admin changelist's default ordering, and its currency filter's choices (skip scan).
             models.Index(fields=["name", "id"], name="customer_name_idx"),

@@ -1,16 +1,19 @@
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.forms.models import BaseInlineFormSet
 from django.template.loader import render_to_string
+from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 from import_export.admin import ExportMixin
 
-from billing.models import PaymentAttempt
+from billing.admin import money_display
+from billing.models import Invoice, PaymentAttempt
 from config import exports
-from dunning import services
+from dunning import links, services
 from dunning.models import Campaign, CampaignStep, CaseEvent, DunningCase
 from dunning.resources import DunningCaseResource
 from notifications.models import Notification
@@ -35,11 +38,13 @@ class CampaignStepInline(admin.TabularInline):
 
 @admin.register(Campaign)
 class CampaignAdmin(admin.ModelAdmin):
-    list_display = ("name", "active", "priority", "currency", "min_amount", "max_amount", "segment")
+    list_display = ("name", "active", "priority", "currency", "min_amount_money", "max_amount_money", "segment")
     list_filter = ("active", "currency")
     list_editable = ("priority",)
     search_fields = ("name",)
     inlines = [CampaignStepInline]
+    min_amount_money = money_display(Campaign, "min_amount")
+    max_amount_money = money_display(Campaign, "max_amount")
 
 
 class CaseEventInline(admin.TabularInline):
@@ -55,6 +60,9 @@ class CaseEventInline(admin.TabularInline):
         return False
 
     def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
         return False
 
 
@@ -98,9 +106,30 @@ class DunningCaseAdmin(ExportMixin, admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         return False
 
-    @admin.display(description=_("amount due"))
-    def amount(self, obj: DunningCase) -> str:
-        return f"{obj.invoice.amount_remaining} {obj.invoice.currency}"
+    def get_object(self, request, object_id, from_field=None):
+        obj = super().get_object(request, object_id, from_field)
+        if obj is not None and request.user.has_perm(links.SEND_PERMISSION):
+            obj.staff_portal_url = links.staff_link(obj.customer, request.user)
+        return obj
+
+    def get_fields(self, request, obj=None):
+        fields = super().get_fields(request, obj)
+        return (*fields, "portal_link") if hasattr(obj, "staff_portal_url") else fields
+
+    def get_readonly_fields(self, request, obj=None):
+        return (*super().get_readonly_fields(request, obj), "portal_link")
+
+    @admin.display(description=_("portal link"))
+    def portal_link(self, obj: DunningCase) -> str:
+        return format_html(
+            '<input type="text" readonly size="90" value="{}" aria-describedby="portal-link-help">'
+            '<div class="help" id="portal-link-help">{}</div>',
+            getattr(obj, "staff_portal_url", ""),
+            _("A link to this customer's portal, made for you: what is done through it is logged under your "
+              "name. It works for %(days)d days.") % {"days": settings.PORTAL_LINK_MAX_AGE_DAYS},
+        )
+
+    amount = money_display(Invoice, "invoice.amount_remaining", "invoice.currency", description=_("amount due"))
 
     @admin.display(description=_("payment attempts"))
     def attempts_table(self, obj: DunningCase) -> str:

@@ -119,7 +119,9 @@ class WorkItemForm(forms.ModelForm):
     new_comment = forms.CharField(label=_("Add a comment"), required=False, widget=forms.Textarea(attrs={"rows": 3}))
     snooze_until = forms.DateTimeField(label=_("Snooze until"), required=False,
                                        help_text=_("YYYY-MM-DD HH:MM (server time zone)."))
-    mark_done = forms.BooleanField(label=_("Mark done"), required=False)
+    # Not "mark_done": that is the name of the list action, and a read-only change page (staff who may
+    # only view) resolves a field name to the admin's method of the same name before the form's field.
+    done = forms.BooleanField(label=_("Mark done"), required=False)
 
     class Meta:
         model = WorkItem
@@ -143,8 +145,11 @@ class WorkItemAdmin(admin.ModelAdmin):
     def get_fields(self, request, obj=None):
         if obj is None:
             return ("kind", "customer", "case", "title", "body", "assigned_to")
-        return ("kind", "customer", "case", "title", "body", "status", "assigned_to", "snoozed_until", "done_at",
-                "created_at", "comments_list", "new_comment", "snooze_until", "mark_done")
+        fields = ("kind", "customer", "case", "title", "body", "status", "assigned_to", "snoozed_until", "done_at",
+                  "created_at", "comments_list")
+        if not self.has_change_permission(request, obj):
+            return fields  # the comment, snooze and done inputs mean nothing to a reader
+        return (*fields, "new_comment", "snooze_until", "done")
 
     def get_readonly_fields(self, request, obj=None):
         if obj is None:
@@ -191,7 +196,7 @@ class WorkItemAdmin(admin.ModelAdmin):
                 workqueue.comment(obj, data["new_comment"], actor=request.user)
             if data.get("snooze_until"):
                 workqueue.snooze(obj, data["snooze_until"], actor=request.user)
-            if data.get("mark_done"):
+            if data.get("done"):
                 workqueue.done(obj, actor=request.user)
         except services.DunningError as exc:
             self.message_user(request, str(exc), messages.ERROR)

@@ -15,6 +15,7 @@ from django.template.response import TemplateResponse
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from billing.admin import money_display
 from billing.models import InvoiceFee
 from customers.models import Customer
 from dunning import fees, privacy, services
@@ -88,11 +89,16 @@ def attach_campaign_inline() -> None:
 
 @admin.register(InvoiceFee)
 class InvoiceFeeAdmin(admin.ModelAdmin):
-    list_display = ("invoice", "kind", "amount", "amount_paid", "currency", "status", "accrued_through", "final")
+    list_display = ("invoice", "kind", "amount_money", "amount_paid_money", "currency", "status", "accrued_through",
+                    "final")
     list_filter = ("status", "kind", "currency")
     search_fields = ("invoice__number", "invoice__customer__name", "invoice__customer__external_id")
     list_select_related = ("invoice",)
-    readonly_fields = [f.name for f in InvoiceFee._meta.fields]
+    fields = readonly_fields = [
+        {"amount": "amount_money", "amount_paid": "amount_paid_money"}.get(f.name, f.name)
+        for f in InvoiceFee._meta.fields if f.name != "id"]
+    amount_money = money_display(InvoiceFee, "amount")
+    amount_paid_money = money_display(InvoiceFee, "amount_paid")
     actions = ["waive"]
 
     def has_add_permission(self, request):

@@ -263,7 +263,7 @@ def _flush(batch: Batch, cases: list[DunningCase]) -> None:
     if batch.attempts:
         ids = bulk.insert_rows(PaymentAttempt, ATTEMPT_COLUMNS, [a for a, _e in batch.attempts], returning=True)
         events += [(*e, now, "engine", pk) for (_a, e), pk in zip(batch.attempts, ids, strict=True)]
-    outbox.queue_rows(batch.notifications)
+    outbox.queue_rows(batch.notifications, now)
     if batch.work_items:
         WorkItem.objects.bulk_create(batch.work_items, ignore_conflicts=True)  # dedupe_key: once per step
     if batch.suspend_customers:

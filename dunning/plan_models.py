@@ -10,6 +10,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
+from billing.money import format_money
 from customers.models import TimestampedModel
 from customers.validators import validate_currency
 
@@ -44,6 +45,8 @@ class PaymentPlan(TimestampedModel):
         COMPLETED = "completed", _("Completed")
         DEFAULTED = "defaulted", _("Missed an instalment")
         REJECTED = "rejected", _("Rejected")
+        # A request still waiting when its invoice was paid: there is nothing left to decide.
+        CANCELLED = "cancelled", _("Cancelled")
 
     OPEN_STATUSES = (Status.PENDING, Status.ACTIVE)
 
@@ -72,7 +75,7 @@ class PaymentPlan(TimestampedModel):
         ]
 
     def __str__(self) -> str:
-        return f"Plan #{self.pk}: {self.total} {self.currency} in {self.months}"
+        return f"Plan #{self.pk}: {format_money(self.total, self.currency)} in {self.months}"
 
     def clean(self) -> None:
         if self.total is not None and self.total <= 0:
@@ -105,4 +108,4 @@ class Instalment(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.plan} #{self.number} {self.amount} on {self.due_date}"
+        return f"{self.plan} #{self.number} {format_money(self.amount, self.plan.currency)} on {self.due_date}"

@@ -147,9 +147,17 @@ def _activate(plan: PaymentPlan, *, actor=None) -> None:
 
 def approve_plan(plan: PaymentPlan, *, actor=None) -> PaymentPlan:
     with transaction.atomic():
+        # Invoices first, then the plan: the order a payment takes (record_payment locks the invoice, then
+        # closes its pending requests), so a payment arriving meanwhile waits for this decision or wins it.
+        invoices = list(Invoice.objects.select_for_update().filter(payment_plans=plan).order_by("id"))
         plan = PaymentPlan.objects.select_for_update().select_related("customer").get(pk=plan.pk)
         if plan.status != PaymentPlan.Status.PENDING:
             raise PlanError(f"Plan #{plan.pk} is {plan.get_status_display().lower()}, not waiting for approval")
+        closed = [inv for inv in invoices if inv.status != Invoice.Status.OPEN]
+        if closed:
+            raise PlanError(f"Plan #{plan.pk} cannot be approved: "
+                            + ", ".join(f"invoice {inv.number} is {inv.get_status_display().lower()}"
+                                        for inv in closed))
         plan.decided_by = actor if actor is not None and not isinstance(actor, str) else None
         plan.decided_at = timezone.now()
         plan.save(update_fields=["decided_by", "decided_at", "updated_at"])
@@ -171,6 +179,28 @@ def reject_plan(plan: PaymentPlan, *, actor=None) -> PaymentPlan:
         _log_all(plan, "plan.rejected", f"Payment plan #{plan.pk} rejected", actor=actor)
         _close_work_item(plan)
     return plan
+
+
+def close_requests_for_paid_invoice(invoice: Invoice, *, at: datetime.datetime | None = None, actor=None) -> int:
+    """The invoice was paid in full (dunning.services.invoice_paid): a request still waiting for approval
+    splits a balance that is no longer owed, so it is closed and leaves the staff work queue."""
+    at = at or timezone.now()
+    closed = 0
+    for plan in PaymentPlan.objects.select_for_update().filter(invoices=invoice, status=PaymentPlan.Status.PENDING):
+        plan.status = PaymentPlan.Status.CANCELLED
+        plan.closed_at = at
+        plan.save(update_fields=["status", "closed_at", "updated_at"])
+        # The paid invoice's case has just closed; it carries the note too, beside the plan's open cases.
+        cases = _cases(plan)
+        paid_case = DunningCase.objects.filter(invoice=invoice).order_by("-id").first()
+        if paid_case is not None and paid_case not in cases:
+            cases.append(paid_case)
+        _log_all(plan, "plan.closed",
+                 f"Payment plan request #{plan.pk} closed without a decision: invoice {invoice.number} was paid",
+                 actor=actor, cases=cases)
+        _close_work_item(plan)
+        closed += 1
+    return closed
 
 
 def _close_work_item(plan: PaymentPlan) -> None:
@@ -241,7 +271,11 @@ def charge_instalment(instalment_id: int, now: datetime.datetime | None = None) 
 
 
 def settle_instalment(instalment: Instalment, now: datetime.datetime) -> Instalment:
-    """Paid when every attempt succeeded, missed when one failed; a pending one waits for the next run."""
+    """Paid when every attempt succeeded, missed when one failed; a pending one waits for the next run.
+
+    An instalment is paid only by a payment: with no attempt at all (the plan's invoices were paid some
+    other way) it is cancelled, never shown as paid.
+    """
     outcomes = set(_attempts_for(instalment).values_list("outcome", flat=True))
     with transaction.atomic():
         instalment = Instalment.objects.select_for_update().select_related("plan__customer").get(pk=instalment.pk)
@@ -257,12 +291,18 @@ def settle_instalment(instalment: Instalment, now: datetime.datetime) -> Instalm
             instalment.save(update_fields=["status", "decline_code"])
             _default(plan, instalment, now)
             return instalment
-        instalment.status = Instalment.Status.PAID
-        instalment.paid_at = now
-        instalment.save(update_fields=["status", "paid_at"])
-        _log_all(plan, "plan.instalment_paid",
-                 f"Instalment {instalment.number}/{plan.months} paid "
-                 f"({format_money(instalment.amount, plan.currency)})")
+        if outcomes == {PaymentAttempt.Outcome.SUCCEEDED}:
+            instalment.status = Instalment.Status.PAID
+            instalment.paid_at = now
+            instalment.save(update_fields=["status", "paid_at"])
+            _log_all(plan, "plan.instalment_paid",
+                     f"Instalment {instalment.number}/{plan.months} paid "
+                     f"({format_money(instalment.amount, plan.currency)})")
+        else:
+            instalment.status = Instalment.Status.CANCELLED
+            instalment.save(update_fields=["status"])
+            _log_all(plan, "plan.instalment_cancelled",
+                     f"Instalment {instalment.number}/{plan.months} not charged: nothing of the plan is left to pay")
         unpaid = plan.invoices.filter(status=Invoice.Status.OPEN).exists()
         if not unpaid or not plan.instalments.exclude(status=Instalment.Status.PAID).exists():
             plan.instalments.filter(status=Instalment.Status.SCHEDULED).update(status=Instalment.Status.CANCELLED)

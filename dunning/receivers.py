@@ -1,17 +1,22 @@
-"""Put what happens to a case's messages on the case timeline (notifications knows no cases)."""
+"""Put what happens to a case's messages on the case timeline (notifications knows no cases), and
+follow an invoice paid in full (dunning.services.invoice_paid) with what other dunning modules own."""
 
 from __future__ import annotations
 
 from django.dispatch import receiver
+from django.utils import timezone
 
+from dunning import plans
+from dunning.engine import message_context
 from dunning.models import CaseEvent, DunningCase, WorkItem
+from dunning.services import invoice_paid
 from notifications.preferences import contact_preference_changed
 from notifications.rendering import register_context_provider
 from notifications.services import notification_event, notifications_sent
 
 
 @receiver(notification_event, dispatch_uid="dunning.message_timeline")
-def message_on_timeline(sender, notification, kind: str, detail: str = "", **kwargs) -> None:
+def message_on_timeline(sender, notification, kind: str, detail: str = "", at=None, **kwargs) -> None:
     if kind == "sent" or not notification.reference.startswith("case:"):
         return  # sent messages arrive in groups through notifications_sent
     case_id = int(notification.reference.split(":", 1)[1])
@@ -23,7 +28,7 @@ def message_on_timeline(sender, notification, kind: str, detail: str = "", **kwa
         message=f"{notification.template_code} {kind} ({notification.channel})"
         + (f": {detail}" if detail else ""),
         payload={"notification": notification.pk, "channel": notification.channel, "detail": detail[:500]},
-        actor_label="system",
+        actor_label="system", at=at or timezone.now(),
     )
 
 
@@ -34,7 +39,8 @@ def sent_on_timeline(sender, notifications, **kwargs) -> None:
     existing = set(DunningCase.objects.filter(pk__in={c for c in by_case.values() if c}).values_list("pk", flat=True))
     CaseEvent.objects.bulk_create(
         CaseEvent(case_id=case_id, kind="message.sent", message=f"{n.template_code} sent ({n.channel})",
-                  payload={"notification": n.pk, "channel": n.channel, "detail": ""}, actor_label="system")
+                  payload={"notification": n.pk, "channel": n.channel, "detail": ""}, actor_label="system",
+                  at=n.sent_at)
         for n, case_id in by_case.items() if case_id in existing
     )
 
@@ -49,6 +55,11 @@ def bounced_address_to_work_queue(sender, notification, kind: str, detail: str =
     case = DunningCase.objects.filter(pk=_case_id(notification.reference)).first()
     create_work_item(notification.customer, WorkItem.Kind.BOUNCED, f"Email {kind}: {notification.recipient}",
                      body=detail, case=case, dedupe_key=f"bounced:{notification.customer_id}:{notification.recipient}")
+
+
+@receiver(invoice_paid, dispatch_uid="dunning.plan_requests_on_paid")
+def close_plan_requests_on_paid(sender, invoice, at, actor=None, **kwargs) -> None:
+    plans.close_requests_for_paid_invoice(invoice, at=at, actor=actor)
 
 
 @receiver(contact_preference_changed, dispatch_uid="dunning.preference_timeline")
@@ -68,14 +79,10 @@ def _case_id(reference: str) -> int | None:
 
 
 def _case_message_context(case_id: int) -> dict:
-    """Merge data of a message about this case, for template previews in the admin."""
-    from django.utils import timezone
-
-    from dunning.engine import message_context
-    from dunning.links import message_links
-
+    """Merge data of a message about this case, for template previews in the admin. No portal links:
+    a preview is seen by staff, and a working link would let them act as the customer."""
     case = DunningCase.objects.select_related("invoice", "customer").get(pk=case_id)
-    return message_context(case, timezone.now()) | message_links(case.customer)
+    return message_context(case, timezone.now())
 
 
 register_context_provider("case", _case_message_context)

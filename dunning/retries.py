@@ -244,11 +244,12 @@ def needs_method_effects(case: DunningCase, method: PaymentMethod | None, now: d
                            dedupe_key=f"case:{case.pk}:needs-method:{tag}:{channel}",
                            reference=f"case:{case.pk}", send_after=now)
         if row is not None:
+            row.created_at = now
             rows.append(row)
     item = WorkItem(customer=case.customer, case=case, kind=WorkItem.Kind.NEEDS_PAYMENT_METHOD,
                     title=f"{case.customer.name}: payment method cannot be charged ({case.invoice.number})",
                     body=f"{method or 'No method'} was declined in a way that rules out retrying it.",
-                    dedupe_key=f"needs-method:case:{case.pk}:{tag}")
+                    dedupe_key=f"needs-method:case:{case.pk}:{tag}", created_at=now, updated_at=now)
     return rows, item
 
 
@@ -294,7 +295,7 @@ def after_decline(case: DunningCase, attempt: PaymentAttempt | None, *, at: date
             rows, item = needs_method_effects(case, method, at, message_context(case, at))
             outbox.queue_many(rows)
             services.create_work_item(case.customer, item.kind, item.title, body=item.body, case=case,
-                                      dedupe_key=item.dedupe_key)
+                                      dedupe_key=item.dedupe_key, at=at)
         elif decline_class == declines.RETRY_SOON and attempt is not None:
             _retry_soon(case, attempt, at)
     return decline_class

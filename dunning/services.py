@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import logging
 import uuid
+from concurrent.futures import FIRST_COMPLETED, wait
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.db import transaction
+from django.dispatch import Signal
 from django.utils import timezone
 
 from billing import services as billing
-from billing.gateways import OutcomeUnknown
+from billing.gateways import ChargeResult, OutcomeUnknown, get_gateway
+from billing.gateways.pool import GatewayPool
 from billing.models import GatewayRefund, Invoice, PaymentAttempt
 from billing.money import to_amount
 from customers.models import Customer, PaymentMethod
@@ -31,6 +34,12 @@ logger = logging.getLogger(__name__)
 
 # An attempt charged inline by the calling request is leased so the background processor leaves it alone.
 INLINE_LEASE = timedelta(minutes=5)
+
+
+# Sent by record_payment, inside the payment's transaction, whenever an invoice is paid in full, by any
+# path (gateway, webhook, API event, import, staff): arguments invoice, at, actor. dunning.receivers
+# connects what must follow, such as closing payment-plan requests that still wait for approval.
+invoice_paid = Signal()
 
 
 class DunningError(Exception):
@@ -259,6 +268,8 @@ def record_payment(
                     f"was {last.status}", actor=actor, at=at, attempt=attempt)
                 _log_cancelled_attempts(last, applied.cancelled_attempts, "invoice paid", at)
                 _reinstate_if_clear(last.customer_id, at, actor)
+            if applied.fully_paid:
+                invoice_paid.send(Invoice, invoice=applied.invoice, at=at, actor=actor)
             return None
         inv = applied.invoice
         if applied.credited:
@@ -278,6 +289,7 @@ def record_payment(
                      "last_step": case.current_step_id})
         webhooks.emit("payment.recovered", case_payload(case, amount=str(applied.amount)), f"case:{case.pk}:recovered")
         _reinstate_if_clear(case.customer_id, at, actor)
+        invoice_paid.send(Invoice, invoice=inv, at=at, actor=actor)
     return case
 
 
@@ -432,8 +444,9 @@ def process_attempt(attempt: PaymentAttempt, *, now: datetime | None = None) -> 
         attempt.refresh_from_db()
         return attempt
     attempt = started.attempt
+    prepared = billing.prepare_charge(attempt)
     try:
-        result = billing.call_gateway(attempt)
+        result = prepared if isinstance(prepared, ChargeResult) else billing.send_charge(prepared)
     except OutcomeUnknown as exc:
         billing.postpone_unknown(attempt, now=now)
         case = DunningCase.objects.filter(invoice_id=attempt.invoice_id).order_by("-id").first()
@@ -451,17 +464,27 @@ def process_attempt(attempt: PaymentAttempt, *, now: datetime | None = None) -> 
 
 
 def process_payment_attempts(now: datetime | None = None, limit: int = 100) -> int:
-    """Send pending attempts to the gateway, then pending refunds; returns how many attempts were
-    processed."""
+    """Send pending attempts to the gateway, up to PAYMENT_GATEWAY_CONCURRENCY at once (each on a pool
+    thread with its own database connection, outside any lock), then pending late-charge refunds;
+    returns how many attempts were processed.
+
+    The next batch is claimed while the last calls of the previous one are still out, so the pool
+    never idles waiting for its slowest call."""
     count = 0
-    while True:
-        claimed = billing.claim_pending_attempts(now or timezone.now(), limit)
-        if not claimed:
-            process_refunds(now)
-            return count
-        for attempt in claimed:
-            process_attempt(attempt, now=now)
-            count += 1
+    in_flight: set = set()
+    with GatewayPool(get_gateway().name) as pool:
+        while True:
+            claimed = billing.claim_pending_attempts(now or timezone.now(), max(limit, 2 * pool.size))
+            in_flight.update(pool.submit(process_attempt, attempt, now=now) for attempt in claimed)
+            count += len(claimed)
+            if not in_flight:
+                process_refunds(now)
+                return count
+            # Wait until no more than a pool's worth is left, then claim again (or drain at the end).
+            while len(in_flight) > (pool.size if claimed else 0):
+                done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                for future in done:
+                    future.result()
 
 
 # --- Staff actions ------------------------------------------------------------------------------
@@ -574,18 +597,18 @@ def retry_after_method_update(customer: Customer, payment_method: PaymentMethod,
 
 
 def create_work_item(customer: Customer, kind: str, title: str, *, body: str = "", case: DunningCase | None = None,
-                     actor=None, dedupe_key: str | None = None) -> tuple[WorkItem, bool]:
-    """Put something in the staff work queue (and on the case timeline). Deduplicated by key."""
+                     actor=None, dedupe_key: str | None = None,
+                     at: datetime | None = None) -> tuple[WorkItem, bool]:
+    """Put something in the staff work queue (and on the case timeline). Deduplicated by key.
+    ``at``: when it arose (the caller's clock), by default now."""
+    at = at or timezone.now()
+    fields = {"customer": customer, "kind": kind, "title": title[:200], "body": body, "case": case, "created_at": at}
     with transaction.atomic():
         if dedupe_key:
-            item, created = WorkItem.objects.get_or_create(
-                dedupe_key=dedupe_key,
-                defaults={"customer": customer, "kind": kind, "title": title[:200], "body": body, "case": case},
-            )
+            item, created = WorkItem.objects.get_or_create(dedupe_key=dedupe_key, defaults=fields)
         else:
-            item, created = WorkItem.objects.create(customer=customer, kind=kind, title=title[:200], body=body,
-                                                    case=case), True
+            item, created = WorkItem.objects.create(**fields), True
         if created and case is not None:
-            log(case, "workitem.created", f"{item.get_kind_display()}: {title}", actor=actor,
+            log(case, "workitem.created", f"{item.get_kind_display()}: {title}", actor=actor, at=at,
                 payload={"work_item": item.pk, "kind": kind})
     return item, created

@@ -88,8 +88,12 @@ class PaymentEventAdmin(admin.ModelAdmin):
 # --- Invoice imports ------------------------------------------------------------------------------
 
 class ImportUploadForm(forms.Form):
-    file = forms.FileField(help_text=_("CSV (UTF-8 or Latin-1, comma or semicolon) or XLSX."))
+    file = forms.FileField(help_text=_("CSV (UTF-8, UTF-16 or Windows-1252; comma, semicolon or tab) or XLSX."))
     format = forms.ChoiceField(choices=[("native", _("Native columns")), ("stripe", _("Stripe invoice export"))])
+    number_format = forms.ChoiceField(
+        choices=ImportJob.NumberFormat.choices, required=False, label=_("Number format"),
+        help_text=_("How the file writes amounts. Needed when an amount such as 1,234 or 1.234 could be read "
+                    "either way; without it such rows are refused."))
     date_format = forms.CharField(
         required=False, max_length=32,
         help_text=_("Only if the dates are not ISO (YYYY-MM-DD): e.g. %d/%m/%Y for 31/03/2026."))
@@ -137,7 +141,8 @@ class ImportJobAdmin(admin.ModelAdmin):
         stored = default_storage.save(f"imports/{uuid.uuid4().hex}/{name}", upload)
         job = ImportJob.objects.create(
             file_name=name[:255], stored_path=stored, size=upload.size, format=form.cleaned_data["format"],
-            date_format=form.cleaned_data["date_format"], created_by=request.user,
+            date_format=form.cleaned_data["date_format"], number_format=form.cleaned_data["number_format"],
+            created_by=request.user,
             status=ImportJob.Status.VALIDATING,
         )
         if imports.runs_in_background(job):

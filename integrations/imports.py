@@ -64,8 +64,9 @@ def storage_opener(path: str) -> Opener:
 
 
 def job_options(job: ImportJob, *, dry_run: bool) -> ImportOptions:
+    decimal_comma = {ImportJob.NumberFormat.DECIMAL_COMMA: True, ImportJob.NumberFormat.DECIMAL_POINT: False}
     return ImportOptions(format=job.format, date_format=job.date_format, valid_only=job.valid_only,
-                         dry_run=dry_run)
+                         decimal_comma=decimal_comma.get(job.number_format), dry_run=dry_run)
 
 
 def preview_job(job: ImportJob) -> ImportReport:

@@ -153,11 +153,18 @@ class ImportJob(TimestampedModel):
         DONE = "done", _("Done")
         FAILED = "failed", _("Failed")
 
+    class NumberFormat(models.TextChoices):
+        # Declared by staff: an amount such as 1,234 or 1.234 could be either, and is refused unless declared.
+        UNDECLARED = "", _("Not declared: refuse amounts like 1,234 or 1.234")
+        DECIMAL_POINT = "point", _("Decimal point: 1,234.56")
+        DECIMAL_COMMA = "comma", _("Decimal comma: 1.234,56")
+
     file_name = models.CharField(max_length=255)
     stored_path = models.CharField(max_length=255, help_text=_("Path in the default storage."))
     size = models.PositiveBigIntegerField(default=0)
     format = models.CharField(max_length=16, default="native")
     date_format = models.CharField(max_length=32, blank=True)
+    number_format = models.CharField(max_length=8, choices=NumberFormat.choices, blank=True, default="")
     valid_only = models.BooleanField(default=False)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PREVIEW, db_index=True)
     phase = models.CharField(max_length=16, blank=True)

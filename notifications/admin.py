@@ -10,7 +10,7 @@ from django.views.decorators.http import require_POST
 
 from notifications import webhooks
 from notifications.models import MessageTemplate, Notification, WebhookDelivery, WebhookEndpoint
-from notifications.previews import PreviewError, preview, send_test_to
+from notifications.previews import PreviewError, preview, send_test_to, shown_to
 
 try:  # django-csp: the preview shows an email, whose HTML needs inline styles
     from csp.decorators import csp_replace
@@ -80,7 +80,8 @@ class MessageTemplateAdmin(admin.ModelAdmin):
             back = reverse("admin:notifications_messagetemplate_changelist")
         return HttpResponseRedirect(back)
 
-    @admin.action(description="Send a test of the selected templates to me")
+    # Readers may test a template on themselves: the preview and send-test views allow them too.
+    @admin.action(description="Send a test of the selected templates to me", permissions=["view"])
     def send_test_action(self, request, queryset):
         self._send_tests(request, list(queryset), "")
 
@@ -102,6 +103,17 @@ class MessageTemplateAdmin(admin.ModelAdmin):
             self.message_user(request, problem, messages.ERROR)
 
 
+# Parts of a message that can hold portal links: shown through notifications.previews.shown_to.
+LINKED = ("subject", "body_text", "body_html", "context")
+
+
+def _shown(name: str):
+    def display(modeladmin, obj):
+        return getattr(obj, "shown", {}).get(name, "")
+    display.short_description = Notification._meta.get_field(name).verbose_name
+    return display
+
+
 @admin.register(Notification)
 class NotificationAdmin(admin.ModelAdmin):
     list_display = ("created_at", "customer", "channel", "template_code", "recipient", "status", "tracking_status",
@@ -109,13 +121,29 @@ class NotificationAdmin(admin.ModelAdmin):
     list_filter = ("status", "channel", "tracking_status", "template_code", "locale")
     search_fields = ("recipient", "customer__name", "customer__external_id", "reference", "provider_message_id")
     list_select_related = ("customer",)
-    readonly_fields = [f.name for f in Notification._meta.fields]
+    fields = [f"shown_{f.name}" if f.name in LINKED else f.name for f in Notification._meta.fields]
+    readonly_fields = fields
+    shown_subject = _shown("subject")
+    shown_body_text = _shown("body_text")
+    shown_body_html = _shown("body_html")
+    shown_context = _shown("context")
+
+    def get_object(self, request, object_id, from_field=None):
+        obj = super().get_object(request, object_id, from_field)
+        if obj is not None:
+            # A sent link is the customer's credential: staff see a placeholder, or with the
+            # "send portal link" permission a link minted in their own name.
+            obj.shown = shown_to(request.user, obj)
+        return obj
 
     def has_add_permission(self, request):
         return False
 
     def has_change_permission(self, request, obj=None):
         return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # the outbox is the record of what was sent: nobody deletes it, superusers included
 
 
 class WebhookDeliveryInline(admin.TabularInline):
@@ -138,7 +166,7 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
     actions = ["send_test_event"]
     readonly_fields = ("created_at", "updated_at")
 
-    @admin.action(description="Send a test event now")
+    @admin.action(description="Send a test event now", permissions=["change"])
     def send_test_event(self, request, queryset):
         for endpoint in queryset:
             delivery = webhooks.send_test(endpoint)
@@ -160,13 +188,16 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         return False
 
-    @admin.action(description="Send again at the next run")
+    @admin.action(description="Send again at the next run", permissions=["retry"])
     def retry_now(self, request, queryset):
         count = webhooks.retry_now(queryset)
         self.message_user(request, f"{count} deliveries will be sent again within a minute.", messages.SUCCESS)
 
     def has_change_permission(self, request, obj=None):
-        # Read-only log; the retry action uses the view permission of the staff member.
-        return False
+        return False  # a read-only log
+
+    def has_retry_permission(self, request) -> bool:
+        # Re-queueing changes the rows: the model's change permission, not the (read-only) form's.
+        return request.user.has_perm("notifications.change_webhookdelivery")
 
 

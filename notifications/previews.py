@@ -1,13 +1,33 @@
-"""Template previews and "send test to me" for staff (the admin calls these)."""
+"""What staff see of messages (the admin calls these): template previews, "send test to me", and
+sent messages in the outbox.
+
+A portal link is the customer's credential, so no staff page shows one as it was sent: previews and
+tests carry an inert placeholder, and the outbox passes message text through
+settings.NOTIFICATION_LINK_MASK (working links only for staff allowed to send them).
+"""
 
 from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from functools import lru_cache
 
 from django.conf import settings
 from django.core.exceptions import ObjectDoesNotExist
 from django.core.mail import EmailMultiAlternatives
+from django.core.serializers.json import DjangoJSONEncoder
+from django.utils.module_loading import import_string
 
-from notifications.models import Channel, MessageTemplate
+from notifications.models import Channel, MessageTemplate, Notification
 from notifications.rendering import SAMPLE_CONTEXT, TemplateRenderError, context_for_reference, render_parts
+
+PLACEHOLDER_TOKEN = "preview-link-not-valid"
+
+
+def placeholder_links() -> dict:
+    """The links a preview shows: they open the portal's "this link does not work" page."""
+    base = f"{settings.SITE_URL}/portal/{PLACEHOLDER_TOKEN}/"
+    return {"portal_url": base, "unsubscribe_url": f"{base}preferences/"}
 
 
 class PreviewError(Exception):
@@ -28,7 +48,7 @@ def preview_context(reference: str = "") -> dict:
 
 
 def preview(template: MessageTemplate, reference: str = "") -> dict:
-    ctx = preview_context(reference)
+    ctx = preview_context(reference) | placeholder_links()
     try:
         subject, text, html = render_parts(template, ctx, template.locale or "en")
     except TemplateRenderError as exc:
@@ -48,3 +68,16 @@ def send_test_to(template: MessageTemplate, email: str, reference: str = "") -> 
     if result["html"]:
         message.attach_alternative(result["html"], "text/html")
     message.send()
+
+
+@lru_cache(maxsize=4)
+def _mask_factory(path: str) -> Callable:
+    return import_string(path) if path else (lambda user: lambda text: text)
+
+
+def shown_to(user, row: Notification) -> dict[str, str]:
+    """The parts of a sent message that can hold portal links, as this staff member may see them."""
+    mask = _mask_factory(settings.NOTIFICATION_LINK_MASK)(user)
+    context = json.dumps(row.context, ensure_ascii=False, sort_keys=True, cls=DjangoJSONEncoder)
+    return {"subject": mask(row.subject), "body_text": mask(row.body_text), "body_html": mask(row.body_html),
+            "context": mask(context)}

@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 
 # Sent after a message changes state (sent, failed, cancelled, delivered, bounced...), so the
 # part that caused it (a dunning case) can note it on its own timeline.
-# kwargs: notification, kind (str), detail (str)
+# kwargs: notification, kind (str), detail (str), at (when it happened: the sender's clock)
 notification_event = Signal()
 # Sent once per group of messages marked sent (kwargs: notifications, a list), so a listener can
 # record them with one query; notification_event(kind="sent") still follows for each message.
@@ -142,12 +142,15 @@ def queue_many(rows: list[Notification]) -> None:
         Notification.objects.bulk_create(rows, ignore_conflicts=True)
 
 
-def queue_rows(rows: list[OutboxRow | Notification]) -> None:
+def queue_rows(rows: list[OutboxRow | Notification], now: datetime | None = None) -> None:
     """``queue_many`` for OutboxRows (unsaved Notifications are accepted too): one insert of column
-    tuples (config.bulk), a row whose dedupe key exists already is skipped."""
+    tuples (config.bulk), a row whose dedupe key exists already is skipped. ``now`` is when they
+    were queued (the caller's clock, as the rest of its batch), by default the current time."""
     if rows:
-        columns = OutboxRow.COLUMNS
-        values = [row.values() if isinstance(row, OutboxRow) else tuple(getattr(row, c) for c in columns)
+        columns = (*OutboxRow.COLUMNS, "created_at")
+        queued_at = now or timezone.now()
+        values = [(*row.values(), queued_at) if isinstance(row, OutboxRow)
+                  else (*(getattr(row, c) for c in OutboxRow.COLUMNS), queued_at)
                   for row in rows]
         bulk.insert_rows(Notification, columns, values, ignore_conflicts=True)
 
@@ -242,7 +245,7 @@ def _mark_sent(rows: list[Notification]) -> int:
         _update_sent_rows(rows)
         notifications_sent.send(Notification, notifications=list(rows))
         for row in rows:
-            notification_event.send(Notification, notification=row, kind="sent", detail="")
+            notification_event.send(Notification, notification=row, kind="sent", detail="", at=row.sent_at)
     rows.clear()
     return count
 
@@ -270,7 +273,7 @@ def _hold(row: Notification, now: datetime, decision: policy.Decision) -> None:
                                 context=row.context, dedupe_key=_rerouted_key(row, decision.channel),
                                 reference=row.reference, send_after=now)
             queue_many([replacement] if replacement else [])
-    notification_event.send(Notification, notification=row, kind=kind, detail=decision.reason)
+    notification_event.send(Notification, notification=row, kind=kind, detail=decision.reason, at=now)
 
 
 def _rerouted_key(row: Notification, channel: str) -> str:
@@ -319,7 +322,7 @@ def _record_failure(row: Notification, now: datetime, error: str, *, permanent: 
         row.status = Notification.Status.FAILED
         row.last_error = error[:2000]
         row.save(update_fields=["status", "last_error", "updated_at"])
-        notification_event.send(Notification, notification=row, kind="failed", detail=error)
+        notification_event.send(Notification, notification=row, kind="failed", detail=error, at=now)
         return
     # Transient: back to the queue with exponential backoff (1, 2, 4, 8... minutes).
     row.status = Notification.Status.QUEUED
@@ -337,5 +340,5 @@ def release_stuck(now: datetime | None = None, after: timedelta = timedelta(minu
         row.status = Notification.Status.FAILED
         row.last_error = "The worker stopped while sending; not sent again to avoid a duplicate."
         row.save(update_fields=["status", "last_error", "updated_at"])
-        notification_event.send(Notification, notification=row, kind="failed", detail=row.last_error)
+        notification_event.send(Notification, notification=row, kind="failed", detail=row.last_error, at=now)
     return len(stuck)

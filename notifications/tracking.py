@@ -96,7 +96,7 @@ def apply_event(event: AnymailTrackingEvent, esp_name: str = "") -> str:
         preferences.mark_email_undeliverable(customer, source=f"email:{kind}")
     if kind in (EventType.COMPLAINED, EventType.UNSUBSCRIBED):
         preferences.set_opt_out(customer, Channel.EMAIL, True, source=f"email:{kind}")
-    notification_event.send(Notification, notification=row, kind=str(kind), detail=detail[:500])
+    notification_event.send(Notification, notification=row, kind=str(kind), detail=detail[:500], at=at)
     return str(kind)
 
 

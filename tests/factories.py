@@ -7,10 +7,14 @@ from decimal import Decimal
 
 import factory
 from django.utils import timezone
+from django_q.models import Task
 
-from billing.models import Invoice
+from billing.models import GatewayRefund, Invoice, InvoiceFee, PaymentAttempt, WebhookEvent
 from customers.models import Customer, PaymentMethod
-from dunning.models import Campaign, CampaignStep
+from dunning.models import Campaign, CampaignPin, CampaignStep, CampaignVariant
+from dunning.plan_models import Instalment, PaymentPlan
+from integrations.models import ImportJob, PaymentEvent
+from notifications.models import WebhookDelivery, WebhookEndpoint
 
 
 class CustomerFactory(factory.django.DjangoModelFactory):
@@ -74,6 +78,138 @@ class CampaignStepFactory(factory.django.DjangoModelFactory):
     offset_days = 0
     action = CampaignStep.Action.EMAIL
     template_code = "reminder"
+
+
+# --- The rest of the admin's models (tests/test_admin_roles.py opens a page of each) ---------------
+
+class PaymentAttemptFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = PaymentAttempt
+
+    invoice = factory.SubFactory(InvoiceFactory)
+    amount = factory.LazyAttribute(lambda o: o.invoice.amount_due)
+    currency = factory.LazyAttribute(lambda o: o.invoice.currency)
+    outcome = PaymentAttempt.Outcome.FAILED
+    decline_code = "insufficient_funds"
+    idempotency_key = factory.Sequence(lambda n: f"attempt-{n}")
+
+
+class GatewayRefundFactory(factory.django.DjangoModelFactory):
+    """A late charge given back (billing.services.late_charge writes them)."""
+
+    class Meta:
+        model = GatewayRefund
+
+    attempt = factory.SubFactory(PaymentAttemptFactory, outcome=PaymentAttempt.Outcome.SUCCEEDED, decline_code="")
+    invoice = factory.LazyAttribute(lambda o: o.attempt.invoice)
+    amount = factory.LazyAttribute(lambda o: o.attempt.amount)
+    currency = factory.LazyAttribute(lambda o: o.attempt.currency)
+    status = GatewayRefund.Status.SUCCEEDED
+    idempotency_key = factory.LazyAttribute(lambda o: f"late-refund:{o.attempt.pk}")
+
+
+class InvoiceFeeFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = InvoiceFee
+
+    invoice = factory.SubFactory(InvoiceFactory)
+    key = factory.Sequence(lambda n: f"fee-{n}")
+    kind = InvoiceFee.Kind.FIXED
+    amount = Decimal("5.00")
+    currency = factory.LazyAttribute(lambda o: o.invoice.currency)
+
+
+class WebhookEventFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = WebhookEvent
+
+    gateway = "stripe"
+    event_id = factory.Sequence(lambda n: f"evt_{n:06d}")
+    type = "charge.failed"
+
+
+class WebhookEndpointFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = WebhookEndpoint
+
+    url = factory.Sequence(lambda n: f"https://hooks.example.com/{n}")
+
+
+class WebhookDeliveryFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = WebhookDelivery
+
+    endpoint = factory.SubFactory(WebhookEndpointFactory)
+    event_id = factory.Sequence(lambda n: f"delivery-{n}")
+    event_type = "case.opened"
+    payload = factory.LazyAttribute(lambda o: {"id": o.event_id, "type": o.event_type})
+
+
+class CampaignVariantFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = CampaignVariant
+
+    experiment = factory.SubFactory(CampaignFactory)
+    name = factory.Sequence(lambda n: f"Variant {n}")
+    steps_from = factory.SelfAttribute("experiment")
+
+
+class CampaignPinFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = CampaignPin
+
+    customer = factory.SubFactory(CustomerFactory)
+    campaign = factory.SubFactory(CampaignFactory)
+
+
+class PaymentPlanFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = PaymentPlan
+        skip_postgeneration_save = True
+
+    customer = factory.SubFactory(CustomerFactory)
+    currency = factory.LazyAttribute(lambda o: o.customer.currency)
+    total = Decimal("90.00")
+    months = 3
+
+    @factory.post_generation
+    def instalments(plan, create, extracted, **kwargs):
+        if create:
+            share = Decimal(plan.total) / plan.months
+            for number in range(1, plan.months + 1):
+                Instalment.objects.create(plan=plan, number=number, amount=share,
+                                          due_date=timezone.now().date() + datetime.timedelta(days=30 * number))
+
+
+class PaymentEventFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = PaymentEvent
+
+    event_id = factory.Sequence(lambda n: f"pe_{n:06d}")
+    kind = PaymentEvent.Kind.PAYMENT_SUCCEEDED
+
+
+class ImportJobFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = ImportJob
+
+    file_name = "invoices.csv"
+    stored_path = "imports/none/invoices.csv"
+    status = ImportJob.Status.DONE
+
+
+class TaskFactory(factory.django.DjangoModelFactory):
+    """A finished django-q task (the admin shows successes and failures)."""
+
+    class Meta:
+        model = Task
+
+    id = factory.Sequence(lambda n: f"{n:032x}")
+    name = factory.Sequence(lambda n: f"task-{n}")
+    func = "dunning.tasks.run_due_steps"
+    started = factory.LazyFunction(timezone.now)
+    stopped = factory.LazyFunction(timezone.now)
+    success = True
 
 
 def retrying_campaign(*later_actions: str) -> Campaign:

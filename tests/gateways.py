@@ -3,7 +3,8 @@
 ``HookedGateway`` runs ``before_charge`` inside the gateway call, after the worker has claimed the
 attempt: what another process does while the charge is in flight. ``SlowGateway`` is its stand-in
 for a real process: with ``SLOW_GATEWAY_DIR`` set, it writes ``charging-<key>`` there and waits for
-``release`` before answering (at most 60 s); with ``SLOW_GATEWAY_SECONDS`` it takes that long per call.
+``release`` before answering (at most 60 s). A sandbox that is merely slow needs no class of its
+own: ``SANDBOX_GATEWAY_LATENCY_MS``.
 """
 
 from __future__ import annotations
@@ -33,6 +34,4 @@ class SlowGateway(SandboxGateway):
             deadline = time.monotonic() + 60
             while not Path(folder, "release").exists() and time.monotonic() < deadline:
                 time.sleep(0.02)
-        if seconds := float(os.environ.get("SLOW_GATEWAY_SECONDS") or 0):
-            time.sleep(seconds)
         return super().charge(request)

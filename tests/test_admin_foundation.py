@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from django.contrib.auth import get_user_model
+from django.contrib.staticfiles import finders
+from django.test import Client
 
-from dunning import engine, services
+from dunning import engine, links, services
 from dunning.models import DunningCase
 from tests.factories import CustomerFactory, InvoiceFactory, PaymentMethodFactory
 
@@ -67,3 +71,20 @@ def test_admin_actions_report_successes_and_failures(staff_client, defaults, clo
         "action": "mark_paid", "_selected_action": [active.pk]}, follow=True)
     assert "1 case marked paid." in response.content.decode()
     assert engine.run_due_steps() == 0
+
+
+def test_admin_has_no_view_site_link_to_a_missing_page(staff_client):
+    page = staff_client.get("/admin/").content.decode()
+    assert "View site" not in page
+    assert Client().get("/").url == "/admin/"  # the address runserver prints leads to the admin
+
+
+def test_the_favicon_is_served_and_named_by_admin_and_portal_pages(staff_client):
+    client = Client()
+    response = client.get("/favicon.ico")
+    assert response.status_code == 302 and response.url == "/static/favicon.svg"
+    assert "<svg" in Path(finders.find("favicon.svg")).read_text()  # collected and served as static
+    assert 'rel="icon" href="/static/favicon.svg"' in staff_client.get("/admin/").content.decode()
+    assert 'rel="icon" href="/static/favicon.svg"' in client.get("/admin/login/").content.decode()
+    customer = CustomerFactory()
+    assert 'rel="icon" href="/static/favicon.svg"' in client.get(links.portal_url(customer)).content.decode()

@@ -317,6 +317,50 @@ def test_throttling_per_key(world, settings):
     cache.clear()
 
 
+@pytest.mark.parametrize("secret", [None, "dk_nope_wrongsecret", "not-a-key", "dk_a_b extra"])
+def test_requests_without_a_valid_key_are_throttled_per_address(world, settings, secret):
+    settings.API_THROTTLE_RATE = "3/min"
+    from django.core.cache import cache
+
+    cache.clear()
+    import time_machine
+
+    with time_machine.travel(datetime.datetime(2026, 3, 2, 10, 0, 15, tzinfo=datetime.UTC), tick=False) as t:
+        client = APIClient(REMOTE_ADDR="203.0.113.7")
+        if secret:
+            client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
+        # X-Forwarded-For is written by the client: a new value each time must not give a new allowance.
+        codes = [client.get("/api/v1/customers/", HTTP_X_FORWARDED_FOR=f"198.51.100.{i}").status_code
+                 for i in range(3)]
+        assert codes == [401, 401, 401]
+        event = {"type": "payment_failed", "id": "evt_x", "invoice": "in_api"}
+        limited = post(client, "/api/v1/payment-events/", event)
+        assert limited.status_code == 429 and limited["Retry-After"] == "45"
+        assert limited.json()["error"]["code"] == "throttled"
+        # Another address is not affected, nor is a valid key from the same one (counted per key).
+        assert APIClient(REMOTE_ADDR="203.0.113.8").get("/api/v1/customers/").status_code == 401
+        _key, good = api_key()
+        valid = APIClient(REMOTE_ADDR="203.0.113.7")
+        valid.credentials(HTTP_AUTHORIZATION=f"Bearer {good}")
+        assert valid.get("/api/v1/customers/").status_code == 200
+        t.move_to(datetime.datetime(2026, 3, 2, 10, 1, 0, tzinfo=datetime.UTC))
+        assert client.get("/api/v1/customers/").status_code == 401  # a new window
+    cache.clear()
+
+
+def test_x_forwarded_for_counts_only_with_trusted_proxies(world, settings):
+    settings.API_THROTTLE_RATE = "2/min"
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "NUM_PROXIES": 1}
+    from django.core.cache import cache
+
+    cache.clear()
+    proxy = APIClient(REMOTE_ADDR="10.0.0.2")  # one proxy that appends the address it saw
+    codes = [proxy.get("/api/v1/customers/", HTTP_X_FORWARDED_FOR=f"spoofed, 198.51.100.{n}").status_code
+             for n in (1, 1, 1, 2)]
+    assert codes == [401, 401, 429, 401]  # per client behind the proxy, whatever the client prepended
+    cache.clear()
+
+
 def test_admin_creates_a_key_shown_once_and_revokes_it(admin_client, db):
     response = admin_client.post("/admin/integrations/apikey/add/", {"name": "ERP", "scope": "read"})
     assert response.status_code == 200 and "no-store" in response["Cache-Control"]

@@ -49,7 +49,7 @@ def test_staff_work_a_task_through_the_admin(call_case, clock, client):
     assert client.get(url).status_code == 200
 
     response = client.post(url, {"assigned_to": agent.pk, "new_comment": "Left a voicemail",
-                                 "snooze_until": "2026-03-04 09:00", "mark_done": ""})
+                                 "snooze_until": "2026-03-04 09:00", "done": ""})
     assert response.status_code == 302
     item.refresh_from_db()
     assert item.assigned_to == agent and item.status == WorkItem.Status.SNOOZED

@@ -114,6 +114,21 @@ def test_stripe_preset_chosen_in_the_form(admin_client, customer):
     assert "Unknown columns (not imported)" in admin_client.get(location).content.decode()
 
 
+def test_number_format_chosen_in_the_form_reads_ambiguous_amounts(admin_client, customer):
+    content = native_csv([invoice_row(1, currency="JPY", amount_due="12.000")]).encode()
+    job, location = upload(admin_client, content)
+    assert job.report["invalid"] == 1 and job.number_format == ""
+    page = admin_client.get(location).content.decode()
+    assert "<td>2</td><td>amount_due</td><td>12.000 is ambiguous (12000 or 12.000?)" in page
+    assert "Number format" in admin_client.get(reverse(ADD)).content.decode()
+
+    job, location = upload(admin_client, content, number_format=ImportJob.NumberFormat.DECIMAL_COMMA)
+    assert job.number_format == "comma" and job.report["new"] == 1
+    admin_client.post(location, {"_confirm": "1"})
+    job.refresh_from_db()
+    assert job.status == ImportJob.Status.DONE and Invoice.objects.get().amount_due == 12000
+
+
 def test_invoice_changelist_links_import_and_exports(admin_client, customer):
     InvoiceFactory(customer=customer, external_id="in_e1")
     page = admin_client.get(reverse("admin:billing_invoice_changelist")).content.decode()

@@ -51,3 +51,19 @@ def test_customer_import_with_a_bad_row_imports_nothing(admin_client, settings, 
     assert "Mars/Base is not an IANA time zone" in page
     assert 'name="import_file_name"' not in page  # no confirm form
     assert Customer.objects.count() == 0
+
+
+def test_customer_import_refuses_a_row_missing_a_cell(admin_client, settings, tmp_path):
+    settings.MEDIA_ROOT = str(tmp_path)
+    short = CSV.replace(b"GB,,0,0,\n", b"GB,,0,0\n")
+    page = preview(admin_client, short).content.decode()
+    assert "Line 3 has 10 cells, the header 11: a cell is missing." in page
+    assert 'name="import_file_name"' not in page and Customer.objects.count() == 0
+
+
+def test_customer_import_names_the_line_that_is_not_utf8(admin_client, settings, tmp_path):
+    settings.MEDIA_ROOT = str(tmp_path)
+    windows = CSV.replace(b"Beta Ltd", "Beta – Ltd".encode("cp1252"))
+    page = preview(admin_client, windows).content.decode()
+    assert "Line 3: the file is not UTF-8. Save it as CSV UTF-8 and upload it again." in page
+    assert Customer.objects.count() == 0

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import datetime
+import io
+import zipfile
 from decimal import Decimal
 
 import pytest
 from django.core.management import CommandError, call_command
+from openpyxl import Workbook
 
 from billing.imports import ImportOptions, bytes_opener
 from billing.models import Invoice
@@ -182,14 +185,10 @@ def test_existing_invoice_is_updated_not_duplicated(customers):
 
 
 def test_xlsx_file(customers):
-    from openpyxl import Workbook
-
     book = Workbook()
     sheet = book.active
     sheet.append(["external_id", "customer_external_id", "currency", "amount_due", "issued_at", "due_date"])
     sheet.append(["in_x", "cus_a", "USD", 12.5, datetime.datetime(2026, 3, 1), "2026-03-31"])
-    import io
-
     buffer = io.BytesIO()
     book.save(buffer)
     report = run(buffer.getvalue())
@@ -220,12 +219,145 @@ def test_command_refuses_a_file_with_invalid_rows(customers, tmp_path):
 
 
 def test_a_damaged_workbook_is_a_file_error_not_a_crash(customers):
-    import io
-    import zipfile
-
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.writestr("[Content_Types].xml", "<not-really/>")
     report = run(buffer.getvalue())
     assert report.file_error.startswith("The ") and not report.written
     assert Invoice.objects.count() == 0
+
+
+# --- Strictness: what the file does not say is refused, never guessed --------------------------
+
+def test_a_windows_file_keeps_its_euro_signs_and_dashes(customers):
+    text = native_csv([invoice_row(1, "cus_b", currency="EUR", number="Fattura – 10 €"),
+                       invoice_row(2, "cus_b", currency="EUR", number="Café")])
+    report = run(text.encode("cp1252"))
+    assert report.ok, (report.file_error, report.errors)
+    assert report.encoding == "cp1252"
+    assert Invoice.objects.get(external_id="in_1").number == "Fattura – 10 €"
+    assert Invoice.objects.get(external_id="in_2").number == "Café"
+
+
+@pytest.mark.parametrize("encoding,bom", [("utf-16-le", b"\xff\xfe"), ("utf-16-be", b"\xfe\xff"), ("utf-16-le", b"")])
+def test_utf16_files_with_or_without_a_byte_order_mark(customers, encoding, bom):
+    text = native_csv([invoice_row(1, number="Nº 1 – €")])
+    report = run(bom + text.encode(encoding))
+    assert report.ok, (report.file_error, report.errors)
+    assert Invoice.objects.get().number == "Nº 1 – €"
+
+
+def test_bytes_that_no_encoding_explains_are_refused_with_their_line(customers):
+    data = native_csv([invoice_row(1), invoice_row(2, number="INV\x812")]).encode("latin-1")
+    report = run(data)
+    assert report.file_error.startswith("Line 3: the file is neither UTF-8 nor Windows-1252 (byte 0x81)")
+    assert not report.written and Invoice.objects.count() == 0
+
+
+def test_a_file_mixing_utf8_and_windows_text_is_refused(customers):
+    data = (native_csv([invoice_row(1, number="Café")]).encode("utf-8")
+            + native_csv([invoice_row(2, number="Café")]).split("\n", 1)[1].encode("cp1252"))
+    report = run(data)
+    assert report.file_error.startswith("The file mixes encodings: line 2 is UTF-8, line 3 is not")
+    assert Invoice.objects.count() == 0
+
+
+def test_a_declared_encoding_the_file_does_not_have_names_the_line(customers):
+    data = native_csv([invoice_row(1), invoice_row(2, number="Café")]).encode("latin-1")
+    report = run(data, encoding="utf-8")
+    assert report.file_error.startswith("Line 3: the file is not valid utf-8")
+    assert run(data, encoding="nope").file_error == "Unknown encoding 'nope'"
+
+
+@pytest.mark.parametrize("currency,raw", [("JPY", "12.000"), ("EUR", "1.234"), ("USD", "1,234"), ("USD", "12,000")])
+def test_an_amount_whose_separator_could_be_either_is_refused_unless_declared(customers, currency, raw):
+    report = run(native_csv([invoice_row(1, currency=currency, amount_due=raw)]))
+    assert not report.written and Invoice.objects.count() == 0
+    (error,) = report.errors
+    assert (error.line, error.column) == (2, "amount_due")
+    assert error.reason.startswith(f"{raw} is ambiguous") and "declare the file's number format" in error.reason
+
+
+def test_a_declared_number_format_reads_the_same_text_as_declared(customers):
+    rows = [invoice_row(1, currency="JPY", amount_due="12.000"), invoice_row(2, currency="EUR", amount_due="1.234,5")]
+    assert run(native_csv(rows), decimal_comma=True).ok
+    assert Invoice.objects.get(external_id="in_1").amount_due == Decimal("12000")
+    assert Invoice.objects.get(external_id="in_2").amount_due == Decimal("1234.50")
+    assert run(native_csv([invoice_row(3, amount_due="1,234")]), decimal_comma=False).ok
+    assert Invoice.objects.get(external_id="in_3").amount_due == Decimal("1234.00")
+    # Against the declaration: refused, not read some other way (12,50 is not 1250 with a decimal point).
+    report = run(native_csv([invoice_row(4, amount_due="12,50"), invoice_row(5, amount_due="1.5")]),
+                 decimal_comma=False)
+    assert report.errors[0].reason == "12,50 is not a number written with a decimal point"
+    report = run(native_csv([invoice_row(5, amount_due="1.5")]), decimal_comma=True)
+    assert report.errors[0].reason == "1.5 is not a number written with a decimal comma"
+
+
+def test_unambiguous_amounts_need_no_declaration(customers):
+    rows = [invoice_row(1, amount_due="1,234.50"), invoice_row(2, amount_due="1.234.567,00", currency="EUR"),
+            invoice_row(3, amount_due="1,234,567"), invoice_row(4, amount_due="12,50", currency="EUR"),
+            invoice_row(5, amount_due="0.500"), invoice_row(6, amount_due="1 234,5", currency="EUR")]
+    report = run(native_csv(rows))
+    assert report.ok, report.errors
+    amounts = dict(Invoice.objects.values_list("external_id", "amount_due"))
+    assert amounts == {"in_1": Decimal("1234.50"), "in_2": Decimal("1234567.00"), "in_3": Decimal("1234567.00"),
+                       "in_4": Decimal("12.50"), "in_5": Decimal("0.50"), "in_6": Decimal("1234.50")}
+
+
+@pytest.mark.parametrize("currency,raw,places,decimal_comma", [
+    ("USD", "10.005", "2", False), ("USD", "1234.567", "2", None), ("JPY", "100.5", "none", None),
+    ("EUR", "0,125", "2", None), ("EUR", "0,125", "2", True)])
+def test_an_amount_with_more_decimals_than_its_currency_is_refused_not_rounded(customers, currency, raw, places,
+                                                                                decimal_comma):
+    report = run(native_csv([invoice_row(1, currency=currency, amount_due="200", amount_paid=raw)]),
+                 decimal_comma=decimal_comma)
+    assert not report.written and Invoice.objects.count() == 0
+    (error,) = report.errors
+    assert (error.line, error.column) == (2, "amount_paid")
+    assert error.reason == f"{raw} has more decimals than {currency} allows ({places}); it is not rounded"
+
+
+def test_xlsx_number_cells_are_numbers_not_text_to_guess(customers):
+    book = Workbook()
+    sheet = book.active
+    sheet.append(["external_id", "customer_external_id", "currency", "amount_due", "amount_paid", "issued_at",
+                  "due_date"])
+    sheet.append(["in_1", "cus_a", "JPY", 12000, 0.1 + 0.2, "2026-03-01", "2026-03-31"])
+    sheet.append(["in_2", "cus_a", "EUR", 1.234, None, "2026-03-01", "2026-03-31"])
+    buffer = io.BytesIO()
+    book.save(buffer)
+    report = run(buffer.getvalue())
+    assert [(e.line, e.column, e.reason) for e in report.errors] == [
+        (2, "amount_paid", "0.3 has more decimals than JPY allows (none); it is not rounded"),
+        (3, "amount_due", "1.234 has more decimals than EUR allows (2); it is not rounded")]
+
+
+def test_a_row_missing_a_cell_is_an_error_not_filled_with_blanks(customers):
+    lines = native_csv([invoice_row(1), invoice_row(2, decline_code="expired_card")]).splitlines()
+    lines[2] = lines[2].removesuffix(",expired_card")
+    report = run("\n".join(lines) + "\n")
+    assert not report.written and Invoice.objects.count() == 0
+    assert [(e.line, e.column, e.reason) for e in report.errors] == [
+        (3, "decline_code", "is missing: the row has 10 cells, the header 11")]
+    assert report.invalid_rows[3]["external_id"] == "in_2"
+
+
+def test_command_dry_run_with_invalid_rows_exits_non_zero_with_the_count(customers, tmp_path, capsys):
+    path = tmp_path / "invoices.csv"
+    path.write_text(native_csv([invoice_row(1), invoice_row(2, currency="???"),
+                                invoice_row(3, currency="JPY", amount_due="12.000", issued_at="x")]))
+    with pytest.raises(CommandError, match=r"^dry run: 2 invalid row\(s\), 3 error\(s\); nothing written$"):
+        call_command("import_invoices", str(path), "--dry-run", "--no-progress")
+    assert "line 4: amount_due: 12.000 is ambiguous" in capsys.readouterr().out
+    assert Invoice.objects.count() == 0
+
+
+def test_command_takes_the_files_number_format(customers, tmp_path):
+    path = tmp_path / "invoices.csv"
+    path.write_text(native_csv([invoice_row(1, currency="JPY", amount_due="12.000")]))
+    with pytest.raises(CommandError, match="Nothing was imported"):
+        call_command("import_invoices", str(path), "--no-progress")
+    call_command("import_invoices", str(path), "--no-progress", "--decimal-comma")
+    assert Invoice.objects.get().amount_due == Decimal("12000")
+    with pytest.raises(CommandError):
+        call_command("import_invoices", str(path), "--decimal-comma", "--decimal-point")

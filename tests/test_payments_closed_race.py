@@ -43,7 +43,7 @@ def queued_retries(n: int) -> list[Invoice]:
     return invoices
 
 
-def worker(folder: Path | None = None, seconds: float = 0, start_at: float | None = None) -> subprocess.Popen:
+def worker(folder: Path | None = None, latency_ms: int = 0, start_at: float | None = None) -> subprocess.Popen:
     db = settings.DATABASES["default"]
     env = {
         **os.environ,
@@ -51,7 +51,7 @@ def worker(folder: Path | None = None, seconds: float = 0, start_at: float | Non
         "DJANGO_SETTINGS_MODULE": "config.test_settings",
         "PAYMENT_GATEWAY": "tests.gateways.SlowGateway",
         "SLOW_GATEWAY_DIR": str(folder or ""),
-        "SLOW_GATEWAY_SECONDS": str(seconds),
+        "SANDBOX_GATEWAY_LATENCY_MS": str(latency_ms),
     }
     args = [sys.executable, str(ROOT / "tests" / "attempt_process.py")] + ([str(start_at)] if start_at else [])
     return subprocess.Popen(args, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -147,7 +147,7 @@ def test_paid_while_the_charge_is_in_flight_the_late_success_is_refunded_exactly
 def test_payments_racing_a_slow_worker_never_leave_two_charges_kept(api):
     invoices = queued_retries(20)
     start_at = time.time() + 2
-    proc = worker(seconds=0.05, start_at=start_at)
+    proc = worker(latency_ms=50, start_at=start_at)
 
     def pay_all():
         try:

@@ -158,6 +158,25 @@ def test_token_less_pages_are_rate_limited_per_client(client):
     assert client.post(url, {"email": "y@example.com"}, REMOTE_ADDR="10.0.0.9").status_code == 200
 
 
+@override_settings(PORTAL_RATE_LIMIT=3)
+def test_the_rate_limit_reads_x_forwarded_for_only_behind_declared_proxies(client, settings):
+    url = reverse("portal:request_link")
+
+    def codes(addresses):
+        return [client.post(url, {"email": "x@example.com"}, REMOTE_ADDR="10.0.0.2",
+                            HTTP_X_FORWARDED_FOR=f"{a}").status_code for a in addresses]
+
+    # NUM_PROXIES=0 (the default): whatever the client writes in X-Forwarded-For, it is one address.
+    assert codes(f"198.51.100.{n}" for n in range(4)) == [200, 200, 200, 429]
+    cache.clear()
+    # One proxy that appends the address it saw: its entry is the client, anything before it is not.
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "NUM_PROXIES": 1}
+    assert codes(f"203.0.113.{n}, 198.51.100.1" for n in range(4)) == [200, 200, 200, 429]
+    assert codes(["198.51.100.2"]) == [200]
+    # Something that is not an address (a misconfigured proxy): counted under REMOTE_ADDR instead.
+    assert codes(["not-an-address"] * 4) == [200, 200, 200, 429]
+
+
 def test_one_address_gets_at_most_three_links_an_hour(client, clock):
     CustomerFactory(email="ada@example.com")
     url = reverse("portal:request_link")

@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 import datetime
+import html
+import re
 from decimal import Decimal
 
 import pytest
+from django.conf import settings
+from django.test import Client
 from django.urls import reverse
+from django.utils import translation
+from django.utils.translation import gettext
+from rest_framework.test import APIClient
 
-from billing.models import Invoice, SandboxCharge
-from customers.models import PaymentMethod
+from billing.imports import ImportOptions, bytes_opener
+from billing.models import Invoice, PaymentAttempt, SandboxCharge
+from customers.models import Customer, PaymentMethod
 from dunning import engine, plans, services
 from dunning.links import make_token
 from dunning.models import DunningCase, WorkItem
 from dunning.plan_models import Instalment, PaymentPlan
+from integrations.imports import import_invoices
 from tests.factories import CustomerFactory, InvoiceFactory, PaymentMethodFactory
+from tests.factories_integrations import api_key, invoice_row, native_csv
 from tests.factories_portal import PlanLimitFactory
 
 pytestmark = pytest.mark.django_db
@@ -200,3 +210,129 @@ def test_an_instalment_left_charging_by_a_dead_worker_is_settled_later_without_a
     first.refresh_from_db()
     assert first.status == Instalment.Status.PAID
     assert SandboxCharge.objects.count() == 1
+
+
+# --- Paying an invoice while its plan request waits -----------------------------------------------
+
+def pay_by_staff(admin_client, invoice):
+    case = DunningCase.objects.get(invoice=invoice)
+    admin_client.post(reverse("admin:dunning_dunningcase_changelist"),
+                      {"action": "mark_paid", "_selected_action": [case.pk]})
+
+
+def pay_by_api_event(admin_client, invoice):
+    _key, secret = api_key()
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
+    response = client.post("/api/v1/payment-events/", {"id": "evt_paid", "type": "payment_succeeded",
+                                                       "invoice": invoice.external_id},
+                           format="json", HTTP_IDEMPOTENCY_KEY="k-paid")
+    assert response.status_code == 201, response.content
+
+
+def pay_by_import(admin_client, invoice):
+    row = invoice_row(1, customer=invoice.customer.external_id, external_id=invoice.external_id,
+                      number=invoice.number, amount_due=str(invoice.amount_due), amount_paid=str(invoice.amount_due),
+                      issued_at=invoice.issued_at.isoformat(), due_date=invoice.due_date.isoformat())
+    report = import_invoices(bytes_opener(native_csv([row]).encode()), ImportOptions())
+    assert report.written and not report.errors
+
+
+@pytest.mark.parametrize("pay", [pay_by_staff, pay_by_api_event, pay_by_import])
+def test_paying_an_invoice_closes_its_pending_plan_request_with_a_timeline_note(owing, admin_client, pay):
+    customer, (first, second), cases = owing
+    plan = plans.request_plan(customer, 2)  # no limits for USD: waits for staff
+    assert plan.status == PaymentPlan.Status.PENDING
+    pay(admin_client, first)
+    first.refresh_from_db()
+    assert first.status == Invoice.Status.PAID
+    plan.refresh_from_db()
+    assert plan.status == PaymentPlan.Status.CANCELLED and plan.closed_at is not None
+    assert WorkItem.objects.get(kind=WorkItem.Kind.PLAN_REQUEST).status == WorkItem.Status.DONE
+    # The note is on the paid invoice's (now recovered) case and on the case still open.
+    noted = DunningCase.objects.filter(events__kind="plan.closed")
+    assert set(noted.values_list("invoice_id", flat=True)) == {first.pk, second.pk}
+    note = noted.get(invoice=second).events.get(kind="plan.closed").message
+    assert f"invoice {first.number} was paid" in note
+    # Staff can no longer approve it, and the customer may ask for a plan for what is still owed.
+    with pytest.raises(plans.PlanError, match="cancelled, not waiting for approval"):
+        plans.approve_plan(plan)
+    assert not Instalment.objects.exists()
+    page = Client().get(reverse("portal:plan", kwargs={"token": make_token(customer)})).content.decode()
+    assert "Closed after your payment" in page and "Overdue balance: $50.00" in page
+
+
+def test_a_request_whose_invoice_is_no_longer_open_cannot_be_approved_from_the_admin(owing, admin_client):
+    customer, (first, second), cases = owing
+    plan = plans.request_plan(customer, 2)
+    # Paid before payments closed pending requests (or the row changed under the request).
+    Invoice.objects.filter(pk=first.pk).update(status=Invoice.Status.PAID, amount_paid=first.amount_due)
+    response = admin_client.post(reverse("admin:dunning_paymentplan_changelist"),
+                                 {"action": "approve", "_selected_action": [plan.pk]}, follow=True)
+    shown = [str(m) for m in response.context["messages"]]
+    assert shown == [f"Not done: #{plan.pk}: Plan #{plan.pk} cannot be approved: invoice {first.number} is paid"]
+    plan.refresh_from_db()
+    assert plan.status == PaymentPlan.Status.PENDING and not plan.instalments.exists()
+    assert set(DunningCase.objects.values_list("status", flat=True)) == {DunningCase.Status.ACTIVE}
+
+
+def test_an_instalment_is_paid_only_by_the_payment_that_paid_it(owing, clock):
+    customer, invoices, cases = owing
+    use_card(customer, "tok_ok:bo")
+    PlanLimitFactory(currency="USD", min_instalment=Decimal("20"), max_months=6)
+    plan = plans.request_plan(customer, 3)
+    assert plan.status == PaymentPlan.Status.ACTIVE
+    # Everything is paid by bank transfer before the first instalment is charged.
+    for case in cases:
+        services.resume_case(case)
+        services.mark_paid(case)
+    assert plans.charge_due_instalments() == 1
+    assert not SandboxCharge.objects.exists()
+    first = plan.instalments.get(number=1)
+    assert first.status == Instalment.Status.CANCELLED and first.paid_at is None
+    plan.refresh_from_db()
+    assert plan.status == PaymentPlan.Status.COMPLETED
+    assert not plan.instalments.filter(status=Instalment.Status.PAID).exists()
+    # Where an instalment is paid, a succeeded payment keyed to it exists.
+    other = CustomerFactory(email="cy@example.com")
+    PaymentMethodFactory(customer=other, token="tok_ok:cy")
+    services.open_case(InvoiceFactory(customer=other, amount_due=Decimal("60.00")))
+    paid_plan = plans.request_plan(other, 2)
+    assert plans.charge_due_instalments() == 1
+    paid = paid_plan.instalments.get(number=1)
+    assert paid.status == Instalment.Status.PAID
+    assert PaymentAttempt.objects.filter(idempotency_key__startswith=f"plan:{paid.pk}:",
+                                         outcome=PaymentAttempt.Outcome.SUCCEEDED).count() == 1
+
+
+# --- What the plan page promises ------------------------------------------------------------------
+
+TODAY_WORD = {"en": "today", "es": "hoy", "it": "oggi", "ja": "本日", "uk": "сьогодні"}
+
+
+def option_labels(page: str) -> dict[int, str]:
+    return {int(n): html.unescape(text)
+            for n, text in re.findall(r'<label for="months-(\d)">(.*?)</label>', page, re.S)}
+
+
+@pytest.mark.parametrize("locale", [code for code, _name in settings.LANGUAGES])
+def test_the_plan_page_says_per_option_whether_it_is_charged_today_or_waits_for_approval(owing, client, locale):
+    customer, invoices, cases = owing
+    Customer.objects.filter(pk=customer.pk).update(locale=locale)
+    url = reverse("portal:plan", kwargs={"token": make_token(customer)})
+    with translation.override(locale):
+        charged = gettext("Accepted at once; the first instalment is charged today.")
+        waits = gettext("Sent to our team for approval; nothing is charged until then.")
+    assert charged != waits
+    # No limits for USD: every option needs approval, and nothing on the page says "today".
+    page = client.get(url).content.decode()
+    assert f'<html lang="{locale}">' in page
+    labels = option_labels(page)
+    assert sorted(labels) == [2, 3, 4, 5, 6] and all(waits in text for text in labels.values())
+    assert TODAY_WORD[locale] not in page.lower()
+    # Limits up to 4 months: those are accepted at once and charged today, the longer ones wait.
+    PlanLimitFactory(currency="USD", min_instalment=Decimal("20"), max_months=4)
+    labels = option_labels(client.get(url).content.decode())
+    assert {n for n, text in labels.items() if charged in text} == {2, 3, 4}
+    assert {n for n, text in labels.items() if waits in text} == {5, 6}
+    assert all(TODAY_WORD[locale] not in labels[n].lower() for n in (5, 6))

@@ -33,9 +33,11 @@ at setup (CardDeclined) as a real gateway does, so the portal never saves them.
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 
 from billing.gateways.base import (
@@ -90,6 +92,10 @@ class SandboxGateway(PaymentGateway):
         raise GatewayError(f"Unknown sandbox token {token!r}")
 
     def charge(self, request: ChargeRequest) -> ChargeResult:
+        if settings.SANDBOX_GATEWAY_LATENCY_MS:
+            # A real processor answers in hundreds of milliseconds; the benchmark sets this to see how
+            # many charges one worker makes at that speed (bench/payments.py).
+            time.sleep(settings.SANDBOX_GATEWAY_LATENCY_MS / 1000)
         base_token = request.payment_method_token.split(":", 1)[0]
         if base_token == "tok_timeout":
             raise OutcomeUnknown("sandbox: timed out before the charge")

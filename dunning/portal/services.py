@@ -1,4 +1,9 @@
-"""What the customer portal does, as plain functions: the views only call these."""
+"""What the customer portal does, as plain functions: the views only call these.
+
+Each function that changes something takes the actor of the link it came through
+(``access.PortalLink.actor``): "portal" for the customer's own link, the staff user for a link
+minted in the admin. Timeline events written here note a staff link in their payload.
+"""
 
 from __future__ import annotations
 
@@ -17,12 +22,22 @@ from customers.models import Customer, PaymentMethod
 from dunning import services
 from dunning.models import CampaignStep, DunningCase, WorkItem
 from dunning.plan_models import PaymentPlan
+from dunning.portal.access import PORTAL_ACTOR
 from notifications import services as outbox
 from notifications.models import Channel, Notification
 
 logger = logging.getLogger(__name__)
 
 ACTIVE, AT_RISK, SUSPENDED = "active", "at_risk", "suspended"
+VIA_STAFF_LINK = "staff-minted portal link"
+
+
+def _payload(actor, payload: dict | None = None) -> dict:
+    """Timeline payload: an action through a staff member's link says so beside the actor."""
+    payload = dict(payload or {})
+    if actor != PORTAL_ACTOR:
+        payload["via"] = VIA_STAFF_LINK
+    return payload
 
 
 def account_status(customer: Customer) -> str:
@@ -122,7 +137,7 @@ def dismiss_message(customer: Customer, notification_id: int) -> None:
 # --- Payment methods ------------------------------------------------------------------------------
 
 def save_payment_method(customer: Customer, *, token: str, brand: str, last4: str, exp_month: int | None,
-                        exp_year: int | None, gateway: str) -> PaymentMethod:
+                        exp_year: int | None, gateway: str, actor=PORTAL_ACTOR) -> PaymentMethod:
     """Make a tokenized card the default method. Only the token, brand, last 4 and expiry are kept."""
     with transaction.atomic():
         customer = Customer.objects.select_for_update().get(pk=customer.pk)
@@ -138,7 +153,7 @@ def save_payment_method(customer: Customer, *, token: str, brand: str, last4: st
         )
         for case in DunningCase.objects.open().filter(customer=customer):
             services.log(case, "customer.payment_method_updated", f"New payment method {method} (portal)",
-                         actor="portal", payload={"payment_method": method.pk})
+                         actor=actor, payload=_payload(actor, {"payment_method": method.pk}))
     return method
 
 
@@ -150,10 +165,11 @@ def method_update_attempts(customer: Customer, method: PaymentMethod) -> list[Pa
     )
 
 
-def update_payment_method(customer: Customer, **card) -> tuple[PaymentMethod, list[PaymentAttempt]]:
+def update_payment_method(customer: Customer, *, actor=PORTAL_ACTOR,
+                          **card) -> tuple[PaymentMethod, list[PaymentAttempt]]:
     """Save the new card, then retry every open invoice in dunning with it at once."""
-    method = save_payment_method(customer, **card)
-    attempts = services.retry_after_method_update(customer, method, actor="portal")
+    method = save_payment_method(customer, actor=actor, **card)
+    attempts = services.retry_after_method_update(customer, method, actor=actor)
     return method, attempts
 
 
@@ -163,7 +179,8 @@ class PayNowRefused(services.DunningError):
     pass
 
 
-def pay_invoice(customer: Customer, invoice_id: int, idempotency_key: str) -> PaymentAttempt:
+def pay_invoice(customer: Customer, invoice_id: int, idempotency_key: str, *,
+                actor=PORTAL_ACTOR) -> PaymentAttempt:
     """Charge one invoice's balance to the method on file. The key comes from the form, so a double
     submit finds the first attempt instead of charging again; a second form is refused while one
     attempt is pending or once nothing remains."""
@@ -188,19 +205,19 @@ def pay_invoice(customer: Customer, invoice_id: int, idempotency_key: str) -> Pa
         attempt.save()
         case = DunningCase.objects.open().filter(invoice=invoice).first()
         if case is not None:
-            services.log(case, "payment.portal_pay", "The customer paid now from the portal", actor="portal",
-                         attempt=attempt)
+            services.log(case, "payment.portal_pay", "The customer paid now from the portal", actor=actor,
+                         attempt=attempt, payload=_payload(actor))
     return services.process_attempt(attempt)
 
 
 # --- Support, links, preferences ------------------------------------------------------------------
 
-def contact_support(customer: Customer, message: str) -> WorkItem:
+def contact_support(customer: Customer, message: str, *, actor=PORTAL_ACTOR) -> WorkItem:
     case = DunningCase.objects.open().filter(customer=customer).order_by("-failed_at").first()
     with transaction.atomic():
         item, _created = services.create_work_item(
             customer, WorkItem.Kind.SUPPORT, f"Message from {customer.name} (portal)", body=message,
-            case=case, actor="portal",
+            case=case, actor=actor,
         )
         row = outbox.build(
             customer, channel=Channel.EMAIL, template_code="support_ack",
@@ -230,7 +247,7 @@ def customers_with_email(email: str):
 
 
 def set_preferences(customer: Customer, *, locale: str, opt_out_email: bool, opt_out_sms: bool,
-                    opt_out_inapp: bool) -> Customer:
+                    opt_out_inapp: bool, actor=PORTAL_ACTOR) -> Customer:
     fields = {"locale": locale, "opt_out_email": opt_out_email, "opt_out_sms": opt_out_sms,
               "opt_out_inapp": opt_out_inapp}
     changed = {k: v for k, v in fields.items() if getattr(customer, k) != v}
@@ -240,7 +257,7 @@ def set_preferences(customer: Customer, *, locale: str, opt_out_email: bool, opt
         customer.save(update_fields=[*changed, "updated_at"])
         for case in DunningCase.objects.open().filter(customer=customer):
             services.log(case, "customer.preferences", "Communication preferences changed in the portal",
-                         actor="portal", payload={k: v for k, v in changed.items()})
+                         actor=actor, payload=_payload(actor, changed))
     return customer
 
 

@@ -51,9 +51,11 @@ def portal_page(view):
     @never_cache
     def wrapped(request, token, *args, **kwargs):
         try:
-            customer = access.read_token(token)
+            link = access.read_link(token)
         except access.TokenProblem as problem:
             return link_problem(request, problem, token)
+        customer = link.customer
+        request.portal_actor = link.actor  # what the page changes is logged under this actor
         with translation.override(customer.locale):
             try:
                 response = view(request, customer, token, *args, **kwargs)
@@ -120,7 +122,8 @@ def pay(request, customer, token, invoice_id: int):
         messages.error(request, _("The form expired. Please try again."))
         return redirect(_url("invoice", token, invoice_id=invoice_id))
     try:
-        attempt = services.pay_invoice(customer, invoice_id, form.cleaned_data["idempotency_key"])
+        attempt = services.pay_invoice(customer, invoice_id, form.cleaned_data["idempotency_key"],
+                                       actor=request.portal_actor)
     except services.PayNowRefused as exc:
         text = {
             "nothing_due": _("This invoice has nothing left to pay."),
@@ -217,7 +220,7 @@ def _save_card(request, customer, token, gateway, form):
     try:
         method, _attempts = services.update_payment_method(
             customer, token=card.token, brand=card.brand, last4=card.last4, exp_month=card.exp_month,
-            exp_year=card.exp_year, gateway=gateway.name,
+            exp_year=card.exp_year, gateway=gateway.name, actor=request.portal_actor,
         )
     except Exception:
         cache.delete(done_key)
@@ -243,7 +246,7 @@ def _stripe_page(request, customer, token, gateway):
             return redirect(_url("payment_method", token))
         method, _attempts = services.update_payment_method(
             customer, token=card.token, brand=card.brand, last4=card.last4, exp_month=card.exp_month,
-            exp_year=card.exp_year, gateway=gateway.name,
+            exp_year=card.exp_year, gateway=gateway.name, actor=request.portal_actor,
         )
         return redirect(_url("payment_method_result", token, method_id=method.pk))
     intent = gateway.create_setup_intent(customer)
@@ -270,7 +273,7 @@ def plan(request, customer, token):
     form = portal_forms.PlanForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            made = plans.request_plan(customer, form.cleaned_data["months"])
+            made = plans.request_plan(customer, form.cleaned_data["months"], actor=request.portal_actor)
         except plans.PlanError:
             messages.error(request, _("A payment plan cannot be set up right now. Please contact us."))
         else:
@@ -298,7 +301,7 @@ def support(request, customer, token):
             messages.error(request, _("You have sent several messages already. Our team will reply soon."))
             return redirect(_url("support", token))
         if form.is_valid():
-            services.contact_support(customer, form.cleaned_data["message"])
+            services.contact_support(customer, form.cleaned_data["message"], actor=request.portal_actor)
             messages.success(request, _("Thank you: your message was sent. We have emailed you a confirmation."))
             return redirect(_url("support", token))
     return _page(request, customer, token, "support.html", form=form)
@@ -310,7 +313,7 @@ def preferences(request, customer, token):
     initial = {k: getattr(customer, k) for k in ("locale", "opt_out_email", "opt_out_sms", "opt_out_inapp")}
     form = portal_forms.PreferencesForm(request.POST or None, initial=initial)
     if request.method == "POST" and form.is_valid():
-        services.set_preferences(customer, **form.cleaned_data)
+        services.set_preferences(customer, **form.cleaned_data, actor=request.portal_actor)
         with translation.override(customer.locale):
             messages.success(request, _("Your preferences were saved."))
         return redirect(_url("preferences", token))

@@ -115,10 +115,41 @@ def forget_key(key: ApiKey) -> None:
     _verified.pop(key.prefix, None)
 
 
+def address_ident(request) -> str:
+    """The throttle counter of a client without a valid key: its address by REST framework's
+    NUM_PROXIES rule (REMOTE_ADDR unless settings say how many proxies append to X-Forwarded-For)."""
+    return f"throttle:api:ip:{throttling.BaseThrottle().get_ident(request)}"
+
+
+def count_keyless(request) -> None:
+    """Count a request with no key or a wrong one against its client address, and answer 429 once the
+    address is over API_THROTTLE_RATE. Authentication runs before REST framework's throttles and a
+    refused key ends the request there, so such requests are counted here; the mark on the request
+    keeps KeyRateThrottle from counting an anonymous request a second time."""
+    allowed, retry_after = hit(address_ident(request))
+    request._request.api_throttle_hit = (allowed, retry_after)
+    if not allowed:
+        raise exceptions.Throttled(wait=retry_after)
+
+
 class ApiKeyAuthentication(BaseAuthentication):
     keyword = b"bearer"
 
     def authenticate(self, request):
+        try:
+            key = self.key(request)
+        except exceptions.AuthenticationFailed:
+            count_keyless(request)  # a throttled address gets 429 rather than the 401
+            raise
+        if key is None:
+            count_keyless(request)
+            return None
+        note_use(key)
+        return ApiClient(key), key
+
+    def key(self, request) -> ApiKey | None:
+        """The request's valid key; None without an Authorization: Bearer header; AuthenticationFailed
+        for a malformed, unknown or revoked key."""
         header = get_authorization_header(request).split()
         if not header or header[0].lower() != self.keyword:
             return None
@@ -133,8 +164,7 @@ class ApiKeyAuthentication(BaseAuthentication):
         key = key_for(token)
         if key is None:
             raise exceptions.AuthenticationFailed("Unknown or revoked API key.")
-        note_use(key)
-        return ApiClient(key), key
+        return key
 
     def authenticate_header(self, request) -> str:
         return 'Bearer realm="api"'
@@ -181,7 +211,8 @@ def throttle_ident(key: ApiKey) -> str:
 
 
 class KeyRateThrottle(throttling.SimpleRateThrottle):
-    """API_THROTTLE_RATE requests per window per API key (per client address without a key).
+    """API_THROTTLE_RATE requests per window per API key (per client address without a valid key:
+    those are counted by ApiKeyAuthentication, which runs first).
 
     A fixed-window counter in the cache: one atomic add-or-increment per request whatever the rate,
     where DRF's own SimpleRateThrottle reads and rewrites the list of every request time in the window
@@ -204,7 +235,7 @@ class KeyRateThrottle(throttling.SimpleRateThrottle):
 
     def get_cache_key(self, request, view) -> str:
         key = request.auth
-        return throttle_ident(key) if isinstance(key, ApiKey) else f"throttle:api:ip:{self.get_ident(request)}"
+        return throttle_ident(key) if isinstance(key, ApiKey) else address_ident(request)
 
 
 class ApiKeyScheme(OpenApiAuthenticationExtension):

@@ -89,20 +89,25 @@ class Command(BaseCommand):
             external_id = f"demo_cus_{i:03d}"
             if Customer.objects.filter(external_id=external_id).exists():
                 continue
+            failed_at = now - datetime.timedelta(days=days, hours=i)
+            # Customers of some months' standing whose invoice came a day before the failed payment,
+            # so the admin's dates read in the order things happened.
+            joined_at = failed_at - datetime.timedelta(days=60 + 30 * i)
             with transaction.atomic():
                 customer = Customer.objects.create(
                     external_id=external_id, name=name, email=email, phone=phone, locale=locale, timezone=tz,
-                    country=country, currency=currency, segment=segment, mrr=Decimal(amount),
+                    country=country, currency=currency, segment=segment, mrr=Decimal(amount), created_at=joined_at,
                 )
                 PaymentMethod.objects.create(
                     customer=customer, token=f"{token}:{external_id}", brand="visa" if i % 3 else "mastercard",
                     last4=f"{4242 + i:04d}"[-4:], exp_month=(i % 12) + 1, exp_year=2027 + i % 3, is_default=True,
+                    created_at=joined_at,
                 )
-                failed_at = now - datetime.timedelta(days=days, hours=i)
                 invoice = Invoice.objects.create(
                     external_id=f"demo_in_{i:03d}", number=f"INV-2026-{1000 + i}", customer=customer,
                     currency=currency, amount_due=Decimal(amount),
                     issued_at=(failed_at - datetime.timedelta(days=1)).date(), due_date=failed_at.date(),
+                    created_at=failed_at - datetime.timedelta(days=1),
                 )
                 case, _ = services.open_case(invoice, failed_at=failed_at, decline_code=token.replace("tok_", ""))
                 new_cases.append(case)

@@ -29,6 +29,11 @@ class Command(BaseCommand):
         parser.add_argument("--valid-only", action="store_true",
                             help="Import the valid rows even when some are invalid.")
         parser.add_argument("--date-format", default="", help="The file's date format, e.g. %%d/%%m/%%Y.")
+        numbers = parser.add_mutually_exclusive_group()
+        numbers.add_argument("--decimal-comma", dest="decimal_comma", action="store_const", const=True,
+                             help="Amounts are written 1.234,56 (default: refuse amounts like 1,234 or 1.234).")
+        numbers.add_argument("--decimal-point", dest="decimal_comma", action="store_const", const=False,
+                             help="Amounts are written 1,234.56.")
         parser.add_argument("--encoding", default="", help="Force an encoding (default: detect).")
         parser.add_argument("--delimiter", default="", help="Force a delimiter (default: detect).")
         parser.add_argument("--skipped", default="", help="Write the invalid rows with a reason column here.")
@@ -42,7 +47,7 @@ class Command(BaseCommand):
             raise CommandError(f"Cannot read {path}: {exc}") from None
         options = ImportOptions(format=opts["format"], dry_run=opts["dry_run"], valid_only=opts["valid_only"],
                                 date_format=opts["date_format"], encoding=opts["encoding"],
-                                delimiter=opts["delimiter"])
+                                delimiter=opts["delimiter"], decimal_comma=opts["decimal_comma"])
         bars: dict[str, tqdm] = {}
         done: dict[str, int] = {}
 
@@ -74,6 +79,9 @@ class Command(BaseCommand):
             out.write(f"invalid rows written to {opts['skipped']}")
         for warning in report.warnings:
             out.write(warning)
+        if opts["dry_run"] and report.invalid:
+            raise CommandError(f"dry run: {report.invalid} invalid row(s), {report.error_count} error(s); "
+                               "nothing written")
         if opts["dry_run"]:
             out.write("dry run: nothing written")
         elif report.written:

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('dunning', '0008_meta_indexes'),
+        ('dunning', '0009_plan_cancelled'),
     ]
 
     operations = [

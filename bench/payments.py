@@ -1,0 +1,84 @@
+"""Issue 14: charges per second made by one worker process against a gateway that takes 300 ms a call.
+
+N pending retry attempts on open cases; the sandbox gateway stands in for a processor, answering
+after SANDBOX_GATEWAY_LATENCY_MS. One process runs the payment job (claim, re-check, gateway call on
+the pool, settle, record the payment and close the case) until nothing is pending. Reported:
+charges per second and the ratio to the ideal, concurrency / latency (what a pool of that size
+would reach if our own work cost nothing). The rate limit is lifted so it does not cap the figure.
+
+    python -m bench --only payments
+"""
+
+from __future__ import annotations
+
+import datetime
+from decimal import Decimal
+
+from bench.common import Timer, row, truncate_all
+
+SIZES = {"small": [300], "full": [1_500]}
+LATENCY_MS = 300
+
+
+def build(n: int, now: datetime.datetime) -> None:
+    from billing.models import Invoice, PaymentAttempt
+    from customers.models import Customer, PaymentMethod
+    from dunning.models import Campaign, CampaignStep, DunningCase
+
+    truncate_all()
+    campaign = Campaign.objects.create(name="Bench", active=True)
+    step = CampaignStep.objects.create(campaign=campaign, position=1, action="retry")
+    customers = Customer.objects.bulk_create(
+        Customer(external_id=f"p{i}", name=f"Bench {i}", email=f"p{i}@example.com") for i in range(n)
+    )
+    methods = PaymentMethod.objects.bulk_create(
+        PaymentMethod(customer=c, token=f"tok_ok:{c.pk}", is_default=True, brand="visa", last4="4242")
+        for c in customers
+    )
+    invoices = Invoice.objects.bulk_create(
+        Invoice(external_id=f"i{c.pk}", number=f"N{c.pk}", customer=c, currency="USD",
+                amount_due=Decimal("49.00"), issued_at=now.date(), due_date=now.date())
+        for c in customers
+    )
+    DunningCase.objects.bulk_create(
+        DunningCase(invoice=inv, customer_id=inv.customer_id, campaign=campaign, failed_at=now,
+                    next_step=step, next_action_at=now + datetime.timedelta(days=3))
+        for inv in invoices
+    )
+    PaymentAttempt.objects.bulk_create(
+        PaymentAttempt(invoice=inv, payment_method=m, amount=inv.amount_due, currency=inv.currency,
+                       idempotency_key=f"bench:{inv.pk}", lease_until=now - datetime.timedelta(minutes=1))
+        for inv, m in zip(invoices, methods, strict=True)
+    )
+
+
+def run(scale: str) -> list[dict]:
+    from django.conf import settings
+    from django.db import connection
+    from django.test import override_settings
+
+    from billing.models import PaymentAttempt
+    from dunning.models import DunningCase
+    from dunning.services import process_payment_attempts
+
+    now = datetime.datetime.now(datetime.UTC)
+    rows = []
+    concurrency = settings.PAYMENT_GATEWAY_CONCURRENCY
+    ideal = concurrency / (LATENCY_MS / 1000)
+    for n in SIZES[scale]:
+        build(n, now)
+        with connection.cursor() as cur:
+            cur.execute("VACUUM ANALYZE")
+        with override_settings(SANDBOX_GATEWAY_LATENCY_MS=LATENCY_MS, PAYMENT_GATEWAY_RATE_PER_SECOND=0), \
+                Timer() as t:
+            done = process_payment_attempts()
+        assert done == n, f"expected {n} charges, made {done}"
+        succeeded = PaymentAttempt.objects.filter(outcome=PaymentAttempt.Outcome.SUCCEEDED).count()
+        recovered = DunningCase.objects.filter(status=DunningCase.Status.RECOVERED).count()
+        assert succeeded == n and recovered == n, f"{succeeded} charged, {recovered} recovered of {n}"
+        rate = n / t.seconds
+        rows.append(row(f"{n:,} charges at {LATENCY_MS} ms a call, pool of {concurrency}: charges per second "
+                        "(1 process)", rate, "charges/s", target=">= 50",
+                        ratio_to=f"ideal {ideal:.1f}/s (concurrency / latency)", ratio=rate / ideal,
+                        note=f"{t.seconds:.1f}s"))
+    return rows
