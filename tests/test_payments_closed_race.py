@@ -43,7 +43,8 @@ def queued_retries(n: int) -> list[Invoice]:
     return invoices
 
 
-def worker(folder: Path | None = None, latency_ms: int = 0, start_at: float | None = None) -> subprocess.Popen:
+def worker(folder: Path | None = None, latency_ms: int = 0, start_at: float | None = None,
+           concurrency: int = 20) -> subprocess.Popen:
     db = settings.DATABASES["default"]
     env = {
         **os.environ,
@@ -52,6 +53,7 @@ def worker(folder: Path | None = None, latency_ms: int = 0, start_at: float | No
         "PAYMENT_GATEWAY": "tests.gateways.SlowGateway",
         "SLOW_GATEWAY_DIR": str(folder or ""),
         "SANDBOX_GATEWAY_LATENCY_MS": str(latency_ms),
+        "PAYMENT_GATEWAY_CONCURRENCY": str(concurrency),
     }
     args = [sys.executable, str(ROOT / "tests" / "attempt_process.py")] + ([str(start_at)] if start_at else [])
     return subprocess.Popen(args, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -147,12 +149,14 @@ def test_paid_while_the_charge_is_in_flight_the_late_success_is_refunded_exactly
 def test_payments_racing_a_slow_worker_never_leave_two_charges_kept(api):
     invoices = queued_retries(20)
     start_at = time.time() + 2
-    proc = worker(latency_ms=50, start_at=start_at)
+    # Two calls at a time, 100 ms each: the worker's charges and the payments interleave.
+    proc = worker(latency_ms=100, start_at=start_at, concurrency=2)
 
     def pay_all():
         try:
             time.sleep(max(start_at - time.time(), 0) + 0.1)
-            for invoice in invoices:
+            # From the last: the worker starts at the first, so the two meet in the middle.
+            for invoice in reversed(invoices):
                 pay_through_api(api, invoice, unless_settled=True)
                 time.sleep(0.03)
         finally:
