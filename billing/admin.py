@@ -7,7 +7,7 @@ from django.contrib import admin
 from django.utils import translation
 from import_export.admin import ExportMixin
 
-from billing.models import Invoice, PaymentAttempt
+from billing.models import GatewayRefund, Invoice, PaymentAttempt
 from billing.money import format_money, to_amount
 from billing.resources import InvoiceResource, PaymentAttemptResource
 from config import exports
@@ -92,7 +92,8 @@ class InvoiceAdmin(ExportMixin, admin.ModelAdmin):
 class PaymentAttemptAdmin(ExportMixin, admin.ModelAdmin):
     export_formats = exports.FORMATS
     resource_classes = [PaymentAttemptResource]
-    list_display = ("created_at", "invoice", "amount_money", "currency", "source", "outcome", "decline_code", "tries")
+    list_display = ("created_at", "invoice", "amount_money", "currency", "source", "outcome", "decline_code", "tries",
+                    "message")
     list_filter = ("outcome", "source", "decline_code", "currency")
     search_fields = ("invoice__number", "gateway_reference", "idempotency_key")
     list_select_related = ("invoice",)
@@ -108,6 +109,29 @@ class PaymentAttemptAdmin(ExportMixin, admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False  # the record of every charge: nobody deletes one, superusers included
+
+
+@admin.register(GatewayRefund)
+class GatewayRefundAdmin(admin.ModelAdmin):
+    """Refunds of charges that succeeded after their invoice closed (LATE_CHARGE_POLICY=refund)."""
+
+    list_display = ("created_at", "invoice", "amount_money", "currency", "status", "gateway_reference", "tries",
+                    "message")
+    list_filter = ("status", "currency")
+    search_fields = ("invoice__number", "gateway_reference", "idempotency_key")
+    list_select_related = ("invoice",)
+    fields = readonly_fields = [
+        "amount_money" if f.name == "amount" else f.name for f in GatewayRefund._meta.fields if f.name != "id"]
+    amount_money = money_display(GatewayRefund, "amount")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # the record of money given back: nobody deletes one
 
 
 # --- Smart retries: the decline table, webhook log, network counters per card -------------------

@@ -116,3 +116,43 @@ class CustomerCredit(models.Model):
 
     def __str__(self) -> str:
         return f"{self.amount} {self.currency} ({self.customer_id})"
+
+
+class GatewayRefund(models.Model):
+    """Money we give back through the gateway: a charge whose success arrived after the invoice was
+    settled by another path (LATE_CHARGE_POLICY=refund, docs/payments.md).
+
+    The row is written (pending) in the transaction that settles the charge, before the gateway is
+    called; its idempotency key (``late-refund:<attempt>``, unique) makes the gateway refund once
+    however often the call is repeated after a crash or a timeout.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending", _("Pending")
+        SUCCEEDED = "succeeded", _("Refunded")
+        FAILED = "failed", _("Failed")
+
+    attempt = models.ForeignKey("billing.PaymentAttempt", on_delete=models.PROTECT, related_name="refunds")
+    invoice = models.ForeignKey("billing.Invoice", on_delete=models.PROTECT, related_name="gateway_refunds")
+    amount = models.DecimalField(**MONEY)
+    currency = models.CharField(max_length=3, validators=[validate_currency])
+    reason = models.CharField(max_length=255, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    idempotency_key = models.CharField(max_length=255, unique=True)
+    gateway = models.CharField(max_length=32, blank=True)
+    gateway_reference = models.CharField(max_length=255, blank=True)
+    message = models.CharField(max_length=255, blank=True)
+    tries = models.PositiveSmallIntegerField(default=0)
+    lease_until = models.DateTimeField(default=timezone.now)
+    created_at = models.DateTimeField(default=timezone.now)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            # Scanned by the refund processor (dunning.services.process_refunds).
+            models.Index(fields=["lease_until"], condition=models.Q(status="pending"), name="refund_pending_lease_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_status_display()} {self.amount} {self.currency} ({self.attempt_id})"

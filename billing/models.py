@@ -87,6 +87,10 @@ class PaymentAttemptQuerySet(models.QuerySet):
     def pending(self):
         return self.filter(outcome=PaymentAttempt.Outcome.PENDING)
 
+    def unsent(self):
+        """Pending and never sent to the gateway: safe to cancel (nothing can have been charged)."""
+        return self.pending().filter(tries=0)
+
 
 class PaymentAttempt(TimestampedModel):
     """One charge of an invoice through the gateway, keyed by an idempotency key.
@@ -94,12 +98,18 @@ class PaymentAttempt(TimestampedModel):
     The row is written (pending) before the gateway is called; a worker that crashes mid-call leaves
     it pending and another worker calls the gateway again with the same key, which returns the first
     outcome instead of charging twice.
+
+    ``tries`` counts the claims made for the gateway (billing.services.start_attempt): while it is 0
+    nothing has been sent, and closing the invoice cancels the attempt; once it is 1 or more the
+    gateway may have charged, so the attempt is resolved with the same key, never cancelled.
     """
 
     class Outcome(models.TextChoices):
         PENDING = "pending", _("Pending")
         SUCCEEDED = "succeeded", _("Succeeded")
         FAILED = "failed", _("Failed")
+        # Never sent: the invoice closed (paid, written off, voided) or its case was cancelled first.
+        CANCELLED = "cancelled", _("Cancelled")
 
     class Source(models.TextChoices):
         RETRY = "retry", _("Scheduled retry")
@@ -178,6 +188,23 @@ class SandboxCharge(models.Model):
         return f"{self.reference} {self.amount} {self.currency}"
 
 
+class SandboxRefund(models.Model):
+    """The sandbox gateway's refunds, one per idempotency key (a repeated call returns the first)."""
+
+    idempotency_key = models.CharField(max_length=255, unique=True)
+    charge_reference = models.CharField(max_length=64, db_index=True)
+    amount = models.DecimalField(max_digits=14, decimal_places=4)
+    currency = models.CharField(max_length=3)
+    reference = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.reference} {self.amount} {self.currency}"
+
+
 class DeclineRule(models.Model):
     """How one decline code is handled: the smart-retry table, kept as data so staff can read and tune it.
 
@@ -246,4 +273,4 @@ class WebhookEvent(models.Model):
         return f"{self.gateway} {self.type} {self.event_id}"
 
 
-from billing.ledger_models import CustomerCredit, InvoiceFee, PaymentAllocation  # noqa: E402,F401
+from billing.ledger_models import CustomerCredit, GatewayRefund, InvoiceFee, PaymentAllocation  # noqa: E402,F401

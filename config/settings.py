@@ -307,6 +307,9 @@ PAYMENT_GATEWAY_CONCURRENCY = env_int("PAYMENT_GATEWAY_CONCURRENCY", 20, minimum
 PAYMENT_GATEWAY_RATE_PER_SECOND = env_int("PAYMENT_GATEWAY_RATE_PER_SECOND", 80, minimum=0, maximum=10000)
 # The sandbox gateway answers after this many milliseconds (benchmarks; 0 in demos and tests).
 SANDBOX_GATEWAY_LATENCY_MS = env_int("SANDBOX_GATEWAY_LATENCY_MS", 0, minimum=0, maximum=60000)
+# A charge whose success arrives after its invoice was settled another way (docs/payments.md):
+# "refund" gives it back through the gateway; "hold" keeps it as customer credit and asks staff.
+LATE_CHARGE_POLICY = env_choice("LATE_CHARGE_POLICY", "refund", {"refund", "hold"})
 # One reminder per customer and step listing every invoice in dunning (docs/contacts.md).
 DUNNING_CONSOLIDATE_MESSAGES = env_bool("DUNNING_CONSOLIDATE_MESSAGES", True)
 

@@ -20,6 +20,7 @@ from django.db.models import DateTimeField, ExpressionWrapper, F, Value
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
+from billing import services as billing
 from billing.models import Invoice, PaymentAttempt
 from billing.money import format_money
 from config import bulk
@@ -87,6 +88,10 @@ def queue_messages(batch: Batch, case: DunningCase, step: CampaignStep) -> None:
 
 
 def do_retry(batch: Batch, case: DunningCase, step: CampaignStep) -> bool | None:
+    if reason := billing.not_chargeable(case.invoice):
+        # Written off by an earlier step, or voided by the billing system: never charged again.
+        batch.event(case, "step.retry_skipped", f"Not charged: {reason}", step)
+        return
     method = batch.methods.get(case.customer_id)
     if method is None:
         batch.event(case, "step.retry_skipped", "No payment method on file", step)
@@ -269,6 +274,17 @@ def _flush(batch: Batch, cases: list[DunningCase]) -> None:
         Invoice.objects.filter(pk__in=batch.uncollectible_invoices, status=Invoice.Status.OPEN).update(
             status=Invoice.Status.UNCOLLECTIBLE, updated_at=batch.now
         )
+        # Written off: its unsent attempts are cancelled in the same transaction.
+        cancelled = billing.cancel_unsent_attempts(batch.uncollectible_invoices, reason="invoice written off",
+                                                   at=now)
+        by_invoice: dict[int, list[int]] = defaultdict(list)
+        for attempt_id, invoice_id in cancelled.items():
+            by_invoice[invoice_id].append(attempt_id)
+        for case in cases:
+            if ids := sorted(by_invoice.get(case.invoice_id, ())):
+                events.append((case.pk, "payment.attempts_cancelled",
+                               f"{len(ids)} pending payment attempt(s) cancelled (invoice written off)", None,
+                               {"attempts": ids, "reason": "invoice written off"}, now, "engine", None))
     bulk.insert_rows(CaseEvent, EVENT_COLUMNS, events)
     if webhooks.has_endpoints():
         webhooks.emit_many(webhook_events.for_batch(batch, cases))

@@ -289,6 +289,7 @@ class WorkItem(TimestampedModel):
         PLAN_REQUEST = "plan_request", _("Payment plan request")
         NEEDS_PAYMENT_METHOD = "needs_payment_method", _("Needs a payment method")
         BOUNCED = "bounced", _("Address bounced")
+        LATE_CHARGE = "late_charge", _("Charged after the invoice closed")
         OTHER = "other", _("Other")
 
     class Status(models.TextChoices):

@@ -163,7 +163,7 @@ def prepare(batch, cases: list[DunningCase], steps: dict[int, list[CampaignStep]
     ctx.usage = limits.usage_for({m.pk for m in batch.methods.values()}, batch.now)
     ctx.last_attempt = dict(
         PaymentAttempt.objects.filter(invoice_id__any={c.invoice_id for c in retrying})
-        .exclude(decline_code__in=limits.LOCAL_CODES)
+        .exclude(decline_code__in=limits.LOCAL_CODES).exclude(outcome=PaymentAttempt.Outcome.CANCELLED)
         .values("invoice_id").annotate(last=Max("created_at")).values_list("invoice_id", "last")
     )
     ctx.policies = {

@@ -20,7 +20,8 @@ from django.utils import timezone
 from billing import services as billing
 from billing.gateways import ChargeResult, OutcomeUnknown, get_gateway
 from billing.gateways.pool import GatewayPool
-from billing.models import Invoice, PaymentAttempt
+from billing.models import GatewayRefund, Invoice, PaymentAttempt
+from billing.money import to_amount
 from customers.models import Customer, PaymentMethod
 from dunning import retries
 from dunning.models import Campaign, CampaignStep, CampaignVariant, CaseEvent, DunningCase, WorkItem
@@ -265,6 +266,7 @@ def record_payment(
             if last is not None and applied.fully_paid:
                 log(last, "payment.after_close", f"Paid {applied.amount} {applied.invoice.currency} after the case "
                     f"was {last.status}", actor=actor, at=at, attempt=attempt)
+                _log_cancelled_attempts(last, applied.cancelled_attempts, "invoice paid", at)
                 _reinstate_if_clear(last.customer_id, at, actor)
             if applied.fully_paid:
                 invoice_paid.send(Invoice, invoice=applied.invoice, at=at, actor=actor)
@@ -279,7 +281,7 @@ def record_payment(
                 actor=actor, at=at, attempt=attempt,
                 payload={"amount": str(applied.amount), "remaining": str(inv.amount_remaining)})
             return case
-        _close(case, DunningCase.Status.RECOVERED, at)
+        _close(case, DunningCase.Status.RECOVERED, at, cancelled_attempts=applied.cancelled_attempts)
         # Kept on the case so the dashboard sums recovered revenue without joining invoices.
         DunningCase.objects.filter(pk=case.pk).update(recovered_amount=inv.amount_paid)
         log(case, "case.recovered", f"Paid {applied.amount} {inv.currency}", actor=actor, at=at, attempt=attempt,
@@ -291,7 +293,9 @@ def record_payment(
     return case
 
 
-def _close(case: DunningCase, status: str, at: datetime) -> None:
+def _close(case: DunningCase, status: str, at: datetime, *, cancelled_attempts=None) -> None:
+    """Close an open case in the caller's transaction: its unsent messages and its unsent payment
+    attempts are cancelled with it (``cancelled_attempts``: those the payment closing it cancelled)."""
     case.status = status
     case.closed_at = at
     case.next_action_at = None
@@ -301,6 +305,19 @@ def _close(case: DunningCase, status: str, at: datetime) -> None:
     if cancelled:
         log(case, "messages.cancelled", f"{cancelled} unsent message(s) cancelled", at=at,
             payload={"count": cancelled})
+    if cancelled_attempts is None:
+        reason = f"case {status}"
+        cancelled_attempts = billing.cancel_unsent_attempts([case.invoice_id], reason=reason, at=at)
+    else:
+        reason = "invoice paid"
+    _log_cancelled_attempts(case, cancelled_attempts, reason, at)
+
+
+def _log_cancelled_attempts(case: DunningCase, attempt_ids, reason: str, at: datetime) -> None:
+    if attempt_ids:
+        ids = sorted(attempt_ids)
+        log(case, "payment.attempts_cancelled", f"{len(ids)} pending payment attempt(s) cancelled ({reason})",
+            at=at, payload={"attempts": ids, "reason": reason})
 
 
 def _reinstate_if_clear(customer_id: int, at: datetime, actor) -> None:
@@ -328,7 +345,12 @@ def _reinstate_if_clear(customer_id: int, at: datetime, actor) -> None:
 
 
 def settle_attempt(attempt: PaymentAttempt, result, *, at: datetime | None = None) -> PaymentAttempt | None:
-    """Record a gateway answer and its consequence for the case, exactly once."""
+    """Record a gateway answer and its consequence for the case, exactly once.
+
+    A success the invoice can no longer take (paid or voided meanwhile) follows LATE_CHARGE_POLICY:
+    the excess is refunded through the gateway (a GatewayRefund written here, sent by process_refund
+    after the commit) or held as credit with a work item for staff; either way the timeline says so.
+    """
     at = at or timezone.now()
     with transaction.atomic():
         settled = billing.settle_attempt(attempt.pk, result, at=at)
@@ -336,7 +358,12 @@ def settle_attempt(attempt: PaymentAttempt, result, *, at: datetime | None = Non
             return None
         case = DunningCase.objects.filter(invoice_id=settled.invoice_id).order_by("-id").first()
         if settled.outcome == PaymentAttempt.Outcome.SUCCEEDED:
-            record_payment(settled.invoice, settled.amount, attempt=settled, at=at)
+            late = billing.late_charge(settled, at=at)
+            amount = settled.amount - late.excess if late and late.refund else settled.amount
+            if amount > 0:
+                record_payment(settled.invoice, amount, attempt=settled, at=at)
+            if late is not None and case is not None:
+                _log_late_charge(case, settled, late, at)
         elif case is not None and case.is_open:
             log(case, "payment.declined", f"Declined: {settled.decline_code}", at=at, attempt=settled,
                 payload={"decline_code": settled.decline_code, "advice_code": settled.advice_code,
@@ -345,9 +372,78 @@ def settle_attempt(attempt: PaymentAttempt, result, *, at: datetime | None = Non
     return settled
 
 
-def process_attempt(attempt: PaymentAttempt, *, now: datetime | None = None) -> PaymentAttempt:
-    """Call the gateway for one claimed attempt (outside any lock) and settle the answer."""
+def _log_late_charge(case: DunningCase, attempt: PaymentAttempt, late: billing.LateCharge, at: datetime) -> None:
+    money = f"{to_amount(late.excess, attempt.currency)} {attempt.currency}"
+    payload = {"amount": str(late.excess), "currency": attempt.currency, "invoice_status": late.invoice_status,
+               "policy": late.policy}
+    if late.refund is not None:
+        log(case, "payment.late_charge", f"Charged {money} after the invoice was {late.invoice_status}; "
+            "refunding it", at=at, attempt=attempt, payload={**payload, "refund": late.refund.pk})
+        return
+    log(case, "payment.late_charge_held", f"Charged {money} after the invoice was {late.invoice_status}; "
+        "kept as credit for staff to decide", at=at, attempt=attempt, payload=payload)
+    create_work_item(case.customer, WorkItem.Kind.LATE_CHARGE,
+                     f"{case.customer.name}: charged {money} after {case.invoice.number} was {late.invoice_status}",
+                     body="The charge is kept as customer credit (LATE_CHARGE_POLICY=hold): refund it or keep it.",
+                     case=case, dedupe_key=f"late-charge:attempt:{attempt.pk}")
+
+
+def process_refund(refund_id: int, *, now: datetime | None = None) -> GatewayRefund | None:
+    """Send one late-charge refund to the gateway (outside any lock) and record the answer, once."""
     now = now or timezone.now()
+    refund = billing.claim_refund(refund_id, now=now)
+    if refund is None:
+        return None  # another worker has it, or it is settled
+    case = DunningCase.objects.filter(invoice_id=refund.invoice_id).order_by("-id").first()
+    try:
+        result = billing.call_refund(refund)
+    except OutcomeUnknown as exc:
+        billing.postpone_refund(refund, now=now)
+        if case is not None:
+            log(case, "payment.refund_unknown", f"No answer from the gateway on the refund; will ask again ({exc})",
+                at=now, attempt=refund.attempt)
+        return refund
+    with transaction.atomic():
+        settled = billing.settle_refund(refund.pk, result, at=now)
+        if settled is not None and case is not None:
+            money = f"{to_amount(settled.amount, settled.currency)} {settled.currency}"
+            if settled.status == GatewayRefund.Status.SUCCEEDED:
+                log(case, "payment.refunded", f"Refunded {money} charged after the invoice closed", at=now,
+                    attempt=settled.attempt, payload={"refund": settled.pk, "reference": settled.gateway_reference})
+            else:
+                log(case, "payment.refund_failed", f"Refund of {money} failed: {settled.message}", at=now,
+                    attempt=settled.attempt, payload={"refund": settled.pk})
+                create_work_item(case.customer, WorkItem.Kind.LATE_CHARGE,
+                                 f"{case.customer.name}: refund of {money} failed ({case.invoice.number})",
+                                 body=f"The gateway refused the refund: {settled.message}. Refund it by hand.",
+                                 case=case, dedupe_key=f"late-refund-failed:{settled.pk}")
+    refund.refresh_from_db()
+    return refund
+
+
+def process_refunds(now: datetime | None = None, limit: int = 100) -> int:
+    """Send pending late-charge refunds (left by a webhook, a crash or an unknown outcome)."""
+    count = 0
+    for refund_id in billing.pending_refund_ids(now, limit):
+        if process_refund(refund_id, now=now) is not None:
+            count += 1
+    return count
+
+
+def process_attempt(attempt: PaymentAttempt, *, now: datetime | None = None) -> PaymentAttempt:
+    """Re-check and claim one attempt (billing.start_attempt), call the gateway outside any lock and
+    settle the answer. An attempt the invoice no longer wants is cancelled, never sent."""
+    now = now or timezone.now()
+    started = billing.start_attempt(attempt.pk, now=now)
+    if started.attempt is None:
+        if started.cancelled:
+            case = DunningCase.objects.filter(invoice_id=attempt.invoice_id).order_by("-id").first()
+            if case is not None:
+                log(case, "payment.attempts_cancelled", f"Not charged: {started.cancelled}", at=now,
+                    attempt=attempt, payload={"attempts": [attempt.pk], "reason": started.cancelled})
+        attempt.refresh_from_db()
+        return attempt
+    attempt = started.attempt
     prepared = billing.prepare_charge(attempt)
     try:
         result = prepared if isinstance(prepared, ChargeResult) else billing.send_charge(prepared)
@@ -359,13 +455,18 @@ def process_attempt(attempt: PaymentAttempt, *, now: datetime | None = None) -> 
                 at=now, attempt=attempt)
         return attempt
     settle_attempt(attempt, result, at=now)
+    for refund_id in GatewayRefund.objects.filter(
+        attempt=attempt, status=GatewayRefund.Status.PENDING
+    ).values_list("pk", flat=True):
+        process_refund(refund_id, now=now)
     attempt.refresh_from_db()
     return attempt
 
 
 def process_payment_attempts(now: datetime | None = None, limit: int = 100) -> int:
     """Send pending attempts to the gateway, up to PAYMENT_GATEWAY_CONCURRENCY at once (each on a pool
-    thread with its own database connection, outside any lock); returns how many were processed.
+    thread with its own database connection, outside any lock), then pending late-charge refunds;
+    returns how many attempts were processed.
 
     The next batch is claimed while the last calls of the previous one are still out, so the pool
     never idles waiting for its slowest call."""
@@ -377,6 +478,7 @@ def process_payment_attempts(now: datetime | None = None, limit: int = 100) -> i
             in_flight.update(pool.submit(process_attempt, attempt, now=now) for attempt in claimed)
             count += len(claimed)
             if not in_flight:
+                process_refunds(now)
                 return count
             # Wait until no more than a pool's worth is left, then claim again (or drain at the end).
             while len(in_flight) > (pool.size if claimed else 0):

@@ -302,10 +302,14 @@ def time_to_recover(f: ReportFilter) -> Report:
                   notes=f"Median: {median} days." if median is not None else "No recoveries in the range.")
 
 
+# Attempts that reached an answer: pending ones have none yet, cancelled ones were never sent.
+UNANSWERED = [PaymentAttempt.Outcome.PENDING, PaymentAttempt.Outcome.CANCELLED]
+
+
 def attempts(f: ReportFilter) -> QuerySet[PaymentAttempt]:
     qs = PaymentAttempt.objects.filter(
         created_at__gte=f.start_at, created_at__lt=f.end_at, source__in=RETRY_SOURCES
-    ).exclude(outcome=PaymentAttempt.Outcome.PENDING)
+    ).exclude(outcome__in=UNANSWERED)
     if f.currency:
         qs = qs.filter(currency=f.currency)
     return qs.order_by()
@@ -326,7 +330,7 @@ def _attempt_rows(rows: list[dict]) -> list[dict]:
 def retry_by_attempt_number(f: ReportFilter) -> Report:
     earlier = (
         PaymentAttempt.objects.filter(invoice_id=OuterRef("invoice_id"), source__in=RETRY_SOURCES)
-        .exclude(outcome=PaymentAttempt.Outcome.PENDING)
+        .exclude(outcome__in=UNANSWERED)
         .filter(Q(created_at__lt=OuterRef("created_at")) | Q(created_at=OuterRef("created_at"), id__lte=OuterRef("id")))
         .order_by().values("invoice_id").annotate(n=Count("id")).values("n")
     )

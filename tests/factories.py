@@ -9,7 +9,7 @@ import factory
 from django.utils import timezone
 from django_q.models import Task
 
-from billing.models import Invoice, InvoiceFee, PaymentAttempt, WebhookEvent
+from billing.models import GatewayRefund, Invoice, InvoiceFee, PaymentAttempt, WebhookEvent
 from customers.models import Customer, PaymentMethod
 from dunning.models import Campaign, CampaignPin, CampaignStep, CampaignVariant
 from dunning.plan_models import Instalment, PaymentPlan
@@ -92,6 +92,20 @@ class PaymentAttemptFactory(factory.django.DjangoModelFactory):
     outcome = PaymentAttempt.Outcome.FAILED
     decline_code = "insufficient_funds"
     idempotency_key = factory.Sequence(lambda n: f"attempt-{n}")
+
+
+class GatewayRefundFactory(factory.django.DjangoModelFactory):
+    """A late charge given back (billing.services.late_charge writes them)."""
+
+    class Meta:
+        model = GatewayRefund
+
+    attempt = factory.SubFactory(PaymentAttemptFactory, outcome=PaymentAttempt.Outcome.SUCCEEDED, decline_code="")
+    invoice = factory.LazyAttribute(lambda o: o.attempt.invoice)
+    amount = factory.LazyAttribute(lambda o: o.attempt.amount)
+    currency = factory.LazyAttribute(lambda o: o.attempt.currency)
+    status = GatewayRefund.Status.SUCCEEDED
+    idempotency_key = factory.LazyAttribute(lambda o: f"late-refund:{o.attempt.pk}")
 
 
 class InvoiceFeeFactory(factory.django.DjangoModelFactory):
@@ -196,6 +210,8 @@ class TaskFactory(factory.django.DjangoModelFactory):
     started = factory.LazyFunction(timezone.now)
     stopped = factory.LazyFunction(timezone.now)
     success = True
+
+
 class MessageTemplateFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = MessageTemplate
@@ -220,3 +236,15 @@ class NotificationFactory(factory.django.DjangoModelFactory):
     template_code = "nudge"
     dedupe_key = factory.Sequence(lambda n: f"test:{n}")
     reference = factory.Sequence(lambda n: f"test:{n}")
+
+
+def retrying_campaign(*later_actions: str) -> Campaign:
+    """A campaign whose first step retries at once (no timing policy), then ``later_actions`` at once
+    too; a call step 30 days later keeps the case open meanwhile."""
+    campaign = CampaignFactory()
+    CampaignStepFactory(campaign=campaign, position=1, action=CampaignStep.Action.RETRY, template_code="")
+    for position, action in enumerate(later_actions, start=2):
+        CampaignStepFactory(campaign=campaign, position=position, action=action, template_code="")
+    CampaignStepFactory(campaign=campaign, position=len(later_actions) + 2, action=CampaignStep.Action.CALL,
+                        template_code="", offset_days=30)
+    return campaign

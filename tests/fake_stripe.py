@@ -58,6 +58,7 @@ class FakeStripe:
         self.methods: dict[str, dict] = {}
         self.detached: list[str] = []
         self.setup_intents: dict[str, dict] = {}
+        self.refunds: list[dict] = []          # Refunds made (after idempotency)
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -118,6 +119,23 @@ class FakeStripe:
         self.charges.append(intent)
         return 200, intent
 
+    def create_refund(self, params: dict) -> tuple[int, dict]:
+        pi = params.get("payment_intent", "")
+        charge = next((c for c in self.charges if c["id"] == pi), None)
+        if charge is None:
+            return 400, {"error": {"type": "invalid_request_error", "code": "resource_missing",
+                                   "message": f"No such payment_intent: '{pi}'", "param": "payment_intent"}}
+        amount = int(params.get("amount") or charge["amount"])
+        refunded = sum(r["amount"] for r in self.refunds if r["payment_intent"] == pi)
+        if refunded + amount > charge["amount"]:
+            return 400, {"error": {"type": "invalid_request_error", "code": "charge_already_refunded",
+                                   "message": "Refund amount is greater than the unrefunded amount."}}
+        refund = {"id": f"re_{uuid.uuid4().hex[:24]}", "object": "refund", "amount": amount,
+                  "currency": charge["currency"], "payment_intent": pi, "status": "succeeded",
+                  "metadata": params.get("metadata", {}), "created": 1700000000}
+        self.refunds.append(refund)
+        return 200, refund
+
     def _handler(self):
         fake = self
 
@@ -175,6 +193,15 @@ class FakeStripe:
                         fake.dropped.add(key)
                         self.close_connection = True  # the charge is taken; the answer never arrives
                         return
+                    return self._reply(status, body)
+                if self.path == "/v1/refunds":
+                    with fake.lock:
+                        if key and key in fake.idempotent:
+                            status, body = fake.idempotent[key]
+                            return self._reply(status, body, replayed=True)
+                        status, body = fake.create_refund(params)
+                        if key:
+                            fake.idempotent[key] = (status, body)
                     return self._reply(status, body)
                 if self.path == "/v1/setup_intents":
                     seti = f"seti_{uuid.uuid4().hex[:24]}"

@@ -28,6 +28,7 @@ from reports import queries
 from tests.factories import (
     CampaignPinFactory,
     CampaignVariantFactory,
+    GatewayRefundFactory,
     ImportJobFactory,
     InvoiceFeeFactory,
     PaymentEventFactory,
@@ -60,6 +61,7 @@ def demo():
     PaymentPlanFactory(customer=jpy, total="36000")
     PlanLimitFactory(currency="USD")
     InvoiceFeeFactory(invoice=Invoice.objects.filter(currency="EUR").first())
+    GatewayRefundFactory(attempt__invoice=Invoice.objects.filter(currency="JPY").first())
     WebhookEventFactory()
     WebhookDeliveryFactory()
     key, _secret = api_key()

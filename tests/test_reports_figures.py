@@ -62,7 +62,8 @@ def fixture():
     make_case(c2, a, amount="999", failed_at=utc(2025, 12, 31, 10), status="recovered",
               closed_at=utc(2026, 1, 2, 10))
     # Attempts: case 2 fails at 09:00 then succeeds at 14:00; case 3 fails twice (09:30, 14:10);
-    # case 1 is paid in the portal at 09:00. An external payment and a pending attempt never count.
+    # case 1 is paid in the portal at 09:00. An external payment, a pending attempt and a cancelled
+    # one (never sent) never count.
     make_attempt(cases[1], utc(2026, 1, 21, 9), ok=False)
     make_attempt(cases[1], utc(2026, 1, 28, 14), ok=True)
     make_attempt(cases[2], utc(2026, 2, 8, 9, 30), ok=False)
@@ -70,6 +71,7 @@ def fixture():
     make_attempt(cases[0], utc(2026, 1, 12, 9), ok=True, source="portal")
     make_attempt(cases[3], utc(2026, 2, 10, 15), ok=True, source="external")
     make_attempt(cases[4], utc(2026, 2, 16, 9), ok=False, outcome="pending")
+    make_attempt(cases[1], utc(2026, 1, 25, 9), ok=False, outcome="cancelled")
     # Messages: email to cases 1, 2, 3 (twice), 5; SMS to case 2.
     for i, channel in [(0, "email"), (1, "email"), (1, "sms"), (2, "email"), (2, "email"), (4, "email")]:
         message_event(cases[i], channel)

@@ -17,10 +17,13 @@ from billing.gateways.base import (
     MethodUpdateSession,
     OutcomeUnknown,
     PaymentGateway,
+    RefundRequest,
+    RefundResult,
 )
 
 __all__ = ["ChargeRequest", "ChargeResult", "GatewayError", "GatewayEvent", "InvalidWebhook", "MethodDetails",
-           "MethodUpdateSession", "OutcomeUnknown", "PaymentGateway", "get_gateway", "get_gateway_by_name"]
+           "MethodUpdateSession", "OutcomeUnknown", "PaymentGateway", "RefundRequest", "RefundResult", "get_gateway",
+           "get_gateway_by_name"]
 
 
 @lru_cache(maxsize=8)

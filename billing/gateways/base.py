@@ -26,6 +26,25 @@ class ChargeResult:
     message: str = ""
 
 
+@dataclass(frozen=True)
+class RefundRequest:
+    """Give back (part of) a successful charge, named by its gateway reference. Idempotent on the key."""
+
+    charge_reference: str
+    amount: Decimal
+    currency: str
+    idempotency_key: str
+    reason: str = ""
+    metadata: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RefundResult:
+    succeeded: bool
+    reference: str = ""
+    message: str = ""
+
+
 class GatewayError(Exception):
     """The gateway refused the request itself (bad configuration, invalid token format)."""
 
@@ -48,8 +67,9 @@ class OutcomeUnknown(GatewayError):
 
 
 class PaymentGateway(ABC):
-    """Charge a saved method off session (idempotent), start a method update for the portal, detach a
-    method, look one up, and turn the gateway's webhooks into GatewayEvents."""
+    """Charge a saved method off session (idempotent), refund a charge (idempotent), start a method
+    update for the portal, detach a method, look one up, and turn the gateway's webhooks into
+    GatewayEvents."""
 
     name: str = ""
 
@@ -57,8 +77,12 @@ class PaymentGateway(ABC):
     def charge(self, request: ChargeRequest) -> ChargeResult:
         """Charge a saved payment method off session. Must be idempotent on request.idempotency_key."""
 
-    # Optional operations: a gateway that lacks one raises GatewayError when it is used.
+    @abstractmethod
+    def refund(self, request: RefundRequest) -> RefundResult:
+        """Refund request.amount of the charge request.charge_reference. Must be idempotent on
+        request.idempotency_key; raises OutcomeUnknown when it may or may not have been done."""
 
+    # Optional operations: a gateway that lacks one raises GatewayError when it is used.
 
     def start_method_update(self, customer_reference: str, *, return_url: str = "") -> MethodUpdateSession:
         raise GatewayError(f"{self.name} cannot update payment methods")

@@ -49,7 +49,10 @@ from billing.gateways.base import (
     MethodUpdateSession,
     OutcomeUnknown,
     PaymentGateway,
+    RefundRequest,
+    RefundResult,
 )
+from billing.models import SandboxCharge, SandboxRefund
 
 DECLINING_TOKENS = {
     "tok_insufficient_funds": "insufficient_funds",
@@ -89,8 +92,6 @@ class SandboxGateway(PaymentGateway):
         raise GatewayError(f"Unknown sandbox token {token!r}")
 
     def charge(self, request: ChargeRequest) -> ChargeResult:
-        from billing.models import SandboxCharge
-
         if settings.SANDBOX_GATEWAY_LATENCY_MS:
             # A real processor answers in hundreds of milliseconds; the benchmark sets this to see how
             # many charges one worker makes at that speed (bench/payments.py).
@@ -130,6 +131,27 @@ class SandboxGateway(PaymentGateway):
             advice_code=existing.advice_code,
             network_code=network_code if not existing.succeeded else "",
         )
+
+    def refund(self, request: RefundRequest) -> RefundResult:
+        """Refund a successful sandbox charge, once per idempotency key (a repeat returns the first)."""
+        existing = SandboxRefund.objects.filter(idempotency_key=request.idempotency_key).first()
+        if existing is not None:
+            return RefundResult(True, reference=existing.reference)
+        charge = SandboxCharge.objects.filter(reference=request.charge_reference, succeeded=True).first()
+        if charge is None:
+            return RefundResult(False, message=f"No successful sandbox charge {request.charge_reference!r}")
+        refunded = sum((r.amount for r in SandboxRefund.objects.filter(charge_reference=charge.reference)), 0)
+        if refunded + request.amount > charge.amount:
+            return RefundResult(False, message=f"Only {charge.amount - refunded} {charge.currency} is left to refund")
+        try:
+            with transaction.atomic():
+                existing = SandboxRefund.objects.create(
+                    idempotency_key=request.idempotency_key, charge_reference=charge.reference,
+                    amount=request.amount, currency=request.currency, reference=f"sbx_re_{uuid.uuid4().hex[:20]}",
+                )
+        except IntegrityError:
+            existing = SandboxRefund.objects.get(idempotency_key=request.idempotency_key)
+        return RefundResult(True, reference=existing.reference)
 
     # --- Payment-method updates (the portal's sandbox card form) ---
 

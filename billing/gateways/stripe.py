@@ -2,6 +2,7 @@
 
 - Charges: a PaymentIntent confirmed off session against the customer's saved method, with our
   idempotency key, so asking again after a timeout returns the first outcome instead of charging.
+- Refunds: a Refund of the PaymentIntent with our idempotency key (a late charge, docs/payments.md).
 - Method updates: a SetupIntent (usage off_session) whose client secret the portal gives to Stripe
   Elements; the resulting method arrives by webhook (setup_intent.succeeded).
 - Webhooks: ``Stripe-Signature`` verified with ``stripe.Webhook.construct_event``; events become
@@ -30,6 +31,8 @@ from billing.gateways.base import (
     MethodUpdateSession,
     OutcomeUnknown,
     PaymentGateway,
+    RefundRequest,
+    RefundResult,
 )
 from billing.money import to_minor_units
 
@@ -139,6 +142,29 @@ class StripeGateway(PaymentGateway):
         return ChargeResult(False, reference=intent["id"], decline_code=codes["decline_code"] or "generic_decline",
                             network_code=codes["network_code"], advice_code=codes["advice_code"],
                             message=codes["message"][:255])
+
+    def refund(self, request: RefundRequest) -> RefundResult:
+        params = {
+            "payment_intent": request.charge_reference,
+            "amount": to_minor_units(request.amount, request.currency),
+            "metadata": {k: str(v) for k, v in request.metadata.items()},
+        }
+        if request.reason:
+            params["metadata"]["reason"] = request.reason[:500]
+        try:
+            refund = self.client.v1.refunds.create(params, {"idempotency_key": request.idempotency_key}).to_dict()
+        except stripe.APIConnectionError as exc:
+            raise OutcomeUnknown(f"Stripe: {exc.user_message or exc}") from exc
+        except (stripe.RateLimitError, stripe.APIError) as exc:
+            raise OutcomeUnknown(f"Stripe {exc.http_status}: {exc.user_message or exc}") from exc
+        except stripe.StripeError as exc:
+            return RefundResult(False, message=f"Stripe {exc.http_status}: {exc.user_message or exc}"[:255])
+        status = refund.get("status")
+        if status in ("succeeded", "pending"):
+            # "pending": accepted, the money is on its way back (Stripe finishes it on its own).
+            return RefundResult(True, reference=refund["id"])
+        return RefundResult(False, reference=refund.get("id", ""),
+                            message=f"Stripe refund {status}: {refund.get('failure_reason') or ''}"[:255])
 
     def start_method_update(self, customer_reference: str, *, return_url: str = "") -> MethodUpdateSession:
         try:
