@@ -202,7 +202,8 @@ def run_batch(now: datetime, batch_size: int) -> int:
         ids = list(
             DunningCase.objects.due(now)
             .order_by("next_action_at")
-            .select_for_update(skip_locked=True)
+            # NO KEY UPDATE: timeline rows other transactions write for these cases are not blocked.
+            .select_for_update(skip_locked=True, no_key=True)
             .values_list("pk", flat=True)[:batch_size]
         )
         if not ids:

@@ -254,12 +254,8 @@ def record_payment(
     steps never run, unsent messages are cancelled and a suspended customer is reinstated."""
     at = at or timezone.now()
     with transaction.atomic():
+        case = lock_open_case(invoice.pk)
         applied = billing.apply_payment(invoice.pk, amount, at=at)
-        case = (
-            DunningCase.objects.select_for_update()
-            .filter(invoice_id=invoice.pk, status__in=DunningCase.OPEN_STATUSES)
-            .first()
-        )
         if case is None:
             # Paid after the campaign ended (exhausted or cancelled): still stop the consequences.
             last = DunningCase.objects.filter(invoice_id=invoice.pk).order_by("-id").first()
@@ -353,6 +349,7 @@ def settle_attempt(attempt: PaymentAttempt, result, *, at: datetime | None = Non
     """
     at = at or timezone.now()
     with transaction.atomic():
+        lock_open_case(attempt.invoice_id)
         settled = billing.settle_attempt(attempt.pk, result, at=at)
         if settled is None:
             return None
@@ -489,8 +486,22 @@ def process_payment_attempts(now: datetime | None = None, limit: int = 100) -> i
 
 # --- Staff actions ------------------------------------------------------------------------------
 
+def lock_open_case(invoice_id: int) -> DunningCase | None:
+    """Lock the invoice's open case, if any, before its invoice and attempts are locked.
+
+    The lock order is case, then invoice, then attempt: the engine holds its claimed cases while it
+    writes their invoices, so a payment that locked the invoice first and then waited for the case
+    would deadlock with it. FOR NO KEY UPDATE, so that timeline rows pointing at the case (a foreign
+    key check takes a key-share lock) are never blocked by it.
+    """
+    return (DunningCase.objects.select_for_update(no_key=True)
+            .filter(invoice_id=invoice_id, status__in=DunningCase.OPEN_STATUSES).first())
+
+
 def _locked_case(case: DunningCase) -> DunningCase:
-    return DunningCase.objects.select_for_update().select_related("invoice", "customer").get(pk=case.pk)
+    # Only the case row (of=self; a join would lock the invoice and the customer too, out of order).
+    return (DunningCase.objects.select_for_update(of=("self",), no_key=True)
+            .select_related("invoice", "customer").get(pk=case.pk))
 
 
 def pause_case(case: DunningCase, *, actor=None, reason: str = "") -> DunningCase:

@@ -267,10 +267,14 @@ class SendGate:
         # Only dunning messages merge: a receipt or a support acknowledgement covers no reminder.
         if not row.reference or is_transactional(row.template_code):
             return None
+        # A legal notice (the final notice before suspension) is never replaced by a plain reminder:
+        # only a newer legal notice covers it.
+        legal = is_legal_notice(row.template_code)
         candidates = [
             other for other in self.newer.get((row.customer_id, row.channel, row.reference), [])
             if other.pk != row.pk and other.template_code != row.template_code
             and not is_transactional(other.template_code)
+            and (not legal or is_legal_notice(other.template_code))
             and (other.created_at, other.pk) > (row.created_at, row.pk)
         ]
         return max(candidates, key=lambda r: (r.created_at, r.pk), default=None)

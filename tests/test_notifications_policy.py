@@ -186,6 +186,21 @@ def test_receipts_are_not_counted_and_excess_is_merged_into_the_newer_message(de
     assert len(emails_to("m@example.com")) == 5
 
 
+
+def test_a_final_notice_is_not_merged_into_a_newer_plain_reminder(defaults, clock):
+    customer = CustomerFactory(email="legal@example.com")
+    case, _ = services.open_case(InvoiceFactory(customer=customer))
+    ref = f"case:{case.pk}"
+    for code in ("final_notice", "update_payment_method"):  # the card was declined after the notice was queued
+        outbox.queue_many([outbox.build(customer, channel="email", template_code=code, context={},
+                                        dedupe_key=f"legal-{code}", reference=ref)])
+        clock.advance(minutes=1)
+    outbox.send_queued()
+    notice = Notification.objects.get(dedupe_key="legal-final_notice")
+    assert notice.status == "sent", notice.last_error
+    assert len(emails_to("legal@example.com")) == 2
+
+
 # --- Opt-outs and fallback ------------------------------------------------------------------------
 
 def test_opted_out_email_falls_back_to_sms_but_legal_notices_still_go_by_email(defaults, clock, sms_outbox):
