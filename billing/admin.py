@@ -88,8 +88,22 @@ class InvoiceAdmin(ExportMixin, admin.ModelAdmin):
         return [f"{name}_money" if name in ("amount_due", "amount_paid") else name for name in fields]
 
 
+class LedgerAdmin(admin.ModelAdmin):
+    """A record of money moved (charges, refunds): read-only, and nobody deletes a row, superusers
+    included."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(PaymentAttempt)
-class PaymentAttemptAdmin(ExportMixin, admin.ModelAdmin):
+class PaymentAttemptAdmin(ExportMixin, LedgerAdmin):
     export_formats = exports.FORMATS
     resource_classes = [PaymentAttemptResource]
     list_display = ("created_at", "invoice", "amount_money", "currency", "source", "outcome", "decline_code", "tries",
@@ -101,18 +115,9 @@ class PaymentAttemptAdmin(ExportMixin, admin.ModelAdmin):
         "amount_money" if f.name == "amount" else f.name for f in PaymentAttempt._meta.fields if f.name != "id"]
     amount_money = money_display(PaymentAttempt, "amount")
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False  # the record of every charge: nobody deletes one, superusers included
-
 
 @admin.register(GatewayRefund)
-class GatewayRefundAdmin(admin.ModelAdmin):
+class GatewayRefundAdmin(LedgerAdmin):
     """Refunds of charges that succeeded after their invoice closed (LATE_CHARGE_POLICY=refund)."""
 
     list_display = ("created_at", "invoice", "amount_money", "currency", "status", "gateway_reference", "tries",
@@ -123,15 +128,6 @@ class GatewayRefundAdmin(admin.ModelAdmin):
     fields = readonly_fields = [
         "amount_money" if f.name == "amount" else f.name for f in GatewayRefund._meta.fields if f.name != "id"]
     amount_money = money_display(GatewayRefund, "amount")
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False  # the record of money given back: nobody deletes one
 
 
 # --- Smart retries: the decline table, webhook log, network counters per card -------------------
