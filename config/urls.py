@@ -1,8 +1,11 @@
 from csp.decorators import csp_update
+from django.conf import settings
 from django.contrib import admin
 from django.shortcuts import redirect
 from django.templatetags.static import static
 from django.urls import include, path
+from django.utils.text import format_lazy
+from django.utils.translation import gettext_lazy as _
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
@@ -15,6 +18,10 @@ api_docs = csp_update({"style-src": ["'unsafe-inline'"]})(SpectacularSwaggerSpli
 # The admin's "View site" would lead to a page that does not exist: there is no public site (the
 # portal opens only from a signed link), so the admin has no such link and / leads to the admin.
 admin.site.site_url = None
+# Staff see whose back office this is, not the framework's name.
+admin.site.site_header = format_lazy("{} · {}", settings.MERCHANT_NAME, _("Collections"))
+admin.site.site_title = _("Collections")
+admin.site.index_title = _("Dunning back office")
 
 
 def favicon(request):

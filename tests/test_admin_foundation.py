@@ -73,6 +73,12 @@ def test_admin_actions_report_successes_and_failures(staff_client, defaults, clo
     assert engine.run_due_steps() == 0
 
 
+def test_the_admin_is_headed_with_the_merchants_name_not_djangos(staff_client):
+    page = staff_client.get("/admin/").content.decode()
+    assert "Acme Cloud · Collections" in page and "Dunning back office" in page
+    assert "Django administration" not in page and "Django site admin" not in page
+
+
 def test_admin_has_no_view_site_link_to_a_missing_page(staff_client):
     page = staff_client.get("/admin/").content.decode()
     assert "View site" not in page
