@@ -147,8 +147,11 @@ def _activate(plan: PaymentPlan, *, actor=None) -> None:
 
 def approve_plan(plan: PaymentPlan, *, actor=None) -> PaymentPlan:
     with transaction.atomic():
-        # Invoices first, then the plan: the order a payment takes (record_payment locks the invoice, then
-        # closes its pending requests), so a payment arriving meanwhile waits for this decision or wins it.
+        # Cases, invoices, then the plan: the order a payment takes (record_payment locks the open case
+        # and the invoice, then closes pending requests), so a payment arriving meanwhile waits for this
+        # decision or wins it.
+        for invoice_id in plan.invoices.order_by("id").values_list("id", flat=True):
+            services.lock_open_case(invoice_id)
         invoices = list(Invoice.objects.select_for_update().filter(payment_plans=plan).order_by("id"))
         plan = PaymentPlan.objects.select_for_update().select_related("customer").get(pk=plan.pk)
         if plan.status != PaymentPlan.Status.PENDING:

@@ -280,9 +280,11 @@ def _apply_failures(events: list[PaymentEvent]) -> None:
 
 def _payment_succeeded(event_id: str, data: dict, actor: str) -> dict:
     # Locked before the default amount (the balance) is read: a charge of ours settling meanwhile
-    # leaves nothing to pay, rather than this report paying the invoice a second time.
-    invoice = Invoice.objects.select_for_update(of=("self",)).select_related("customer").get(
-        pk=_invoice(data["invoice"]).pk)
+    # leaves nothing to pay, rather than this report paying the invoice a second time. Its open
+    # case first: the lock order of every payment (dunning.services.lock_open_case).
+    invoice_id = _invoice(data["invoice"]).pk
+    dunning.lock_open_case(invoice_id)
+    invoice = Invoice.objects.select_for_update(of=("self",)).select_related("customer").get(pk=invoice_id)
     amount = data.get("amount")
     amount = invoice.amount_remaining if amount is None else amount
     if amount <= 0:
