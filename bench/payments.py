@@ -1,10 +1,12 @@
 """Issue 14: charges per second made by one worker process against a gateway that takes 300 ms a call.
 
-N pending retry attempts on open cases; the sandbox gateway stands in for a processor, answering
-after SANDBOX_GATEWAY_LATENCY_MS. One process runs the payment job (claim, re-check, gateway call on
-the pool, settle, record the payment and close the case) until nothing is pending. Reported:
-charges per second and the ratio to the ideal, concurrency / latency (what a pool of that size
-would reach if our own work cost nothing). The rate limit is lifted so it does not cap the figure.
+N pending retry attempts on open cases. The gateway is the Stripe gateway, through the real stripe
+SDK, talking to tests/fake_stripe.py in a process of its own, which answers each PaymentIntent in
+Stripe's wire format after 300 ms (so its own work does not compete with the worker's). One process
+runs the payment job (claim, re-check under lock, gateway call on the pool, settle, record the
+payment and close the case) until nothing is pending. Reported: charges per second and the ratio to
+the ideal, concurrency / latency (what a pool of that size would reach if our own work cost
+nothing). The rate limit is lifted so it does not cap the figure.
 
     python -m bench --only payments
 """
@@ -12,7 +14,10 @@ would reach if our own work cost nothing). The rate limit is lifted so it does n
 from __future__ import annotations
 
 import datetime
+import subprocess
+import sys
 from decimal import Decimal
+from pathlib import Path
 
 from bench.common import Timer, row, truncate_all
 
@@ -32,7 +37,8 @@ def build(n: int, now: datetime.datetime) -> None:
         Customer(external_id=f"p{i}", name=f"Bench {i}", email=f"p{i}@example.com") for i in range(n)
     )
     methods = PaymentMethod.objects.bulk_create(
-        PaymentMethod(customer=c, token=f"tok_ok:{c.pk}", is_default=True, brand="visa", last4="4242")
+        PaymentMethod(customer=c, gateway="stripe", token=f"pm_ok_{c.pk}", is_default=True, brand="visa",
+                      last4="4242")
         for c in customers
     )
     invoices = Invoice.objects.bulk_create(
@@ -69,11 +75,21 @@ def run(scale: str) -> list[dict]:
         build(n, now)
         with connection.cursor() as cur:
             cur.execute("VACUUM ANALYZE")
-        with override_settings(SANDBOX_GATEWAY_LATENCY_MS=LATENCY_MS, PAYMENT_GATEWAY_RATE_PER_SECOND=0), \
-                Timer() as t:
-            done = process_payment_attempts()
+        stripe = subprocess.Popen([sys.executable, str(Path(__file__).parent.parent / "tests" / "fake_stripe.py"),
+                                   str(LATENCY_MS)], stdout=subprocess.PIPE, text=True)
+        try:
+            url = stripe.stdout.readline().strip()
+            # DEBUG off, as a worker runs in production (DEBUG logs every query of every thread).
+            with override_settings(DEBUG=False, PAYMENT_GATEWAY="billing.gateways.stripe.StripeGateway",
+                                   STRIPE_API_KEY="sk_test_bench", STRIPE_API_BASE=url,
+                                   PAYMENT_GATEWAY_RATE_PER_SECOND=0), Timer() as t:
+                done = process_payment_attempts()
+        finally:
+            stripe.terminate()
+            stripe.wait()
         assert done == n, f"expected {n} charges, made {done}"
-        succeeded = PaymentAttempt.objects.filter(outcome=PaymentAttempt.Outcome.SUCCEEDED).count()
+        succeeded = PaymentAttempt.objects.filter(outcome=PaymentAttempt.Outcome.SUCCEEDED,
+                                                  gateway_reference__startswith="pi_").count()
         recovered = DunningCase.objects.filter(status=DunningCase.Status.RECOVERED).count()
         assert succeeded == n and recovered == n, f"{succeeded} charged, {recovered} recovered of {n}"
         rate = n / t.seconds

@@ -88,7 +88,7 @@ def apply_payment(invoice_id: int, amount: Decimal, *, at: datetime | None = Non
     Only the remaining balance goes to the invoice; the rest pays its open fees, then becomes credit.
     The payment that settles the invoice cancels its unsent attempts in the same transaction.
     """
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):
         invoice = Invoice.objects.select_for_update().get(pk=invoice_id)
         amount = to_amount(amount, invoice.currency)
         to_invoice = min(amount, invoice.amount_remaining)
@@ -120,7 +120,7 @@ def cancel_unsent_attempts(invoice_ids, *, reason: str, at: datetime | None = No
     LATE_CHARGE_POLICY (settle_late_charge).
     """
     at = at or timezone.now()
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):
         # Locking re-reads each row after a concurrent claim, so a just-claimed attempt is skipped.
         found = dict(
             PaymentAttempt.objects.unsent().filter(invoice_id__in=list(invoice_ids))
@@ -214,7 +214,7 @@ def not_chargeable(invoice: Invoice) -> str:
     return ""
 
 
-def start_attempt(attempt_id: int, *, now: datetime | None = None) -> Started:
+def start_attempt(attempt_id: int, invoice_id: int, *, now: datetime | None = None) -> Started:
     """Just before the gateway call: re-check under lock that the attempt is still wanted, and claim it.
 
     With the invoice and the attempt locked, an attempt never sent (tries 0) is cancelled if the
@@ -227,7 +227,6 @@ def start_attempt(attempt_id: int, *, now: datetime | None = None) -> Started:
     """
     now = now or timezone.now()
     with transaction.atomic():
-        invoice_id = PaymentAttempt.objects.filter(pk=attempt_id).values_list("invoice_id", flat=True).get()
         # The invoice, then the attempt, as apply_payment and settle_attempt lock: closing the invoice
         # and claiming its attempt serialize, and never deadlock.
         invoice = Invoice.objects.select_for_update().get(pk=invoice_id)
@@ -289,16 +288,20 @@ def send_charge(request: ChargeRequest) -> ChargeResult:
         return ChargeResult(False, decline_code="gateway_error", message=str(exc)[:255])
 
 
-def settle_attempt(attempt_id: int, result: ChargeResult, *, at: datetime | None = None) -> PaymentAttempt | None:
+def settle_attempt(attempt_id: int, invoice_id: int, result: ChargeResult, *,
+                   at: datetime | None = None) -> PaymentAttempt | None:
     """Record the gateway's answer once. Returns the attempt if this call settled it, else None."""
     at = at or timezone.now()
-    with transaction.atomic():
-        # Invoice first, then the attempt: the order start_attempt and apply_payment lock in.
-        invoice_id = PaymentAttempt.objects.filter(pk=attempt_id).values_list("invoice_id", flat=True).get()
-        Invoice.objects.select_for_update().filter(pk=invoice_id).values_list("pk", flat=True).get()
+    # Inside the caller's transaction when there is one, without a savepoint of its own (an error
+    # aborts the whole settle anyway): a round trip less per charge, twice.
+    with transaction.atomic(savepoint=False):
+        # Invoice first, then the attempt: the order start_attempt and apply_payment lock in. The
+        # locked invoice rides on the attempt (late_charge and the caller read it, fresh).
+        invoice = Invoice.objects.select_for_update().get(pk=invoice_id)
         attempt = PaymentAttempt.objects.select_for_update().get(pk=attempt_id)
         if attempt.outcome != PaymentAttempt.Outcome.PENDING:
             return None
+        attempt.invoice = invoice
         attempt.outcome = PaymentAttempt.Outcome.SUCCEEDED if result.succeeded else PaymentAttempt.Outcome.FAILED
         attempt.gateway_reference = result.reference or attempt.gateway_reference
         attempt.decline_code = "" if result.succeeded else (result.decline_code or "generic_decline")
@@ -341,13 +344,13 @@ class LateCharge:
 def late_charge(attempt: PaymentAttempt, *, at: datetime | None = None) -> LateCharge | None:
     """Inside the transaction that settles a successful attempt: how much of it came too late.
 
-    Locks the invoice. Money beyond what the invoice still has to pay (all of it once the invoice is
-    paid or void) is a late charge: with LATE_CHARGE_POLICY=refund a GatewayRefund row is written
-    here (pending, its own idempotency key, one per attempt) and sent by process_refund after the
-    commit; with ``hold`` the money is applied as before (fees, then customer credit) and the caller
-    flags it for staff. None: the invoice takes the whole amount.
+    The invoice is the one settle_attempt locked. Money beyond what the invoice still has to pay
+    (all of it once the invoice is paid or void) is a late charge: with LATE_CHARGE_POLICY=refund a
+    GatewayRefund row is written here (pending, its own idempotency key, one per attempt) and sent
+    by process_refund after the commit; with ``hold`` the money is applied as before (fees, then
+    customer credit) and the caller flags it for staff. None: the invoice takes the whole amount.
     """
-    invoice = Invoice.objects.select_for_update().get(pk=attempt.invoice_id)
+    invoice = attempt.invoice  # locked by settle_attempt, in this transaction
     if invoice.status in (Invoice.Status.OPEN, Invoice.Status.UNCOLLECTIBLE):
         excess = max(attempt.amount - invoice.amount_remaining, Decimal("0"))
     else:

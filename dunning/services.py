@@ -253,7 +253,7 @@ def record_payment(
     """Money arrived for an invoice. If nothing remains, its open case is recovered at once: later
     steps never run, unsent messages are cancelled and a suspended customer is reinstated."""
     at = at or timezone.now()
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):  # no savepoint when nested: an error aborts it all anyway
         case = lock_open_case(invoice.pk)
         applied = billing.apply_payment(invoice.pk, amount, at=at)
         if case is None:
@@ -267,7 +267,7 @@ def record_payment(
             if applied.fully_paid:
                 invoice_paid.send(Invoice, invoice=applied.invoice, at=at, actor=actor)
             return None
-        inv = applied.invoice
+        inv = case.invoice = applied.invoice  # the locked, just-paid row (for the payloads below)
         if applied.credited:
             log(case, "payment.credit", f"Overpayment of {applied.credited} {inv.currency} kept as credit",
                 actor=actor, at=at, attempt=attempt, payload={"credited": str(applied.credited)})
@@ -346,14 +346,16 @@ def settle_attempt(attempt: PaymentAttempt, result, *, at: datetime | None = Non
     A success the invoice can no longer take (paid or voided meanwhile) follows LATE_CHARGE_POLICY:
     the excess is refunded through the gateway (a GatewayRefund written here, sent by process_refund
     after the commit) or held as credit with a work item for staff; either way the timeline says so.
+    The settled attempt's ``late_refund`` is that GatewayRefund (None when there is none).
     """
     at = at or timezone.now()
     with transaction.atomic():
-        lock_open_case(attempt.invoice_id)
-        settled = billing.settle_attempt(attempt.pk, result, at=at)
+        case = lock_open_case(attempt.invoice_id)
+        settled = billing.settle_attempt(attempt.pk, attempt.invoice_id, result, at=at)
         if settled is None:
             return None
-        case = DunningCase.objects.filter(invoice_id=settled.invoice_id).order_by("-id").first()
+        settled.late_refund = None
+        case = case or DunningCase.objects.filter(invoice_id=settled.invoice_id).order_by("-id").first()
         if settled.outcome == PaymentAttempt.Outcome.SUCCEEDED:
             late = billing.late_charge(settled, at=at)
             amount = settled.amount - late.excess if late and late.refund else settled.amount
@@ -361,6 +363,7 @@ def settle_attempt(attempt: PaymentAttempt, result, *, at: datetime | None = Non
                 record_payment(settled.invoice, amount, attempt=settled, at=at)
             if late is not None and case is not None:
                 _log_late_charge(case, settled, late, at)
+            settled.late_refund = late.refund if late is not None else None
         elif case is not None and case.is_open:
             log(case, "payment.declined", f"Declined: {settled.decline_code}", at=at, attempt=settled,
                 payload={"decline_code": settled.decline_code, "advice_code": settled.advice_code,
@@ -431,7 +434,7 @@ def process_attempt(attempt: PaymentAttempt, *, now: datetime | None = None) -> 
     """Re-check and claim one attempt (billing.start_attempt), call the gateway outside any lock and
     settle the answer. An attempt the invoice no longer wants is cancelled, never sent."""
     now = now or timezone.now()
-    started = billing.start_attempt(attempt.pk, now=now)
+    started = billing.start_attempt(attempt.pk, attempt.invoice_id, now=now)
     if started.attempt is None:
         if started.cancelled:
             case = DunningCase.objects.filter(invoice_id=attempt.invoice_id).order_by("-id").first()
@@ -451,11 +454,9 @@ def process_attempt(attempt: PaymentAttempt, *, now: datetime | None = None) -> 
             log(case, "payment.outcome_unknown", f"No answer from the gateway; will ask again ({exc})",
                 at=now, attempt=attempt)
         return attempt
-    settle_attempt(attempt, result, at=now)
-    for refund_id in GatewayRefund.objects.filter(
-        attempt=attempt, status=GatewayRefund.Status.PENDING
-    ).values_list("pk", flat=True):
-        process_refund(refund_id, now=now)
+    settled = settle_attempt(attempt, result, at=now)
+    if settled is not None and settled.late_refund is not None:
+        process_refund(settled.late_refund.pk, now=now)
     attempt.refresh_from_db()
     return attempt
 
@@ -494,7 +495,7 @@ def lock_open_case(invoice_id: int) -> DunningCase | None:
     would deadlock with it. FOR NO KEY UPDATE, so that timeline rows pointing at the case (a foreign
     key check takes a key-share lock) are never blocked by it.
     """
-    return (DunningCase.objects.select_for_update(no_key=True)
+    return (DunningCase.objects.select_for_update(no_key=True, of=("self",)).select_related("customer")
             .filter(invoice_id=invoice_id, status__in=DunningCase.OPEN_STATUSES).first())
 
 

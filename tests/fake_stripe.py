@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import threading
+import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl
@@ -49,7 +51,8 @@ def _nested(pairs: list[tuple[str, str]]) -> dict:
 
 
 class FakeStripe:
-    def __init__(self) -> None:
+    def __init__(self, *, latency_ms: int = 0) -> None:
+        self.latency = latency_ms / 1000  # each PaymentIntent is answered after this long, as a real one is
         self.charges: list[dict] = []          # PaymentIntents that took money
         self.intents: list[dict] = []          # every PaymentIntent created (after idempotency)
         self.requests: list[tuple[str, str, dict]] = []
@@ -181,6 +184,8 @@ class FakeStripe:
                 fake.requests.append(("POST", self.path, params))
                 key = self.headers.get("Idempotency-Key")
                 if self.path == "/v1/payment_intents":
+                    if fake.latency:
+                        time.sleep(fake.latency)
                     with fake.lock:
                         if key and key in fake.idempotent:
                             status, body = fake.idempotent[key]
@@ -222,3 +227,10 @@ class FakeStripe:
                 return self._reply(404, {"error": {"type": "invalid_request_error", "message": "Unknown path"}})
 
         return Handler
+
+
+if __name__ == "__main__":
+    # The benchmark's gateway stand-in, in a process of its own: python tests/fake_stripe.py LATENCY_MS
+    server = FakeStripe(latency_ms=int(sys.argv[1]) if len(sys.argv) > 1 else 0)
+    print(server.url, flush=True)
+    server.server.serve_forever()
