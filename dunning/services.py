@@ -18,7 +18,7 @@ from django.dispatch import Signal
 from django.utils import timezone
 
 from billing import services as billing
-from billing.gateways import ChargeResult, OutcomeUnknown, get_gateway
+from billing.gateways import ChargeRequest, ChargeResult, OutcomeUnknown, get_gateway
 from billing.gateways.pool import GatewayPool
 from billing.models import GatewayRefund, Invoice, PaymentAttempt
 from billing.money import to_amount
@@ -277,9 +277,10 @@ def record_payment(
                 actor=actor, at=at, attempt=attempt,
                 payload={"amount": str(applied.amount), "remaining": str(inv.amount_remaining)})
             return case
-        _close(case, DunningCase.Status.RECOVERED, at, cancelled_attempts=applied.cancelled_attempts)
         # Kept on the case so the dashboard sums recovered revenue without joining invoices.
-        DunningCase.objects.filter(pk=case.pk).update(recovered_amount=inv.amount_paid)
+        case.recovered_amount = inv.amount_paid
+        _close(case, DunningCase.Status.RECOVERED, at, cancelled_attempts=applied.cancelled_attempts,
+               also=["recovered_amount"])
         log(case, "case.recovered", f"Paid {applied.amount} {inv.currency}", actor=actor, at=at, attempt=attempt,
             payload={"amount": str(applied.amount), "source": attempt.source if attempt else "unknown",
                      "last_step": case.current_step_id})
@@ -289,14 +290,15 @@ def record_payment(
     return case
 
 
-def _close(case: DunningCase, status: str, at: datetime, *, cancelled_attempts=None) -> None:
+def _close(case: DunningCase, status: str, at: datetime, *, cancelled_attempts=None, also=()) -> None:
     """Close an open case in the caller's transaction: its unsent messages and its unsent payment
-    attempts are cancelled with it (``cancelled_attempts``: those the payment closing it cancelled)."""
+    attempts are cancelled with it (``cancelled_attempts``: those the payment closing it cancelled).
+    ``also``: other fields the caller set on the case, saved with it."""
     case.status = status
     case.closed_at = at
     case.next_action_at = None
     case.next_step = None
-    case.save(update_fields=["status", "closed_at", "next_action_at", "next_step", "updated_at"])
+    case.save(update_fields=["status", "closed_at", "next_action_at", "next_step", "updated_at", *also])
     cancelled = outbox.cancel_queued(case_reference(case.pk), reason=f"case {status}")
     if cancelled:
         log(case, "messages.cancelled", f"{cancelled} unsent message(s) cancelled", at=at,
@@ -434,6 +436,21 @@ def process_attempt(attempt: PaymentAttempt, *, now: datetime | None = None) -> 
     """Re-check and claim one attempt (billing.start_attempt), call the gateway outside any lock and
     settle the answer. An attempt the invoice no longer wants is cancelled, never sent."""
     now = now or timezone.now()
+    begun = begin_attempt(attempt, now=now)
+    if begun is not None:
+        claimed, call = begun
+        finish_attempt(claimed, gateway_answer(call), now=now)
+    attempt.refresh_from_db()
+    return attempt
+
+
+GatewayCall = ChargeRequest | ChargeResult  # a request to send, or the failure that keeps it from the gateway
+
+
+def begin_attempt(attempt: PaymentAttempt, *, now: datetime) -> tuple[PaymentAttempt, GatewayCall] | None:
+    """Database work before the call: re-check and claim the attempt, and build its request (or the
+    failure that keeps it from the gateway). None: not to be charged (cancelled, on the timeline) or
+    another worker has it."""
     started = billing.start_attempt(attempt.pk, attempt.invoice_id, now=now)
     if started.attempt is None:
         if started.cancelled:
@@ -441,48 +458,66 @@ def process_attempt(attempt: PaymentAttempt, *, now: datetime | None = None) -> 
             if case is not None:
                 log(case, "payment.attempts_cancelled", f"Not charged: {started.cancelled}", at=now,
                     attempt=attempt, payload={"attempts": [attempt.pk], "reason": started.cancelled})
-        attempt.refresh_from_db()
-        return attempt
-    attempt = started.attempt
-    prepared = billing.prepare_charge(attempt)
+        return None
+    return started.attempt, billing.prepare_charge(started.attempt)
+
+
+def gateway_answer(call: GatewayCall) -> ChargeResult | OutcomeUnknown:
+    """The gateway call (no database work; may run on a GatewayPool thread). An unknown outcome is
+    returned, not raised, so that finish_attempt records it."""
+    if isinstance(call, ChargeResult):
+        return call
     try:
-        result = prepared if isinstance(prepared, ChargeResult) else billing.send_charge(prepared)
+        return billing.send_charge(call)
     except OutcomeUnknown as exc:
+        return exc
+
+
+def finish_attempt(attempt: PaymentAttempt, answer: ChargeResult | OutcomeUnknown, *, now: datetime) -> None:
+    """Database work after the call: settle the answer exactly once, or ask again later if unknown."""
+    if isinstance(answer, OutcomeUnknown):
         billing.postpone_unknown(attempt, now=now)
         case = DunningCase.objects.filter(invoice_id=attempt.invoice_id).order_by("-id").first()
         if case is not None:
-            log(case, "payment.outcome_unknown", f"No answer from the gateway; will ask again ({exc})",
+            log(case, "payment.outcome_unknown", f"No answer from the gateway; will ask again ({answer})",
                 at=now, attempt=attempt)
-        return attempt
-    settled = settle_attempt(attempt, result, at=now)
+        return
+    settled = settle_attempt(attempt, answer, at=now)
     if settled is not None and settled.late_refund is not None:
         process_refund(settled.late_refund.pk, now=now)
-    attempt.refresh_from_db()
-    return attempt
 
 
 def process_payment_attempts(now: datetime | None = None, limit: int = 100) -> int:
-    """Send pending attempts to the gateway, up to PAYMENT_GATEWAY_CONCURRENCY at once (each on a pool
-    thread with its own database connection, outside any lock), then pending late-charge refunds;
-    returns how many attempts were processed.
+    """Send pending attempts to the gateway, up to PAYMENT_GATEWAY_CONCURRENCY calls at once, then
+    pending late-charge refunds; returns how many attempts were processed.
 
-    The next batch is claimed while the last calls of the previous one are still out, so the pool
-    never idles waiting for its slowest call."""
+    The database work of every attempt (claim, re-check, settle) runs here, in this thread, on one
+    connection; only the gateway calls go to the pool's threads, outside any lock. Answers are settled
+    as they arrive, and more attempts are claimed while a pool's worth of calls is still out, so the
+    pool never idles waiting for its slowest call."""
     count = 0
-    in_flight: set = set()
+    in_flight: dict = {}
     with GatewayPool(get_gateway().name) as pool:
         while True:
-            claimed = billing.claim_pending_attempts(now or timezone.now(), max(limit, 2 * pool.size))
-            in_flight.update(pool.submit(process_attempt, attempt, now=now) for attempt in claimed)
-            count += len(claimed)
+            claimed = []
+            if len(in_flight) <= pool.size:
+                claimed = billing.claim_pending_attempts(now or timezone.now(), max(limit, 2 * pool.size))
+            for attempt in claimed:
+                begun = begin_attempt(attempt, now=now or timezone.now())
+                if begun is None:
+                    count += 1
+                    continue
+                claimed_attempt, call = begun
+                in_flight[pool.submit(gateway_answer, call)] = claimed_attempt
             if not in_flight:
-                process_refunds(now)
-                return count
-            # Wait until no more than a pool's worth is left, then claim again (or drain at the end).
-            while len(in_flight) > (pool.size if claimed else 0):
-                done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
-                for future in done:
-                    future.result()
+                if not claimed:
+                    process_refunds(now)
+                    return count
+                continue
+            done, _pending = wait(in_flight, return_when=FIRST_COMPLETED)
+            for future in [f for f in in_flight if f in done]:  # in the order they were sent
+                finish_attempt(in_flight.pop(future), future.result(), now=now or timezone.now())
+                count += 1
 
 
 # --- Staff actions ------------------------------------------------------------------------------

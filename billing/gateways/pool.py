@@ -1,11 +1,11 @@
 """Gateway calls made concurrently within one worker: a bounded pool and a per-gateway rate limit.
 
 A real gateway takes hundreds of milliseconds a call; one call at a time, a worker charges a few
-cards a second. The payment job (dunning.services.process_payment_attempts) claims attempts in
-its own thread and hands each claimed attempt to this pool, where one thread re-checks it, calls
-the gateway outside any lock and settles the answer. Each thread has its own database connection
-(Django's are per thread), closed when the pool closes; with DB_POOL_MAX the threads share the
-process's connection pool.
+cards a second. The payment job (dunning.services.process_payment_attempts) does the database work
+of every attempt (claim, re-check, settle) in its own thread, on one connection, and hands only the
+gateway calls to this pool, so no call runs inside a database lock and the threads hold no
+connection of their own. The sandbox gateway, which keeps its charges in the database, is the
+exception: its threads open a connection each, closed when the pool closes.
 
 ``PAYMENT_GATEWAY_CONCURRENCY`` bounds the calls in flight per worker process;
 ``PAYMENT_GATEWAY_RATE_PER_SECOND`` bounds how many calls a worker process starts per second on
