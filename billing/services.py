@@ -230,7 +230,9 @@ def start_attempt(attempt_id: int, invoice_id: int, *, now: datetime | None = No
         # The invoice, then the attempt, as apply_payment and settle_attempt lock: closing the invoice
         # and claiming its attempt serialize, and never deadlock.
         invoice = Invoice.objects.select_for_update().get(pk=invoice_id)
-        attempt = PaymentAttempt.objects.select_for_update().get(pk=attempt_id)
+        # Locked with what the call needs (its method, the invoice's customer), read in this transaction.
+        attempt = (PaymentAttempt.objects.select_for_update(of=("self",))
+                   .select_related("invoice__customer", "payment_method").get(pk=attempt_id))
         if attempt.outcome != PaymentAttempt.Outcome.PENDING:
             return Started(None)
         amount = attempt.amount
@@ -248,7 +250,7 @@ def start_attempt(attempt_id: int, invoice_id: int, *, now: datetime | None = No
         ).update(tries=F("tries") + 1, amount=amount, lease_until=now + lease, updated_at=now)
         if claimed != 1:
             return Started(None)
-    attempt = PaymentAttempt.objects.select_related("invoice__customer", "payment_method").get(pk=attempt_id)
+    attempt.tries, attempt.amount, attempt.lease_until, attempt.updated_at = attempt.tries + 1, amount, now + lease, now
     return Started(attempt)
 
 

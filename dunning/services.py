@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections import deque
 from concurrent.futures import FIRST_COMPLETED, wait
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -285,7 +286,10 @@ def record_payment(
             payload={"amount": str(applied.amount), "source": attempt.source if attempt else "unknown",
                      "last_step": case.current_step_id})
         webhooks.emit("payment.recovered", case_payload(case, amount=str(applied.amount)), f"case:{case.pk}:recovered")
-        _reinstate_if_clear(case.customer_id, at, actor)
+        # The customer was read when this case was locked, so no step of this case can have
+        # suspended them since: only a suspended customer needs the locked re-check.
+        if case.customer.status == Customer.Status.SUSPENDED:
+            _reinstate_if_clear(case.customer_id, at, actor)
         invoice_paid.send(Invoice, invoice=inv, at=at, actor=actor)
     return case
 
@@ -492,25 +496,25 @@ def process_payment_attempts(now: datetime | None = None, limit: int = 100) -> i
     pending late-charge refunds; returns how many attempts were processed.
 
     The database work of every attempt (claim, re-check, settle) runs here, in this thread, on one
-    connection; only the gateway calls go to the pool's threads, outside any lock. Answers are settled
-    as they arrive, and more attempts are claimed while a pool's worth of calls is still out, so the
-    pool never idles waiting for its slowest call."""
+    connection; only the gateway calls go to the pool's threads, outside any lock. An attempt is
+    re-checked and claimed (begin_attempt) only when a pool slot is free for its call, so a payment
+    arriving meanwhile still cancels it unsent; answers are settled as they arrive."""
     count = 0
     in_flight: dict = {}
+    waiting: deque[PaymentAttempt] = deque()  # leased by this run, not yet begun
     with GatewayPool(get_gateway().name) as pool:
         while True:
-            claimed = []
-            if len(in_flight) <= pool.size:
-                claimed = billing.claim_pending_attempts(now or timezone.now(), max(limit, 2 * pool.size))
-            for attempt in claimed:
-                begun = begin_attempt(attempt, now=now or timezone.now())
+            if not waiting:
+                waiting.extend(billing.claim_pending_attempts(now or timezone.now(), limit))
+            while waiting and len(in_flight) < pool.size:
+                begun = begin_attempt(waiting.popleft(), now=now or timezone.now())
                 if begun is None:
                     count += 1
                     continue
-                claimed_attempt, call = begun
-                in_flight[pool.submit(gateway_answer, call)] = claimed_attempt
+                claimed, call = begun
+                in_flight[pool.submit(gateway_answer, call)] = claimed
             if not in_flight:
-                if not claimed:
+                if not waiting:
                     process_refunds(now)
                     return count
                 continue
