@@ -305,7 +305,7 @@ PAYMENT_ATTEMPT_LEASE_SECONDS = env_int("PAYMENT_ATTEMPT_LEASE_SECONDS", 300, mi
 # process (billing/gateways/pool.py; docs/payments.md). 0 turns the rate limit off.
 PAYMENT_GATEWAY_CONCURRENCY = env_int("PAYMENT_GATEWAY_CONCURRENCY", 20, minimum=1, maximum=200)
 PAYMENT_GATEWAY_RATE_PER_SECOND = env_int("PAYMENT_GATEWAY_RATE_PER_SECOND", 80, minimum=0, maximum=10000)
-# The sandbox gateway answers after this many milliseconds (benchmarks; 0 in demos and tests).
+# The sandbox gateway answers after this many milliseconds (race tests; 0 in demos).
 SANDBOX_GATEWAY_LATENCY_MS = env_int("SANDBOX_GATEWAY_LATENCY_MS", 0, minimum=0, maximum=60000)
 # A charge whose success arrives after its invoice was settled another way (docs/payments.md):
 # "refund" gives it back through the gateway; "hold" keeps it as customer credit and asks staff.

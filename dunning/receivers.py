@@ -9,7 +9,7 @@ from django.utils import timezone
 from dunning import plans
 from dunning.engine import message_context
 from dunning.models import CaseEvent, DunningCase, WorkItem
-from dunning.services import actor_fields, invoice_paid
+from dunning.services import actor_fields, create_work_item, invoice_paid
 from notifications.preferences import contact_preference_changed
 from notifications.rendering import register_context_provider
 from notifications.services import notification_event, notifications_sent
@@ -51,8 +51,6 @@ def bounced_address_to_work_queue(sender, notification, kind: str, detail: str =
     """A hard bounce or complaint: staff should get a working address (later steps use another channel)."""
     if kind not in ("bounced", "complained"):
         return
-    from dunning.services import create_work_item
-
     case = DunningCase.objects.filter(pk=_case_id(notification.reference)).first()
     create_work_item(notification.customer, WorkItem.Kind.BOUNCED, f"Email {kind}: {notification.recipient}",
                      body=detail, case=case, dedupe_key=f"bounced:{notification.customer_id}:{notification.recipient}")

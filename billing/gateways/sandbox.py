@@ -93,8 +93,8 @@ class SandboxGateway(PaymentGateway):
 
     def charge(self, request: ChargeRequest) -> ChargeResult:
         if settings.SANDBOX_GATEWAY_LATENCY_MS:
-            # A real processor answers in hundreds of milliseconds; the benchmark sets this to see how
-            # many charges one worker makes at that speed (bench/payments.py).
+            # A real processor answers in hundreds of milliseconds; the race tests set this to keep
+            # charges in flight while payments arrive (tests/test_payments_closed_race.py).
             time.sleep(settings.SANDBOX_GATEWAY_LATENCY_MS / 1000)
         base_token = request.payment_method_token.split(":", 1)[0]
         if base_token == "tok_timeout":
