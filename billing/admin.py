@@ -10,7 +10,7 @@ from import_export.admin import ExportMixin
 from billing.models import GatewayRefund, Invoice, PaymentAttempt
 from billing.money import format_money, to_amount
 from billing.resources import InvoiceResource, PaymentAttemptResource
-from config import exports
+from core import exports
 
 
 def money_display(model, field: str, currency: str = "currency", *, description=None):

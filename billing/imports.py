@@ -35,7 +35,7 @@ from django.utils import timezone
 
 from billing.models import Invoice
 from billing.money import fits_minor_unit, to_amount
-from config.jsonb import without_nul
+from core.jsonb import without_nul
 from customers.models import Customer
 from customers.validators import validate_currency
 

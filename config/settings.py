@@ -17,7 +17,7 @@ import environ
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.translation import gettext_lazy as _
 
-from config.env import (
+from core.env import (
     env_bool,
     env_choice,
     env_decimal,
@@ -64,6 +64,7 @@ INSTALLED_APPS = [
     "anymail",
     "import_export",
     "phonenumber_field",
+    "core",
     "customers",
     "billing",
     "notifications",
@@ -393,7 +394,7 @@ LOGGING = {
                           "style": "{"},
     },
     # Masks card numbers, payment-method and portal tokens that reach a log line by accident.
-    "filters": {"redact": {"()": "config.logfilters.RedactSecrets"}},
+    "filters": {"redact": {"()": "core.logfilters.RedactSecrets"}},
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact"]},
         # Django's development server logs each request line ("GET /portal/<token>/ ..."): masked too.

@@ -4,7 +4,7 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 from import_export.admin import ImportExportMixin
 
-from config import exports
+from core import exports
 from customers.models import BillingContact, Customer, PaymentMethod
 from customers.resources import IMPORT_FORMATS, CustomerResource, FileError
 

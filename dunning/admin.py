@@ -12,7 +12,7 @@ from import_export.admin import ExportMixin
 
 from billing.admin import money_display
 from billing.models import Invoice, PaymentAttempt
-from config import exports
+from core import exports
 from dunning import links, services
 from dunning.models import Campaign, CampaignStep, CaseEvent, DunningCase
 from dunning.resources import DunningCaseResource
@@ -199,7 +199,7 @@ class CaseEventAdmin(admin.ModelAdmin):
 from dunning import admin_plans  # noqa: E402,F401,I001  (payment plans and limits)
 from dunning import admin_cockpit  # noqa: E402,F401,I001  (work queue, variants, preview)
 from dunning import admin_extras  # noqa: E402,F401,I001  (fees, contacts and privacy admin)
-from config.admin_paging import tune_large_changelists  # noqa: E402,I001
+from core.admin_paging import tune_large_changelists  # noqa: E402,I001
 
 # --- Smart retries: the retry timing policy of a campaign, the retry state of a case ------------
 from dunning.models import RetryPolicy  # noqa: E402,I001

@@ -19,7 +19,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from config.admin_paging import CappedCountPaginator, skip_scan_filter
+from core.admin_paging import CappedCountPaginator, skip_scan_filter
 from customers.models import Customer
 from dunning import services, workqueue
 from dunning.admin import CampaignAdmin, DunningCaseAdmin

@@ -1,19 +1,17 @@
 from django.apps import AppConfig
-from django.db.backends.signals import connection_created
-from django.db.models.signals import post_migrate
 
 
 class DunningConfig(AppConfig):
     name = "dunning"
     verbose_name = "Dunning"
-
-    def ready(self) -> None:
-        from config import lookups, pg_arrays  # noqa: F401 (lookups: registers field__any)
-        from dunning import receivers  # noqa: F401
-        from dunning.schedules import ensure_schedules
-
-        # Django's UNNEST bulk inserts (bulk_create) send JSON columns as array literals: escape them quickly
-        # (the engine's own inserts send one JSON document instead, config.bulk).
-        connection_created.connect(pg_arrays.register, dispatch_uid="config.pg_arrays")
-
-        post_migrate.connect(ensure_schedules, sender=self, dispatch_uid="dunning.ensure_schedules")
+    # Recurring jobs (core.schedules): name -> (function, minutes).
+    schedules = {
+        "Run due dunning steps": ("dunning.tasks.run_due_steps", 1),
+        "Process pending payment attempts": ("dunning.tasks.process_payment_attempts", 1),
+        "Send queued notifications": ("dunning.tasks.send_notifications", 1),
+        "Send pre-dunning reminders": ("dunning.tasks.send_predunning_reminders", 60),
+        "Charge due payment plan instalments": ("dunning.plans.charge_due_instalments", 15),
+        # Idempotent (unique fee keys, interest recomputed): hourly so interest follows local midnight.
+        "Apply late fees and interest": ("dunning.tasks.apply_fees", 60),
+        "Remove old message bodies and tracking data": ("dunning.tasks.purge_old_messages", 1440),
+    }

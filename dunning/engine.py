@@ -23,7 +23,7 @@ from django.utils import timezone
 from billing import services as billing
 from billing.models import Invoice, PaymentAttempt
 from billing.money import format_money
-from config import bulk
+from core import bulk
 from customers.models import Customer, PaymentMethod
 from dunning import consolidation, retries, webhook_events
 from dunning.models import CampaignStep, CaseEvent, DunningCase, WorkItem
@@ -34,7 +34,7 @@ from notifications.models import Notification
 logger = logging.getLogger(__name__)
 
 
-# Timeline rows are kept as tuples in these columns (config.bulk.insert_rows): a batch writes
+# Timeline rows are kept as tuples in these columns (core.bulk.insert_rows): a batch writes
 # several per case, and a model instance per row cost more than the rest of the step.
 EVENT_COLUMNS = ("case_id", "kind", "message", "step_id", "payload", "at", "actor_label", "attempt_id")
 ATTEMPT_COLUMNS = ("invoice_id", "payment_method_id", "amount", "currency", "source", "gateway", "idempotency_key",
@@ -237,25 +237,8 @@ def run_batch(now: datetime, batch_size: int) -> int:
 
 
 def load_cases(ids: list[int]) -> list[DunningCase]:
-    """The claimed cases with their invoice and customer (CASE_FIELDS), as ``select_related(...)
-    .only(...)`` returns them, built from one ``values_list`` query (config.bulk.instances)."""
-    own = [name for name in CASE_FIELDS if "__" not in name]
-    inv = [name for name in CASE_FIELDS if name.startswith("invoice__")]
-    cust = [name for name in CASE_FIELDS if name.startswith("customer__")]
-    assert len(own) + len(inv) + len(cust) == len(CASE_FIELDS), "CASE_FIELDS: the case, its invoice or customer"
-    assert all(name.count("__") == 1 for name in inv + cust), "CASE_FIELDS: one level of relation"
-    rows = list(DunningCase.objects.filter(pk__any=ids).values_list(*own, *inv, *cust))
-    n_own, n_inv = len(own), len(inv)
-    cases = bulk.instances(DunningCase, own, (r[:n_own] for r in rows))
-    invoices = bulk.instances(Invoice, [n.removeprefix("invoice__") for n in inv],
-                              (r[n_own:n_own + n_inv] for r in rows))
-    customers = bulk.instances(Customer, [n.removeprefix("customer__") for n in cust],
-                               (r[n_own + n_inv:] for r in rows))
-    for case, invoice, customer in zip(cases, invoices, customers, strict=True):
-        case.invoice_id, case.customer_id = invoice.pk, customer.pk
-        cache = case._state.fields_cache
-        cache["invoice"], cache["customer"] = invoice, customer
-    return cases
+    """The claimed cases with their invoice and customer (CASE_FIELDS), in one query."""
+    return list(DunningCase.objects.filter(pk__any=ids).select_related("invoice", "customer").only(*CASE_FIELDS))
 
 
 def _flush(batch: Batch, cases: list[DunningCase]) -> None:

@@ -8,7 +8,7 @@
   date (0: off).
 
 Portal links are added when a message is sent (settings.NOTIFICATION_LINK_BUILDER).
-Run by the "Send pre-dunning reminders" schedule (dunning.schedules); safe to run any number of times.
+Run by the "Send pre-dunning reminders" schedule (dunning.apps, core.schedules); safe to run any number of times.
 """
 
 from __future__ import annotations

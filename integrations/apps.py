@@ -1,12 +1,12 @@
 from django.apps import AppConfig
-from django.db.models.signals import post_migrate
 
 
 class IntegrationsConfig(AppConfig):
     name = "integrations"
     verbose_name = "Integrations (import, API)"
-
-    def ready(self) -> None:
-        from integrations.schedules import ensure_schedules
-
-        post_migrate.connect(ensure_schedules, sender=self, dispatch_uid="integrations.ensure_schedules")
+    # Recurring jobs (core.schedules): name -> (function, minutes).
+    schedules = {
+        "Purge expired API idempotency records": ("integrations.tasks.purge_idempotency_records", 60),
+        # Safety net: events are normally applied within seconds, woken by their request.
+        "Apply pending payment events": ("integrations.tasks.drain_payment_events", 1),
+    }

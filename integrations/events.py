@@ -25,7 +25,7 @@ from psycopg.types.json import Jsonb
 from billing import services as billing
 from billing.models import Invoice, PaymentAttempt
 from billing.refunds import apply_refund
-from config import jsonb
+from core import jsonb
 from customers.models import Customer, PaymentMethod
 from dunning import services as dunning
 from integrations import fastsql

@@ -4,6 +4,7 @@ from django.apps import AppConfig
 class NotificationsConfig(AppConfig):
     name = "notifications"
     verbose_name = "Notifications"
-
-    def ready(self) -> None:
-        from notifications import tracking  # noqa: F401  (connects anymail's tracking signal)
+    # Recurring jobs (core.schedules): name -> (function, minutes).
+    schedules = {
+        "Deliver outbound webhooks": ("notifications.tasks.deliver_webhooks", 1),
+    }

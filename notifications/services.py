@@ -18,7 +18,7 @@ from django.dispatch import Signal
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from config import bulk
+from core import bulk
 from customers.models import Customer
 from notifications import policy
 from notifications.channels import DeliveryError, deliver, is_idempotent
@@ -50,7 +50,7 @@ def recipient_for(customer: Customer, channel: str) -> str:
 
 @dataclass(slots=True)
 class OutboxRow:
-    """An unsaved outbox row as plain values (the engine writes many of them with config.bulk)."""
+    """An unsaved outbox row as plain values (the engine writes many of them with core.bulk)."""
 
     customer_id: int
     channel: str
@@ -147,7 +147,7 @@ def queue_many(rows: list[Notification]) -> None:
 
 def queue_rows(rows: list[OutboxRow | Notification], now: datetime | None = None) -> None:
     """``queue_many`` for OutboxRows (unsaved Notifications are accepted too): one insert of column
-    tuples (config.bulk), a row whose dedupe key exists already is skipped. ``now`` is when they
+    tuples (core.bulk), a row whose dedupe key exists already is skipped. ``now`` is when they
     were queued (the caller's clock, as the rest of its batch), by default the current time."""
     if rows:
         columns = (*OutboxRow.COLUMNS, "created_at")

@@ -1,17 +1,16 @@
 """Email delivery tracking: anymail's ``tracking`` signal (any ESP's webhook, normalised by
-anymail) updates the message, and a hard bounce or complaint marks the address unusable so the
-next steps use another channel."""
+anymail; received in notifications.receivers) updates the message, and a hard bounce or complaint
+marks the address unusable so the next steps use another channel."""
 
 from __future__ import annotations
 
 import logging
 from datetime import datetime
 
-from anymail.signals import AnymailTrackingEvent, EventType, RejectReason, tracking
+from anymail.signals import AnymailTrackingEvent, EventType, RejectReason
 from django.conf import settings
 from django.core import checks
 from django.db import transaction
-from django.dispatch import receiver
 from django.utils import timezone
 
 from notifications import preferences
@@ -99,7 +98,3 @@ def apply_event(event: AnymailTrackingEvent, esp_name: str = "") -> str:
     notification_event.send(Notification, notification=row, kind=str(kind), detail=detail[:500], at=at)
     return str(kind)
 
-
-@receiver(tracking, dispatch_uid="notifications.tracking")
-def on_tracking(sender, event: AnymailTrackingEvent, esp_name: str = "", **kwargs) -> None:
-    apply_event(event, esp_name)

@@ -14,8 +14,8 @@ from django.utils import timezone
 
 from billing.models import Invoice
 from billing.money import to_amount
-from config import exports
-from config.admin_paging import distinct_values
+from core import exports
+from core.admin_paging import distinct_values
 from dunning.models import Campaign
 from reports import queries
 from reports.experiments import experiment_results

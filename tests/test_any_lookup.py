@@ -1,4 +1,4 @@
-"""config.lookups: ``field__any`` selects what ``field__in`` selects (one array parameter on PostgreSQL)."""
+"""core.lookups: ``field__any`` selects what ``field__in`` selects (one array parameter on PostgreSQL)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
-"""config.bulk: the engine's fast inserts (PostgreSQL) write exactly what bulk_create writes.
+"""core.bulk: the engine's fast inserts (PostgreSQL) write exactly what bulk_create writes.
 
 The engine writes its timeline events, outbox rows and pending attempts as column tuples
-(config.bulk.insert_rows). On PostgreSQL that is an INSERT ... SELECT FROM json_to_recordset built by hand; on
+(core.bulk.insert_rows). On PostgreSQL that is an INSERT ... SELECT FROM json_to_recordset built by hand; on
 other databases, and with FAST_INSERTS off, model instances through bulk_create. The same campaign
 run both ways must leave the same rows, field by field.
 """
@@ -18,7 +18,7 @@ from django.core.management.color import no_style
 from django.db import connection, transaction
 
 from billing.models import PaymentAttempt
-from config import bulk
+from core import bulk
 from customers.models import BillingContact, Customer
 from dunning import services
 from dunning.models import CaseEvent, DunningCase, WorkItem

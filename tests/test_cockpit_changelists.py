@@ -8,7 +8,7 @@ from django.core.cache import cache
 from django.urls import reverse
 
 from billing.models import Invoice
-from config.admin_paging import CappedCountPaginator
+from core.admin_paging import CappedCountPaginator
 from dunning.models import CaseEvent, DunningCase
 from tests.factories import CampaignFactory, CustomerFactory
 from tests.factories_cockpit import make_attempt, make_case, staff_user, utc

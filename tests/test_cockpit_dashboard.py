@@ -82,7 +82,7 @@ def test_agent_without_case_access_sees_no_dashboard(client, cases):
 
 
 def test_capped_paginator_stops_counting(client, monkeypatch):
-    from config.admin_paging import CappedCountPaginator
+    from core.admin_paging import CappedCountPaginator
 
     monkeypatch.setattr(CappedCountPaginator, "cap", 3)
     campaign = CampaignFactory()

@@ -10,7 +10,7 @@ import pytest
 
 from billing.models import Invoice
 from billing.resources import InvoiceResource
-from config import exports
+from core import exports
 from customers.admin import CustomerAdmin
 from customers.models import Customer
 from customers.resources import CustomerResource

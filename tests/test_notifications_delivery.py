@@ -9,7 +9,7 @@ import pytest
 from django.core import mail
 from django.urls import reverse
 
-from config import bulk
+from core import bulk
 from dunning import engine, services
 from dunning.models import CaseEvent
 from notifications import services as outbox
@@ -56,7 +56,7 @@ def test_a_crash_inside_the_engine_batch_writes_nothing_and_the_rerun_sends_once
         return real_insert(model, *args, **kwargs)
 
     with monkeypatch.context() as patch:
-        # The timeline is written last, by config.bulk (bulk_create where there is no fast path).
+        # The timeline is written last, by core.bulk (bulk_create where there is no fast path).
         patch.setattr(CaseEvent.objects, "bulk_create", die)
         patch.setattr(bulk, "insert_rows", die_on_events)
         with pytest.raises(Crash):

@@ -9,8 +9,8 @@ import pytest
 from django.core import mail
 from django_q.models import Schedule
 
+from core.schedules import ensure_schedules
 from dunning import predunning, tasks
-from dunning.schedules import ensure_schedules
 from notifications import services as outbox
 from notifications.models import Notification
 from tests.factories import CustomerFactory, InvoiceFactory, PaymentMethodFactory

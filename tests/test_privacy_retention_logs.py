@@ -14,11 +14,11 @@ from django.core import mail
 from django.core.mail.backends.locmem import EmailBackend
 
 from billing.models import SandboxCharge
+from core.schedules import declared_schedules
 from customers.models import PaymentMethod
 from dunning import fees, privacy, tasks
 from dunning.links import make_token
 from dunning.models import CaseEvent
-from dunning.schedules import SCHEDULES
 from notifications import retention
 from notifications.models import Notification
 from tests.conftest import T0
@@ -57,6 +57,7 @@ def test_old_message_bodies_are_removed_and_recent_ones_kept(defaults, clock, se
 
 
 def test_the_jobs_are_scheduled():
+    SCHEDULES = declared_schedules()
     assert SCHEDULES["Apply late fees and interest"][0] == "dunning.tasks.apply_fees"
     assert SCHEDULES["Remove old message bodies and tracking data"][0] == "dunning.tasks.purge_old_messages"
 
@@ -147,7 +148,7 @@ def test_a_full_dunning_run_logs_no_card_data_tokens_or_bodies(defaults, clock, 
 
 
 def test_the_console_log_filter_masks_what_slips_through(settings):
-    from config.logfilters import RedactSecrets, redact
+    from core.logfilters import RedactSecrets, redact
 
     assert settings.LOGGING["handlers"]["console"]["filters"] == ["redact"]
     assert redact("Not Found: /portal/eyJjIjo1fQ:1vN:abc/preferences/") == "Not Found: /portal/[token]/preferences/"
@@ -166,8 +167,8 @@ def test_request_lines_of_the_dev_server_and_gunicorns_logs_are_masked(tmp_path)
 
     from gunicorn.config import Config
 
-    from config.gunicorn_logging import RedactingLogger
-    from config.logfilters import RedactSecrets
+    from core.gunicorn_logging import RedactingLogger
+    from core.logfilters import RedactSecrets
 
     # Django's own lines ("Not Found: /portal/<token>/") reach only the masked root handler.
     assert [h for h in logging.getLogger("django").handlers if type(h) is logging.StreamHandler] == []
@@ -188,7 +189,7 @@ def test_request_lines_of_the_dev_server_and_gunicorns_logs_are_masked(tmp_path)
     cfg.set("logconfig_dict", {"version": 1})
     namespace = {}
     exec(Path(settings.BASE_DIR, "config", "gunicorn.conf.py").read_text(), namespace)  # noqa: S102
-    assert namespace["logger_class"] == "config.gunicorn_logging.RedactingLogger"
+    assert namespace["logger_class"] == "core.gunicorn_logging.RedactingLogger"
     access = RedactingLogger(cfg)
     environ = {"REQUEST_METHOD": "GET", "RAW_URI": "/portal/eyJjIjo1fQ:1vN:abc/plan/", "SERVER_PROTOCOL": "HTTP/1.1",
                "PATH_INFO": "/portal/eyJjIjo1fQ:1vN:abc/plan/", "QUERY_STRING": "",

@@ -20,7 +20,7 @@ import time_machine
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
 
-from config import env
+from core import env
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -91,8 +91,9 @@ def test_check_deploy_warns_when_email_tracking_is_open():
 def test_schedules_are_created_once_and_corrected():
     from django_q.models import Schedule
 
-    from dunning.schedules import SCHEDULES, ensure_schedules
+    from core.schedules import declared_schedules, ensure_schedules
 
+    SCHEDULES = declared_schedules()
     Schedule.objects.filter(name="Run due dunning steps").update(minutes=60)
     ensure_schedules()
     ensure_schedules()

@@ -20,7 +20,7 @@ from psycopg.types.json import Jsonb
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 
-from config import jsonb
+from core import jsonb
 from integrations.api.errors import Conflict, error_body
 from integrations.models import ApiKey, IdempotencyRecord
 

@@ -3,14 +3,14 @@
 A portal link holds its credential in the path (``/portal/<token>/``), and a page of the portal sends
 it as the ``Referer`` of the next request to this site. gunicorn writes both to its access log when
 one is enabled (``--access-logfile``), and its error log names the request of an unhandled error;
-this logger passes both through the same redaction as the application's own logs (config.logfilters).
+this logger passes both through the same redaction as the application's own logs (core.logfilters).
 """
 
 from __future__ import annotations
 
 from gunicorn.glogging import Logger
 
-from config.logfilters import RedactSecrets, redact
+from core.logfilters import RedactSecrets, redact
 
 
 class RedactingLogger(Logger):

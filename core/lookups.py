@@ -42,6 +42,8 @@ class AnyOf(In):
         return f"{lhs_sql} = ANY(%s::bigint[])", (*lhs_params, list(dict.fromkeys(self.rhs)))
 
 
-# Integer columns and foreign keys only: on other fields (a JSONField's "any" key) the name stays free.
-IntegerField.register_lookup(AnyOf)  # AutoField, BigAutoField and the other integer fields inherit it
-ForeignObject.register_lookup(AnyOf)  # foreign keys take their lookups from ForeignObject down
+def register() -> None:
+    """Make ``__any`` available (core.apps.CoreConfig.ready). Integer columns and foreign keys only: on
+    other fields (a JSONField's "any" key) the name stays free."""
+    IntegerField.register_lookup(AnyOf)  # AutoField, BigAutoField and the other integer fields inherit it
+    ForeignObject.register_lookup(AnyOf)  # foreign keys take their lookups from ForeignObject down

@@ -1,26 +1,22 @@
-"""Batch rows without the per-row cost of model instances: the engine's hot path (dunning.engine).
+"""Batch inserts without the per-row cost of model instances: the engine's hot path (dunning.engine).
 
-* ``instances``: model instances built from ``values_list`` rows by filling their ``__dict__``
-  (what ``Model.from_db`` ends up with, without ``Model.__init__``'s per-field work); the fields not
-  loaded are deferred exactly as with ``.only()``.
-* ``insert_rows``: an ``INSERT`` of column tuples. On PostgreSQL it is one
-  ``INSERT ... SELECT ... FROM json_to_recordset(%s::json)`` built here: the rows travel as one JSON
-  document (one json.dumps in C instead of psycopg rendering an array per column element by element,
-  and json_to_recordset is also cheaper for the server than UNNEST of one array per column); the
-  columns a caller does not give are filled with their model defaults, sent once. Elsewhere, or
-  with FAST_INSERTS off, the rows become model instances and go through ``bulk_create``. Both write
-  the same rows (tests/test_bulk_rows.py compares them field by field), so callers keep one code
-  path.
+``insert_rows``: an ``INSERT`` of column tuples. On PostgreSQL it is one
+``INSERT ... SELECT ... FROM json_to_recordset(%s::json)`` built here: the rows travel as one JSON
+document (one json.dumps in C instead of psycopg rendering an array per column element by element,
+and json_to_recordset is also cheaper for the server than UNNEST of one array per column); the
+columns a caller does not give are filled with their model defaults, sent once. Elsewhere, or with
+FAST_INSERTS off, the rows become model instances and go through ``bulk_create``. Both write the
+same rows (tests/test_bulk_rows.py compares them field by field), so callers keep one code path.
+Other inserts use ``bulk_create`` as they are.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 from django.db import connections, models
-from django.db.models.base import ModelState
 from django.utils import timezone
 
 # Set to False to force the portable path (tests compare the two).
@@ -35,23 +31,6 @@ _PLAIN = {
     "CharField", "TextField", "SlugField", "EmailField", "URLField", "DateTimeField", "DateField",
     "DecimalField",
 }
-
-
-def instances(model: type[models.Model], attnames: Sequence[str], rows: Iterable[Sequence],
-              using: str = "default") -> list[models.Model]:
-    """Model instances with these attributes set from each row (as loaded by ``values_list``)."""
-    new = model.__new__
-    built = []
-    for row in rows:
-        obj = new(model)
-        state = ModelState()
-        state.adding = False
-        state.db = using
-        values = dict(zip(attnames, row, strict=True))
-        values["_state"] = state
-        obj.__dict__ = values
-        built.append(obj)
-    return built
 
 
 # Callable defaults whose one value serves every row of a batch: an empty container, the batch's time.
