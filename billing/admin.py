@@ -4,13 +4,20 @@ from operator import attrgetter
 
 from django import forms
 from django.contrib import admin
-from django.utils import translation
+from django.utils import timezone, translation
+from django.utils.html import format_html_join
+from django.utils.translation import gettext_lazy as _
 from import_export.admin import ExportMixin
 
-from billing.models import GatewayRefund, Invoice, PaymentAttempt
+from billing import limits
+from billing.models import DeclineRule, GatewayRefund, Invoice, PaymentAttempt, WebhookEvent
 from billing.money import format_money, to_amount
 from billing.resources import InvoiceResource, PaymentAttemptResource
 from core import exports
+from core.admin import AppendOnlyAdminMixin, LargeTableAdminMixin, ReadOnlyAdminMixin
+from core.admin_paging import skip_scan_filter
+from customers.admin import CARD_FIELDS
+from customers.models import PaymentMethod
 
 
 def money_display(model, field: str, currency: str = "currency", *, description=None):
@@ -63,18 +70,21 @@ class PaymentAttemptInline(admin.TabularInline):
 
 
 @admin.register(Invoice)
-class InvoiceAdmin(ExportMixin, admin.ModelAdmin):
+class InvoiceAdmin(ExportMixin, LargeTableAdminMixin, admin.ModelAdmin):
     export_formats = exports.FORMATS
     resource_classes = [InvoiceResource]
     # Adds an "Import invoices" button (integrations.admin.ImportJobAdmin); import-export extends it.
     change_list_template = "admin/billing/invoice/change_list_import.html"
     form = InvoiceForm
     list_display = ("number", "customer", "currency", "amount_due_money", "amount_paid_money", "due_date", "status")
-    list_filter = ("status", "currency")
+    list_filter = (
+        "status",
+        skip_scan_filter(Invoice, "currency"),
+        "due_date",
+    )
     search_fields = ("number", "external_id", "customer__name", "customer__external_id")
     list_select_related = ("customer",)
     raw_id_fields = ("customer",)
-    date_hierarchy = "due_date"
     inlines = [PaymentAttemptInline]
     readonly_fields = ("created_at", "updated_at", "paid_at")
     amount_due_money = money_display(Invoice, "amount_due")
@@ -88,27 +98,19 @@ class InvoiceAdmin(ExportMixin, admin.ModelAdmin):
         return [f"{name}_money" if name in ("amount_due", "amount_paid") else name for name in fields]
 
 
-class LedgerAdmin(admin.ModelAdmin):
-    """A record of money moved (charges, refunds): read-only, and nobody deletes a row, superusers
-    included."""
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
+# Charges and refunds are records of money moved: read-only, and nobody deletes a row, superusers included.
 
 @admin.register(PaymentAttempt)
-class PaymentAttemptAdmin(ExportMixin, LedgerAdmin):
+class PaymentAttemptAdmin(ExportMixin, AppendOnlyAdminMixin, LargeTableAdminMixin, admin.ModelAdmin):
     export_formats = exports.FORMATS
     resource_classes = [PaymentAttemptResource]
     list_display = ("created_at", "invoice", "amount_money", "currency", "source", "outcome", "decline_code", "tries",
                     "message")
-    list_filter = ("outcome", "source", "decline_code", "currency")
+    list_filter = (
+        "outcome", "source",
+        skip_scan_filter(PaymentAttempt, "decline_code"),
+        skip_scan_filter(PaymentAttempt, "currency", table="billing_invoice"),  # the invoices' currency index
+    )
     search_fields = ("invoice__number", "gateway_reference", "idempotency_key")
     list_select_related = ("invoice",)
     fields = readonly_fields = [
@@ -117,7 +119,7 @@ class PaymentAttemptAdmin(ExportMixin, LedgerAdmin):
 
 
 @admin.register(GatewayRefund)
-class GatewayRefundAdmin(LedgerAdmin):
+class GatewayRefundAdmin(AppendOnlyAdminMixin, admin.ModelAdmin):
     """Refunds of charges that succeeded after their invoice closed (LATE_CHARGE_POLICY=refund)."""
 
     list_display = ("created_at", "invoice", "amount_money", "currency", "status", "gateway_reference", "tries",
@@ -132,15 +134,6 @@ class GatewayRefundAdmin(LedgerAdmin):
 
 # --- Smart retries: the decline table, webhook log, network counters per card -------------------
 
-from django.utils import timezone  # noqa: E402
-from django.utils.html import format_html_join  # noqa: E402
-from django.utils.translation import gettext_lazy as _  # noqa: E402
-
-from billing import limits  # noqa: E402
-from billing.models import DeclineRule, WebhookEvent  # noqa: E402
-from customers.admin import PaymentMethodAdmin as BasePaymentMethodAdmin  # noqa: E402
-from customers.models import PaymentMethod  # noqa: E402
-
 
 @admin.register(DeclineRule)
 class DeclineRuleAdmin(admin.ModelAdmin):
@@ -154,29 +147,29 @@ class DeclineRuleAdmin(admin.ModelAdmin):
 
 
 @admin.register(WebhookEvent)
-class WebhookEventAdmin(admin.ModelAdmin):
+class WebhookEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("received_at", "gateway", "type", "event_id", "object_id", "result")
     list_filter = ("gateway", "type")
     search_fields = ("event_id", "object_id")
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-
-admin.site.unregister(PaymentMethod)
-
 
 @admin.register(PaymentMethod)
-class PaymentMethodAdmin(BasePaymentMethodAdmin):
-    """The customers app's admin plus what billing knows: network retry counters and the charge block."""
+class PaymentMethodAdmin(admin.ModelAdmin):
+    """A customer's saved methods, with what billing knows of each: network retry counters and the
+    charge block (declared here, not in customers, which knows nothing of charging)."""
 
-    list_display = (*BasePaymentMethodAdmin.list_display, "charge_blocked_at")
-    list_filter = (*BasePaymentMethodAdmin.list_filter, ("charge_blocked_at", admin.EmptyFieldListFilter))
+    list_display = ("__str__", "customer", "kind", "exp_month", "exp_year", "is_default", "gateway",
+                    "charge_blocked_at")
+    list_filter = ("kind", "brand", "gateway", "is_default", ("charge_blocked_at", admin.EmptyFieldListFilter))
+    search_fields = ("customer__name", "customer__external_id", "last4")
+    list_select_related = ("customer",)
+    raw_id_fields = ("customer",)
     readonly_fields = ("network_retry_counters", "charge_blocked_at", "charge_blocked_reason")
     actions = ["clear_charge_block"]
+
+    def get_readonly_fields(self, request, obj=None):
+        readonly = super().get_readonly_fields(request, obj)
+        return (*CARD_FIELDS, *readonly) if obj is not None else readonly
 
     @admin.display(description=_("network retry counters"))
     def network_retry_counters(self, obj: PaymentMethod) -> str:

@@ -17,8 +17,10 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.text import get_valid_filename
 from django.utils.translation import gettext_lazy as _
+from django_q.tasks import async_task
 
 from billing.imports import NATIVE_COLUMNS, ImportReport
+from core.admin import ReadOnlyAdminMixin
 from integrations import imports
 from integrations.models import ApiKey, ImportJob, PaymentEvent
 
@@ -72,17 +74,11 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
 
 @admin.register(PaymentEvent)
-class PaymentEventAdmin(admin.ModelAdmin):
+class PaymentEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("received_at", "event_id", "kind", "status", "applied_at", "error", "api_key")
     list_filter = ("status", "kind")
     search_fields = ("event_id",)
     readonly_fields = [f.name for f in PaymentEvent._meta.fields]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
 
 
 # --- Invoice imports ------------------------------------------------------------------------------
@@ -146,8 +142,6 @@ class ImportJobAdmin(admin.ModelAdmin):
             status=ImportJob.Status.VALIDATING,
         )
         if imports.runs_in_background(job):
-            from django_q.tasks import async_task
-
             transaction.on_commit(lambda: async_task("integrations.tasks.preview_import_job", job.pk))
         else:
             imports.preview_job(job)

@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.http import HttpResponseRedirect
@@ -8,6 +9,8 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.http import require_POST
 
+from core.admin import AppendOnlyAdminMixin, LargeTableAdminMixin, ReadOnlyAdminMixin
+from core.admin_paging import choices_filter, skip_scan_filter
 from notifications import services, webhooks
 from notifications.models import MessageTemplate, Notification, WebhookDelivery, WebhookEndpoint
 from notifications.previews import PreviewError, preview, send_test_to, shown_to
@@ -115,10 +118,17 @@ def _shown(name: str):
 
 
 @admin.register(Notification)
-class NotificationAdmin(admin.ModelAdmin):
+class NotificationAdmin(AppendOnlyAdminMixin, LargeTableAdminMixin, admin.ModelAdmin):
+    """The outbox is the record of what was sent: read-only, and nobody deletes it, superusers included."""
+
     list_display = ("created_at", "customer", "channel", "template_code", "recipient", "status", "tracking_status",
                     "sent_at")
-    list_filter = ("status", "channel", "tracking_status", "template_code", "locale")
+    list_filter = (
+        "status", "channel", "tracking_status",
+        # Template codes from the (small) template table, languages from settings: no scan of the outbox.
+        skip_scan_filter(Notification, "template_code", table="notifications_messagetemplate", column="code"),
+        choices_filter(Notification, "locale", [(code, str(name)) for code, name in settings.LANGUAGES]),
+    )
     search_fields = ("recipient", "customer__name", "customer__external_id", "reference", "provider_message_id")
     list_select_related = ("customer",)
     fields = [f"shown_{f.name}" if f.name in LINKED else f.name for f in Notification._meta.fields]
@@ -136,15 +146,6 @@ class NotificationAdmin(admin.ModelAdmin):
             # "send portal link" permission a link minted in their own name.
             obj.shown = shown_to(request.user, obj)
         return obj
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False  # the outbox is the record of what was sent: nobody deletes it, superusers included
 
     def has_resend_permission(self, request):
         # The outbox is read-only in the admin; resending needs the model's change permission.
@@ -198,7 +199,9 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
 
 
 @admin.register(WebhookDelivery)
-class WebhookDeliveryAdmin(admin.ModelAdmin):
+class WebhookDeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """A read-only log; staff may have a delivery sent again."""
+
     list_display = ("created_at", "event_type", "endpoint", "status", "attempts", "response_status",
                     "next_attempt_at", "delivered_at")
     list_filter = ("status", "event_type", "endpoint")
@@ -207,19 +210,11 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
     readonly_fields = [f.name for f in WebhookDelivery._meta.fields]
     actions = ["retry_now"]
 
-    def has_add_permission(self, request):
-        return False
-
     @admin.action(description="Send again at the next run", permissions=["retry"])
     def retry_now(self, request, queryset):
         count = webhooks.retry_now(queryset)
         self.message_user(request, f"{count} deliveries will be sent again within a minute.", messages.SUCCESS)
 
-    def has_change_permission(self, request, obj=None):
-        return False  # a read-only log
-
     def has_retry_permission(self, request) -> bool:
         # Re-queueing changes the rows: the model's change permission, not the (read-only) form's.
         return request.user.has_perm("notifications.change_webhookdelivery")
-
-

@@ -11,9 +11,9 @@ import pytest
 from billing.models import Invoice
 from billing.resources import InvoiceResource
 from core import exports
-from customers.admin import CustomerAdmin
 from customers.models import Customer
 from customers.resources import CustomerResource
+from dunning.admin.customers import CustomerAdmin
 from tests.factories import CustomerFactory, InvoiceFactory
 
 pytestmark = pytest.mark.django_db

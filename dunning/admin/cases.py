@@ -1,9 +1,9 @@
+"""Admin of dunning cases and their timeline: staff actions on cases, each a service in dunning.services."""
+
 from __future__ import annotations
 
 from django.conf import settings
 from django.contrib import admin, messages
-from django.core.exceptions import ValidationError
-from django.forms.models import BaseInlineFormSet
 from django.template.loader import render_to_string
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
@@ -13,41 +13,16 @@ from import_export.admin import ExportMixin
 from billing.admin import money_display
 from billing.models import Invoice, PaymentAttempt
 from core import exports
+from core.admin import AppendOnlyAdminMixin, LargeTableAdminMixin
+from core.admin_paging import skip_scan_filter
 from dunning import links, services
-from dunning.models import Campaign, CampaignStep, CaseEvent, DunningCase
+from dunning.admin.workqueue import WorkItemInline
+from dunning.models import CampaignStep, CaseEvent, DunningCase
 from dunning.resources import DunningCaseResource
 from notifications.models import Notification
 
 
-class StepFormSet(BaseInlineFormSet):
-    def clean(self):
-        super().clean()
-        live = [f for f in self.forms if f.cleaned_data and not f.cleaned_data.get("DELETE")]
-        if self.instance.active and not live:
-            raise ValidationError(_("An active campaign needs at least one step."))
-
-
-class CampaignStepInline(admin.TabularInline):
-    model = CampaignStep
-    formset = StepFormSet
-    extra = 0
-    fields = ("position", "offset_days", "offset_hours", "action", "template_code", "channels", "audience",
-              "escalate_to")
-    ordering = ("position",)
-
-
-@admin.register(Campaign)
-class CampaignAdmin(admin.ModelAdmin):
-    list_display = ("name", "active", "priority", "currency", "min_amount_money", "max_amount_money", "segment")
-    list_filter = ("active", "currency")
-    list_editable = ("priority",)
-    search_fields = ("name",)
-    inlines = [CampaignStepInline]
-    min_amount_money = money_display(Campaign, "min_amount")
-    max_amount_money = money_display(Campaign, "max_amount")
-
-
-class CaseEventInline(admin.TabularInline):
+class CaseEventInline(AppendOnlyAdminMixin, admin.TabularInline):
     model = CaseEvent
     extra = 0
     can_delete = False
@@ -55,15 +30,6 @@ class CaseEventInline(admin.TabularInline):
     readonly_fields = fields
     ordering = ("at", "id")
     verbose_name_plural = _("Timeline")
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 def _run_action(modeladmin, request, queryset, func, done_label: str):
@@ -83,21 +49,39 @@ def _run_action(modeladmin, request, queryset, func, done_label: str):
         modeladmin.message_user(request, _("Not done: ") + "; ".join(failed), messages.ERROR)
 
 
+class StepFilter(admin.SimpleListFilter):
+    """The current step, without one campaign query per step."""
+
+    title = _("current step")
+    parameter_name = "current_step__id__exact"
+
+    def lookups(self, request, model_admin):
+        steps = CampaignStep.objects.select_related("campaign").order_by("campaign__name", "position")
+        return [(str(s.pk), str(s)) for s in steps]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(current_step_id=self.value()) if self.value() else queryset
+
+
 @admin.register(DunningCase)
-class DunningCaseAdmin(ExportMixin, admin.ModelAdmin):
+class DunningCaseAdmin(ExportMixin, LargeTableAdminMixin, admin.ModelAdmin):
     export_formats = exports.FORMATS
     resource_classes = [DunningCaseResource]
-    list_display = ("id", "customer", "invoice", "amount", "campaign", "status", "current_step", "next_action_at")
-    list_filter = ("status", "campaign", "current_step", "invoice__currency")
+    list_display = ("id", "customer", "invoice", "amount", "campaign", "status", "current_step", "next_action_at",
+                    "variant")
+    # Date filters instead of a date_hierarchy, and an index-backed currency list (an "all values"
+    # filter would scan every invoice).
+    list_filter = ("status", "campaign", StepFilter,
+                   skip_scan_filter(DunningCase, "invoice__currency"),
+                   "failed_at", "closed_at", "retry_state")
     search_fields = ("customer__name", "customer__email", "customer__external_id", "invoice__number",
                      "invoice__external_id")
-    list_select_related = ("customer", "invoice", "campaign", "current_step", "current_step__campaign")
-    date_hierarchy = "failed_at"
-    show_full_result_count = False
-    inlines = [CaseEventInline]
+    list_select_related = ("customer", "invoice", "campaign", "current_step", "current_step__campaign", "variant")
+    inlines = [CaseEventInline, WorkItemInline]
     actions = ["pause", "resume", "cancel", "retry_now", "mark_paid"]
     fields = ("customer", "invoice", "campaign", "status", "failed_at", "decline_code", "current_step",
-              "next_step", "next_action_at", "paused_at", "closed_at", "attempts_table", "messages_table")
+              "next_step", "next_action_at", "paused_at", "closed_at", "attempts_table", "messages_table", "variant",
+              "retry_state")
     readonly_fields = fields
 
     def has_add_permission(self, request):
@@ -177,54 +161,11 @@ class DunningCaseAdmin(ExportMixin, admin.ModelAdmin):
 
 
 @admin.register(CaseEvent)
-class CaseEventAdmin(admin.ModelAdmin):
+class CaseEventAdmin(AppendOnlyAdminMixin, LargeTableAdminMixin, admin.ModelAdmin):
+    """The case timeline: append-only, nobody deletes an event, superusers included."""
+
     list_display = ("at", "case", "kind", "message", "actor_label")
-    list_filter = ("kind",)
+    list_filter = (skip_scan_filter(CaseEvent, "kind"),)
     search_fields = ("message", "kind")
     list_select_related = ("case",)
     raw_id_fields = ("case",)
-    show_full_result_count = False
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-# Order matters: the cockpit re-registers the Campaign and DunningCase admins, the extras then attach
-# their inlines and actions to whatever is registered, and the large-table tuning runs last.
-from dunning import admin_plans  # noqa: E402,F401,I001  (payment plans and limits)
-from dunning import admin_cockpit  # noqa: E402,F401,I001  (work queue, variants, preview)
-from dunning import admin_extras  # noqa: E402,F401,I001  (fees, contacts and privacy admin)
-from core.admin_paging import tune_large_changelists  # noqa: E402,I001
-
-# --- Smart retries: the retry timing policy of a campaign, the retry state of a case ------------
-from dunning.models import RetryPolicy  # noqa: E402,I001
-
-
-class RetryPolicyInline(admin.StackedInline):
-    model = RetryPolicy
-    extra = 0
-    max_num = 1
-    verbose_name = verbose_name_plural = _(
-        "Retry timing (without one: charge when the step is due, at least 20 hours apart)")
-
-
-def attach_retry_settings() -> None:
-    """Add to whatever admin is registered for campaigns and cases (the cockpit replaces the base ones)."""
-    campaign_admin = admin.site.get_model_admin(Campaign)
-    if RetryPolicyInline not in campaign_admin.inlines:
-        campaign_admin.inlines = [*campaign_admin.inlines, RetryPolicyInline]
-    case_admin = admin.site.get_model_admin(DunningCase)
-    if "retry_state" not in case_admin.list_filter:
-        case_admin.list_filter = (*case_admin.list_filter, "retry_state")
-    if "retry_state" not in case_admin.fields:
-        case_admin.fields = (*case_admin.fields, "retry_state")
-        case_admin.readonly_fields = (*case_admin.readonly_fields, "retry_state")
-
-
-attach_retry_settings()
-tune_large_changelists(admin.site)

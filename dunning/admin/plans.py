@@ -1,4 +1,4 @@
-"""Admin for payment plans and their per-currency limits (imported by dunning.admin)."""
+"""Admin of payment plans and their per-currency limits: staff approve or reject plans through dunning.plans."""
 
 from __future__ import annotations
 

@@ -1,8 +1,5 @@
-"""Admin for the operator's cockpit: work queue, A/B variants, pins, targeting, campaign preview.
-
-Extends the foundation's ModelAdmins by subclassing them (so their other changes carry over) and
-re-registering. Every action calls dunning.workqueue / dunning.services, which write the timeline.
-"""
+"""Admin of the staff work queue: every change goes through dunning.workqueue / dunning.services, which
+write the case timeline."""
 
 from __future__ import annotations
 
@@ -11,87 +8,15 @@ import datetime
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
-from django.shortcuts import get_object_or_404
-from django.template.response import TemplateResponse
-from django.urls import path, reverse
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from core.admin_paging import CappedCountPaginator, skip_scan_filter
-from customers.models import Customer
+from core.admin import LargeTableAdminMixin
 from dunning import services, workqueue
-from dunning.admin import CampaignAdmin, DunningCaseAdmin
-from dunning.models import Campaign, CampaignPin, CampaignStep, CampaignVariant, DunningCase, WorkItem
-from dunning.preview import CAP, CAP_DAYS, QUIET_END, QUIET_START, preview
-
-
-class CampaignVariantInline(admin.TabularInline):
-    model = CampaignVariant
-    fk_name = "experiment"
-    extra = 0
-    fields = ("name", "is_control", "weight", "steps_from")
-    verbose_name_plural = _("A/B test variants (leave empty for no test)")
-
-
-class CockpitCampaignAdmin(CampaignAdmin):
-    list_display = (*CampaignAdmin.list_display, "countries", "payment_method_kinds", "variant_count")
-    inlines = [*CampaignAdmin.inlines, CampaignVariantInline]
-    change_form_template = "admin/dunning/campaign/cockpit_change_form.html"
-
-    def get_queryset(self, request):
-        from django.db.models import Count
-
-        return super().get_queryset(request).annotate(n_variants=Count("variants"))
-
-    @admin.display(description=_("variants"), ordering="n_variants")
-    def variant_count(self, obj):
-        return obj.n_variants or ""
-
-    def get_urls(self):
-        urls = super().get_urls()
-        return [path("<int:pk>/preview/", self.admin_site.admin_view(self.preview_view),
-                     name="dunning_campaign_preview"), *urls]
-
-    def preview_view(self, request, pk: int):
-        campaign = get_object_or_404(Campaign, pk=pk)
-        if not self.has_view_permission(request, campaign):
-            raise admin.sites.PermissionDenied
-        form = PreviewForm(request.GET or None)
-        rows, subject, error = [], None, ""
-        if form.is_valid():
-            case_id, customer_id = form.cleaned_data.get("case"), form.cleaned_data.get("customer")
-            if case_id:
-                case = DunningCase.objects.select_related("customer", "invoice").filter(pk=case_id).first()
-                if case is None:
-                    error = f"No case #{case_id}"
-                else:
-                    subject, rows = case, preview(campaign, case.customer, case=case)
-            elif customer_id:
-                customer = Customer.objects.filter(pk=customer_id).first()
-                if customer is None:
-                    error = f"No customer #{customer_id}"
-                else:
-                    subject, rows = customer, preview(campaign, customer)
-        if not subject and not error:
-            sample = (DunningCase.objects.open().select_related("customer", "invoice").order_by("-failed_at").first())
-            if sample is not None:
-                subject, rows = sample, preview(campaign, sample.customer, case=sample)
-        context = {
-            **self.admin_site.each_context(request), "opts": self.opts, "original": campaign,
-            "title": f"Preview: {campaign.name}", "campaign": campaign, "form": form, "rows": rows,
-            "subject": subject, "error": error,
-            "tz": (subject.customer if isinstance(subject, DunningCase) else subject).timezone if subject else "",
-            "policy": f"Quiet hours {QUIET_START:%H:%M}-{QUIET_END:%H:%M} customer time; "
-                      f"at most {CAP} messages per {CAP_DAYS} days.",
-        }
-        return TemplateResponse(request, "admin/dunning/campaign/preview.html", context)
-
-
-class PreviewForm(forms.Form):
-    case = forms.IntegerField(required=False, label=_("Open case id"))
-    customer = forms.IntegerField(required=False, label=_("or sample customer id (payment failing now)"))
+from dunning.models import WorkItem
 
 
 class QueueFilter(admin.SimpleListFilter):
@@ -129,7 +54,7 @@ class WorkItemForm(forms.ModelForm):
 
 
 @admin.register(WorkItem)
-class WorkItemAdmin(admin.ModelAdmin):
+class WorkItemAdmin(LargeTableAdminMixin, admin.ModelAdmin):
     form = WorkItemForm
     list_display = ("id", "kind", "title", "customer", "case_link", "status", "assigned_to", "snoozed_until",
                     "created_at")
@@ -137,8 +62,6 @@ class WorkItemAdmin(admin.ModelAdmin):
     list_select_related = ("customer", "assigned_to", "case")
     search_fields = ("title", "customer__name", "customer__external_id", "customer__email")
     raw_id_fields = ("customer", "case")
-    show_full_result_count = False
-    paginator = CappedCountPaginator
     actions = ["assign_to_me", "snooze_one_day", "snooze_one_week", "mark_done", "reopen"]
     readonly_fields = ("status", "snoozed_until", "done_at", "created_at", "comments_list")
 
@@ -250,51 +173,3 @@ class WorkItemInline(admin.TabularInline):
 
     def has_add_permission(self, request, obj=None):
         return False
-
-
-CurrencyFilter = skip_scan_filter("invoice__currency", "billing_invoice", "currency", _("currency"))
-
-
-class StepFilter(admin.SimpleListFilter):
-    """The foundation's step filter, without one campaign query per step."""
-
-    title = _("current step")
-    parameter_name = "current_step__id__exact"
-
-    def lookups(self, request, model_admin):
-        steps = CampaignStep.objects.select_related("campaign").order_by("campaign__name", "position")
-        return [(str(s.pk), str(s)) for s in steps]
-
-    def queryset(self, request, queryset):
-        return queryset.filter(current_step_id=self.value()) if self.value() else queryset
-
-
-class CockpitCaseAdmin(DunningCaseAdmin):
-    list_display = (*DunningCaseAdmin.list_display, "variant")
-    # No date_hierarchy (it scans every case for its years) and no "all values" currency filter
-    # (it scans every invoice): date filters and an index-backed currency list instead.
-    date_hierarchy = None
-    list_filter = (
-        *(StepFilter if f == "current_step" else f for f in DunningCaseAdmin.list_filter if f != "invoice__currency"),
-        CurrencyFilter, "failed_at", "closed_at",
-    )
-    list_select_related = (*DunningCaseAdmin.list_select_related, "variant")
-    paginator = CappedCountPaginator
-    inlines = [*DunningCaseAdmin.inlines, WorkItemInline]
-    fields = (*DunningCaseAdmin.fields, "variant")
-    readonly_fields = fields
-
-
-@admin.register(CampaignPin)
-class CampaignPinAdmin(admin.ModelAdmin):
-    list_display = ("__str__", "customer", "invoice", "campaign", "note")
-    list_select_related = ("customer", "invoice", "campaign")
-    raw_id_fields = ("customer", "invoice")
-    list_filter = ("campaign",)
-    search_fields = ("customer__name", "customer__external_id", "invoice__number")
-
-
-for model, model_admin in ((Campaign, CockpitCampaignAdmin), (DunningCase, CockpitCaseAdmin)):
-    admin.site.unregister(model)
-    admin.site.register(model, model_admin)
-
