@@ -1,11 +1,8 @@
 from csp.decorators import csp_update
-from django.conf import settings
 from django.contrib import admin
 from django.shortcuts import redirect
 from django.templatetags.static import static
 from django.urls import include, path
-from django.utils.text import format_lazy
-from django.utils.translation import gettext_lazy as _
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
@@ -14,14 +11,6 @@ from dunning.stripe_webhooks import stripe_webhook
 # Swagger UI's assets are served locally (drf-spectacular-sidecar) and its script is a separate file;
 # only its few inline styles need an exception to the site-wide CSP, and only on this page.
 api_docs = csp_update({"style-src": ["'unsafe-inline'"]})(SpectacularSwaggerSplitView.as_view(url_name="api-schema"))
-
-# The admin's "View site" would lead to a page that does not exist: there is no public site (the
-# portal opens only from a signed link), so the admin has no such link and / leads to the admin.
-admin.site.site_url = None
-# Staff see whose back office this is, not the framework's name.
-admin.site.site_header = format_lazy("{} · {}", settings.MERCHANT_NAME, _("Collections"))
-admin.site.site_title = _("Collections")
-admin.site.index_title = _("Dunning back office")
 
 
 def favicon(request):
