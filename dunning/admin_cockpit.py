@@ -1,7 +1,7 @@
 """Admin for the operator's cockpit: work queue, A/B variants, pins, targeting, campaign preview.
 
 Extends the foundation's ModelAdmins by subclassing them (so their other changes carry over) and
-re-registering. Every action calls dunning.workqueue / dunning.services, which write the timeline.
+re-registering. Every action calls dunning.workqueue, which writes the timeline.
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ from django.utils.translation import ngettext
 
 from config.admin_paging import CappedCountPaginator, skip_scan_filter
 from customers.models import Customer
-from dunning import services, workqueue
+from dunning import workqueue
 from dunning.admin import CampaignAdmin, DunningCaseAdmin
+from dunning.errors import DunningError
 from dunning.models import Campaign, CampaignPin, CampaignStep, CampaignVariant, DunningCase, WorkItem
 from dunning.preview import CAP, CAP_DAYS, QUIET_END, QUIET_START, preview
 
@@ -180,7 +181,7 @@ class WorkItemAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         if not change:
-            item, _created = services.create_work_item(
+            item, _created = workqueue.create_work_item(
                 obj.customer, obj.kind, obj.title, body=obj.body, case=obj.case, actor=request.user
             )
             obj.pk = item.pk
@@ -198,7 +199,7 @@ class WorkItemAdmin(admin.ModelAdmin):
                 workqueue.snooze(obj, data["snooze_until"], actor=request.user)
             if data.get("done"):
                 workqueue.done(obj, actor=request.user)
-        except services.DunningError as exc:
+        except DunningError as exc:
             self.message_user(request, str(exc), messages.ERROR)
 
     def _each(self, request, queryset, func, label):
@@ -207,7 +208,7 @@ class WorkItemAdmin(admin.ModelAdmin):
             try:
                 func(item)
                 ok += 1
-            except services.DunningError as exc:
+            except DunningError as exc:
                 failed.append(f"#{item.pk}: {exc}")
         if ok:
             self.message_user(request, ngettext("%(n)d item %(label)s.", "%(n)d items %(label)s.", ok)

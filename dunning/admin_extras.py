@@ -18,7 +18,8 @@ from django.utils.translation import gettext_lazy as _
 from billing.admin import money_display
 from billing.models import InvoiceFee
 from customers.models import Customer
-from dunning import fees, privacy, services
+from dunning import fees, privacy
+from dunning.errors import DunningError
 from dunning.models import Campaign, FeePolicy
 
 
@@ -55,7 +56,7 @@ def erase_personal_data(modeladmin, request, queryset):
         try:
             privacy.erase_customer(customer, actor=request.user, close_active_cases=close)
             done += 1
-        except services.DunningError as exc:
+        except DunningError as exc:
             refused.append(str(exc))
     if done:
         modeladmin.message_user(request, _("%(n)d customer(s) erased.") % {"n": done}, messages.SUCCESS)
@@ -116,7 +117,7 @@ class InvoiceFeeAdmin(admin.ModelAdmin):
             try:
                 fees.waive_fee(fee, actor=request.user, reason=reason)
                 done += 1
-            except services.DunningError as exc:
+            except DunningError as exc:
                 refused.append(f"#{fee.pk}: {exc}")
         if done:
             self.message_user(request, _("%(n)d fee(s) waived.") % {"n": done}, messages.SUCCESS)
