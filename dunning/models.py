@@ -48,10 +48,6 @@ class CampaignQuerySet(models.QuerySet):
         """What choosing a campaign for these invoices needs, loaded once (see Targeting)."""
         return Targeting(invoices)
 
-    def select_for(self, invoice: Invoice) -> Campaign:
-        """The campaign a failed invoice gets (Targeting.select)."""
-        return Targeting([invoice]).select(invoice)
-
 
 class Campaign(TimestampedModel):
     """An escalation campaign: ordered steps run from the moment a payment failed."""

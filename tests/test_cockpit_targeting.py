@@ -24,6 +24,11 @@ from tests.factories import (
 pytestmark = pytest.mark.django_db
 
 
+def selected(invoice) -> Campaign:
+    """The campaign open_cases would give the invoice."""
+    return Campaign.objects.targeting([invoice]).select(invoice)
+
+
 def campaign(name, priority, **rules):
     c = CampaignFactory(name=name, priority=priority, **rules)
     CampaignStepFactory(campaign=c, position=1)
@@ -37,8 +42,8 @@ def fallback():
 
 def test_country_rule(fallback):
     eu = campaign("EU", 10, countries="it, DE")
-    assert Campaign.objects.select_for(InvoiceFactory(customer=CustomerFactory(country="IT"))) == eu
-    assert Campaign.objects.select_for(InvoiceFactory(customer=CustomerFactory(country="US"))) == fallback
+    assert selected(InvoiceFactory(customer=CustomerFactory(country="IT"))) == eu
+    assert selected(InvoiceFactory(customer=CustomerFactory(country="US"))) == fallback
 
 
 def test_tenure_rule(fallback, clock):
@@ -47,9 +52,9 @@ def test_tenure_rule(fallback, clock):
     new = CustomerFactory(created_at=clock.now - datetime.timedelta(days=3))
     old = CustomerFactory(created_at=clock.now - datetime.timedelta(days=400))
     middle = CustomerFactory(created_at=clock.now - datetime.timedelta(days=100))
-    assert Campaign.objects.select_for(InvoiceFactory(customer=new)) == newcomers
-    assert Campaign.objects.select_for(InvoiceFactory(customer=old)) == loyal
-    assert Campaign.objects.select_for(InvoiceFactory(customer=middle)) == fallback
+    assert selected(InvoiceFactory(customer=new)) == newcomers
+    assert selected(InvoiceFactory(customer=old)) == loyal
+    assert selected(InvoiceFactory(customer=middle)) == fallback
 
 
 def test_payment_method_type_rule_looks_the_method_up_once(fallback):
@@ -61,17 +66,17 @@ def test_payment_method_type_rule_looks_the_method_up_once(fallback):
     invoice = InvoiceFactory(customer=with_sepa)
     invoice = type(invoice).objects.select_related("customer").get(pk=invoice.pk)
     with CaptureQueriesContext(connection) as queries:
-        assert Campaign.objects.select_for(invoice) == sepa
+        assert selected(invoice) == sepa
     # pins (1), campaigns (1), the payment method (1): never one query per campaign.
     assert len(queries) == 3
-    assert Campaign.objects.select_for(InvoiceFactory(customer=CustomerFactory())) == nothing
+    assert selected(InvoiceFactory(customer=CustomerFactory())) == nothing
 
 
 def test_segment_currency_and_amount_still_apply(fallback):
     big_pro = campaign("Big pro EUR", 10, segment="pro", currency="EUR", min_amount=500)
     pro = CustomerFactory(segment="pro", currency="EUR")
-    assert Campaign.objects.select_for(InvoiceFactory(customer=pro, amount_due=Decimal("600"))) == big_pro
-    assert Campaign.objects.select_for(InvoiceFactory(customer=pro, amount_due=Decimal("100"))) == fallback
+    assert selected(InvoiceFactory(customer=pro, amount_due=Decimal("600"))) == big_pro
+    assert selected(InvoiceFactory(customer=pro, amount_due=Decimal("100"))) == fallback
 
 
 def test_excluded_customer_or_invoice_gets_no_case(fallback):
@@ -91,7 +96,7 @@ def test_pins_win_over_rules_invoice_first(fallback):
     CampaignPin.objects.create(customer=customer, campaign=vip)
     pinned_invoice = InvoiceFactory(customer=customer)
     CampaignPin.objects.create(invoice=pinned_invoice, campaign=special)
-    assert Campaign.objects.select_for(InvoiceFactory(customer=customer)) == vip
+    assert selected(InvoiceFactory(customer=customer)) == vip
     case, _ = open_case(pinned_invoice)
     assert case.campaign == special
 
