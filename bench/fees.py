@@ -136,8 +136,9 @@ def _erase(n: int) -> list[dict]:
     from django.utils import timezone
 
     from customers.models import Customer
-    from dunning import privacy, services
-    from dunning.models import CaseEvent, DunningCase
+    from dunning import privacy
+    from dunning.cases import cancel_case
+    from dunning.models import CaseEvent, DunningCase, case_key
     from notifications.models import Notification
 
     now = timezone.now()
@@ -149,11 +150,11 @@ def _erase(n: int) -> list[dict]:
         Notification.objects.bulk_create(
             Notification(customer=customer, recipient=customer.email, template_code="reminder",
                          body_text=f"Hello {customer.name}, message {i}", context={"customer_name": customer.name},
-                         dedupe_key=f"bench-erase-{i}", reference=f"case:{case.pk}", status="sent")
+                         dedupe_key=f"bench-erase-{i}", reference=case_key(case.pk), status="sent")
             for i in range(300))
         CaseEvent.objects.bulk_create(
             CaseEvent(case=case, kind="note", message=f"Spoke to {customer.name} ({i})") for i in range(900))
-        services.cancel_case(case)
+        cancel_case(case)
         started = time.perf_counter()
         privacy.erase_customer(customer)
         return time.perf_counter() - started

@@ -41,8 +41,8 @@ def _create(n: int, tag: str):
     from billing.models import Invoice
     from customers.models import Customer
     from dunning.defaults import ensure_default_campaign
-    from dunning.engine import message_context
-    from dunning.models import DunningCase
+    from dunning.messages import message_context
+    from dunning.models import DunningCase, case_key
     from notifications.defaults import load_default_templates
     from notifications.models import Notification
 
@@ -73,7 +73,7 @@ def _create(n: int, tag: str):
     Notification.objects.bulk_create(
         [Notification(customer=case.customer, channel="email", recipient=case.customer.email,
                       template_code="reminder", locale=case.customer.locale, context=message_context(case, now),
-                      dedupe_key=f"{tag}:{case.pk}", reference=f"case:{case.pk}", send_after=now)
+                      dedupe_key=f"{tag}:{case.pk}", reference=case_key(case.pk), send_after=now)
          for case in cases],
         batch_size=1000,
     )

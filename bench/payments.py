@@ -63,9 +63,10 @@ def run(scale: str) -> list[dict]:
     from django.db import connection
     from django.test import override_settings
 
+    from billing import attempts
     from billing.models import PaymentAttempt
     from dunning.models import DunningCase
-    from dunning.services import process_payment_attempts
+    from dunning.payments import SETTLEMENT
 
     now = datetime.datetime.now(datetime.UTC)
     rows = []
@@ -83,7 +84,7 @@ def run(scale: str) -> list[dict]:
             with override_settings(DEBUG=False, PAYMENT_GATEWAY="billing.gateways.stripe.StripeGateway",
                                    STRIPE_API_KEY="sk_test_bench", STRIPE_API_BASE=url,
                                    PAYMENT_GATEWAY_RATE_PER_SECOND=0), Timer() as t:
-                done = process_payment_attempts()
+                done = attempts.process_pending(SETTLEMENT)
         finally:
             stripe.terminate()
             stripe.wait()

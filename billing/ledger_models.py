@@ -150,7 +150,7 @@ class GatewayRefund(models.Model):
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [
-            # Scanned by the refund processor (dunning.services.process_refunds).
+            # Scanned by the refund processor (billing.attempts.process_refunds).
             models.Index(fields=["lease_until"], condition=models.Q(status="pending"), name="refund_pending_lease_idx"),
         ]
 

@@ -99,7 +99,7 @@ class PaymentAttempt(TimestampedModel):
     it pending and another worker calls the gateway again with the same key, which returns the first
     outcome instead of charging twice.
 
-    ``tries`` counts the claims made for the gateway (billing.services.start_attempt): while it is 0
+    ``tries`` counts the claims made for the gateway (billing.attempts.start_attempt): while it is 0
     nothing has been sent, and closing the invoice cancels the attempt; once it is 1 or more the
     gateway may have charged, so the attempt is resolved with the same key, never cancelled.
     """

@@ -1,4 +1,5 @@
-"""Late fees and interest for invoices in dunning: the daily job, staff waivers, merge data.
+"""Late fees and interest for invoices in dunning: the daily job and staff waivers (their merge data:
+dunning.messages.fee_context).
 
 The job may run any number of times: one-off fees have unique keys and interest is recomputed from
 the invoice's payment history (billing.fees), so each fee is added once and nothing is lost when a
@@ -18,8 +19,10 @@ from django.utils import timezone
 from billing import fees as billing_fees
 from billing.fees import FeeTerms
 from billing.models import Invoice, InvoiceFee
-from dunning.models import CaseEvent, DunningCase, FeePolicy
-from dunning.services import DunningError, log
+from dunning.cases import last_case
+from dunning.errors import DunningError
+from dunning.models import DunningCase, FeePolicy
+from dunning.timeline import EventKind, actor_label, entry, log, log_entries
 
 logger = logging.getLogger(__name__)
 
@@ -50,10 +53,6 @@ def terms_for(policy: FeePolicy | None, invoice: Invoice, *, ignore_enabled: boo
     terms = FeeTerms(grace_days=policy.grace_days, fixed=_money_for(policy.fixed_fees, currency),
                      percentage=policy.percentage, annual_rate=policy.annual_interest_rate, cap=cap)
     return terms if terms.charges_anything else None
-
-
-def _case_for(invoice_id: int) -> DunningCase | None:
-    return DunningCase.objects.filter(invoice_id=invoice_id).order_by("-id").first()
 
 
 def up_to_date(invoice: Invoice, terms: FeeTerms, today: datetime.date) -> bool:
@@ -90,17 +89,18 @@ def _apply_chunk(work: list[tuple[DunningCase | None, Invoice, FeeTerms]], now: 
             if case is None:
                 continue
             if changes.created:  # one timeline entry per invoice and run, listing the new fees
-                events.append(CaseEvent(
-                    case=case, kind="fee.added", at=now, actor_label="fees",
-                    message="; ".join(f"{f.get_kind_display()}: {f.amount} {f.currency}" for f in changes.created),
+                events.append(entry(
+                    case.pk, EventKind.FEE_ADDED,
+                    "; ".join(f"{f.get_kind_display()}: {f.amount} {f.currency}" for f in changes.created),
+                    at=now, actor="fees",
                     payload={"fees": [{"key": f.key, "kind": f.kind, "amount": str(f.amount)}
                                       for f in changes.created]}))
             interest = changes.interest
             if changes.finalised and interest is not None and interest not in changes.created:
-                events.append(CaseEvent(case=case, kind="fee.interest_final", at=now, actor_label="fees",
-                                        message=f"Interest stopped at {interest.amount} {interest.currency}",
-                                        payload={"fee": interest.key, "amount": str(interest.amount)}))
-        CaseEvent.objects.bulk_create(events)
+                events.append(entry(case.pk, EventKind.FEE_INTEREST_FINAL,
+                                    f"Interest stopped at {interest.amount} {interest.currency}", at=now,
+                                    actor="fees", payload={"fee": interest.key, "amount": str(interest.amount)}))
+        log_entries(events)
 
 
 def apply_fees(now: datetime.datetime | None = None, chunk: int = 500) -> int:
@@ -150,7 +150,7 @@ def apply_fees(now: datetime.datetime | None = None, chunk: int = 500) -> int:
         if invoice.pk in seen:
             continue
         seen.add(invoice.pk)
-        case = _case_for(invoice.pk)
+        case = last_case(invoice.pk)
         policy = getattr(case.campaign, "fee_policy", None) if case else None
         terms = terms_for(policy, invoice, ignore_enabled=True) or FeeTerms()
         work.append((case, invoice, FeeTerms(grace_days=terms.grace_days, annual_rate=terms.annual_rate,
@@ -174,31 +174,13 @@ def waive_fee(fee: InvoiceFee, *, actor, reason: str) -> InvoiceFee:
         fee = InvoiceFee.objects.select_for_update().get(pk=fee.pk)
         if fee.status != InvoiceFee.Status.OPEN:
             raise DunningError(f"This fee is {fee.get_status_display().lower()}; only open fees can be waived")
-        from dunning.services import actor_fields
-
         fee.status = InvoiceFee.Status.WAIVED
         fee.waived_at = timezone.now()
-        fee.waived_by = actor_fields(actor)["actor_label"]
+        fee.waived_by = actor_label(actor)
         fee.waive_reason = reason[:255]
         fee.save(update_fields=["status", "waived_at", "waived_by", "waive_reason", "updated_at"])
-        case = _case_for(fee.invoice_id)
+        case = last_case(fee.invoice_id)
         if case is not None:
-            log(case, "fee.waived", f"{fee.get_kind_display()} of {fee.amount} {fee.currency} waived: {reason}",
+            log(case, EventKind.FEE_WAIVED, f"{fee.get_kind_display()} of {fee.amount} {fee.currency} waived: {reason}",
                 actor=actor, payload={"fee": fee.pk, "kind": fee.kind, "amount": str(fee.amount)})
     return fee
-
-
-def fee_context(invoices: list[Invoice], fees_by_invoice: dict[int, list[InvoiceFee]] | None = None) -> dict:
-    """Merge variables: open fees of these invoices, their total, and principal + fees."""
-    if fees_by_invoice is None:
-        fees_by_invoice = billing_fees.open_fees_by_invoice(inv.pk for inv in invoices)
-    fees = [fee for inv in invoices for fee in fees_by_invoice.get(inv.pk, [])]
-    currency = invoices[0].currency if invoices else ""
-    total = billing_fees.fees_total([f for f in fees if f.currency == currency])
-    principal = sum((inv.amount_remaining for inv in invoices if inv.currency == currency), Decimal("0"))
-    return {
-        "fees": [{"label": f.get_kind_display(), "amount": str(f.amount_open), "currency": f.currency,
-                  "invoice_number": next((i.number for i in invoices if i.pk == f.invoice_id), "")} for f in fees],
-        "fees_total": str(total),
-        "total_owed": str(principal + total),
-    }

@@ -16,13 +16,16 @@ import logging
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from billing import attempts
 from billing import services as billing
 from billing.declines import classify_attempt
 from billing.gateways import ChargeResult, GatewayEvent, MethodDetails
 from billing.models import Invoice, PaymentAttempt, WebhookEvent
 from billing.money import from_minor_units
 from customers.models import Customer, PaymentMethod
-from dunning import retries, services
+from dunning import payments, retries
+from dunning.cases import open_case
+from dunning.errors import DunningError
 
 logger = logging.getLogger(__name__)
 E = GatewayEvent
@@ -77,7 +80,8 @@ def _payment_received(event: GatewayEvent, gateway: str, at, amount_minor: int) 
     if own is not None:
         if own.outcome == PaymentAttempt.Outcome.PENDING:
             # Reconciles an attempt whose answer was lost (timeout): settled once, never charged again.
-            services.settle_attempt(own, ChargeResult(True, reference=event.data.get("payment_intent", "")), at=at)
+            attempts.settle(own, ChargeResult(True, reference=event.data.get("payment_intent", "")),
+                            payments.SETTLEMENT, at=at)
             return f"attempt {own.pk} settled as paid"
         return f"attempt {own.pk} already settled"
     invoice = _invoice(event.data.get("invoice", ""))
@@ -97,7 +101,7 @@ def _payment_received(event: GatewayEvent, gateway: str, at, amount_minor: int) 
     )
     if not created:
         return "ignored: payment already recorded"
-    services.record_payment(invoice, attempt.amount, attempt=attempt, actor=f"{gateway}:webhook", at=at)
+    payments.record_payment(invoice, attempt.amount, attempt=attempt, actor=f"{gateway}:webhook", at=at)
     return f"payment of {attempt.amount} {invoice.currency} recorded on {invoice.number}"
 
 
@@ -116,11 +120,11 @@ def on_payment_failed(event, gateway, at, after_commit) -> str:
     if own.outcome != PaymentAttempt.Outcome.PENDING:
         return f"attempt {own.pk} already settled"
     d = event.data
-    services.settle_attempt(own, ChargeResult(False, reference=d.get("payment_intent", ""),
-                                              decline_code=d.get("decline_code") or "generic_decline",
-                                              network_code=d.get("network_code", ""),
-                                              advice_code=d.get("advice_code", ""),
-                                              message=d.get("message", "")[:255]), at=at)
+    attempts.settle(own, ChargeResult(False, reference=d.get("payment_intent", ""),
+                                      decline_code=d.get("decline_code") or "generic_decline",
+                                      network_code=d.get("network_code", ""),
+                                      advice_code=d.get("advice_code", ""),
+                                      message=d.get("message", "")[:255]), payments.SETTLEMENT, at=at)
     return f"attempt {own.pk} settled as declined"
 
 
@@ -146,9 +150,9 @@ def on_invoice_payment_failed(event, gateway, at, after_commit) -> str:
     attempt.decline_class = classify_attempt(attempt, at=at)
     attempt.save()
     try:
-        case, created = services.open_case(invoice, failed_at=at, decline_code=attempt.decline_code,
+        case, created = open_case(invoice, failed_at=at, decline_code=attempt.decline_code,
                                            attempt=attempt, actor=f"{gateway}:webhook")
-    except services.DunningError as exc:
+    except DunningError as exc:
         return f"failure recorded, no case: {exc}"
     if not created:
         retries.after_decline(case, attempt, at=at)
@@ -183,7 +187,7 @@ def refresh_payment_method(method: PaymentMethod) -> bool:
     details = get_gateway_by_name(method.gateway).retrieve_method(method.token)
     changed = _apply_details(method, details.__dict__)
     if changed:
-        retries.method_updated(method, actor="sync")
+        payments.retry_after_method_update(method.customer, method, actor="sync")
     return changed
 
 

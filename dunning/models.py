@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterable
 from datetime import timedelta
 from decimal import Decimal
 
@@ -7,18 +9,44 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
+from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from billing.models import Invoice, PaymentAttempt
-from customers.models import BillingContact, Customer, TimestampedModel
+from customers.models import BillingContact, Customer, PaymentMethod, TimestampedModel
 from customers.validators import validate_currency
+from dunning.errors import DunningExcluded, NoMatchingCampaign
 from notifications.models import Channel
+
+# Campaign.payment_method_kinds: the customer's default payment method type, or "none" without one.
+METHOD_KINDS = {*PaymentMethod.Kind.values, "none"}
+
+
+def case_key(case_id: int, *parts) -> str:
+    """``case:<id>``, or ``case:<id>:<part>:...``: how everything a case causes names it (message
+    references, dedupe and idempotency keys, outbound event ids). ``case_id_in`` reads it back."""
+    return ":".join(("case", str(case_id), *(str(p) for p in parts)))
+
+
+def case_id_in(reference: str) -> int | None:
+    """The case a reference names (``case:<id>``), or None."""
+    prefix, _sep, rest = reference.partition(":")
+    return int(rest) if prefix == "case" and rest.isdigit() else None
+
+
+def split_codes(value: str, *, upper: bool = True) -> list[str]:
+    parts = [p.strip() for p in (value or "").split(",") if p.strip()]
+    return [p.upper() if upper else p.lower() for p in parts]
 
 
 class CampaignQuerySet(models.QuerySet):
     def active(self):
         return self.filter(active=True)
+
+    def targeting(self, invoices: list[Invoice]) -> Targeting:
+        """What choosing a campaign for these invoices needs, loaded once (see Targeting)."""
+        return Targeting(invoices)
 
 
 class Campaign(TimestampedModel):
@@ -39,7 +67,7 @@ class Campaign(TimestampedModel):
         max_digits=14, decimal_places=4, null=True, blank=True, validators=[MinValueValidator(Decimal("0"))]
     )
     segment = models.CharField(max_length=64, blank=True, help_text=_("Blank: any segment or plan."))
-    # Targeting rules (dunning.targeting): blank/empty means "any".
+    # Targeting rules (Campaign.matches): blank/empty means "any".
     countries = models.CharField(
         max_length=200, blank=True, help_text=_("Customer countries, comma-separated ISO codes (US, IT). Blank: any.")
     )
@@ -69,8 +97,6 @@ class Campaign(TimestampedModel):
         if (self.min_tenure_days is not None and self.max_tenure_days is not None
                 and self.min_tenure_days > self.max_tenure_days):
             raise ValidationError({"max_tenure_days": _("The maximum tenure must not be below the minimum.")})
-        from dunning.targeting import METHOD_KINDS, split_codes
-
         bad = [k for k in split_codes(self.payment_method_kinds, upper=False) if k not in METHOD_KINDS]
         if bad:
             raise ValidationError({"payment_method_kinds": _("Unknown payment method type: %s.") % ", ".join(bad)})
@@ -87,9 +113,105 @@ class Campaign(TimestampedModel):
             return False
         if self.segment and self.segment != invoice.customer.segment:
             return False
-        from dunning.targeting import matches_customer_rules
+        return self.matches_customer(invoice, method_kind)
 
-        return matches_customer_rules(self, invoice, method_kind)
+    def matches_customer(self, invoice: Invoice, method_kind: str | None = None) -> bool:
+        """The rules beyond currency/amount/segment: country, tenure and payment method type."""
+        customer = invoice.customer
+        if self.countries and customer.country.upper() not in split_codes(self.countries):
+            return False
+        if self.min_tenure_days is not None or self.max_tenure_days is not None:
+            days = max((timezone.now() - customer.created_at).days, 0)
+            if self.min_tenure_days is not None and days < self.min_tenure_days:
+                return False
+            if self.max_tenure_days is not None and days > self.max_tenure_days:
+                return False
+        if self.payment_method_kinds:
+            kind = method_kind if method_kind is not None else _default_method_kind(customer.pk)
+            if kind not in split_codes(self.payment_method_kinds, upper=False):
+                return False
+        return True
+
+    def assign_variant(self, invoice: Invoice,
+                       variants: list[CampaignVariant] | None = None) -> tuple[Campaign, CampaignVariant | None]:
+        """The campaign whose steps the invoice's case runs, and its A/B variant (None without an
+        experiment). ``variants``: this campaign's, when the caller loaded them
+        (CampaignVariant.objects.by_experiment)."""
+        if variants is None:
+            variants = CampaignVariant.objects.by_experiment([self.pk]).get(self.pk, [])
+        if not variants:
+            return self, None
+        point = CampaignVariant.bucket(self.pk, invoice.pk, sum(v.weight for v in variants))
+        for variant in variants:
+            if point < variant.weight:
+                return variant.steps_from, variant
+            point -= variant.weight
+        return variants[-1].steps_from, variants[-1]  # unreachable: the weights add up to the total
+
+
+def _default_method_kind(customer_id: int) -> str:
+    kind = (
+        PaymentMethod.objects.filter(customer_id=customer_id, is_default=True, detached_at__isnull=True)
+        .values_list("kind", flat=True)
+        .first()
+    )
+    return kind or "none"
+
+
+class Targeting:
+    """Which campaign a failed invoice gets, for a set of invoices loaded with a fixed number of
+    queries (pins, active campaigns, and default payment method types only if a campaign has a rule
+    on them), so that opening many cases at once costs the same few queries as opening one.
+
+    Order of precedence: an excluded invoice or customer gets none; a pin (invoice first, then
+    customer) wins over the rules; otherwise the first active campaign by priority whose rules match.
+    """
+
+    def __init__(self, invoices: list[Invoice]):
+        invoice_ids = {i.pk for i in invoices}
+        customer_ids = {i.customer_id for i in invoices}
+        self.invoice_pins: dict[int, Campaign] = {}
+        self.customer_pins: dict[int, Campaign] = {}
+        pins = CampaignPin.objects.filter(Q(invoice_id__in=invoice_ids) | Q(customer_id__in=customer_ids))
+        for pin in pins.select_related("campaign"):
+            if pin.invoice_id is not None:
+                self.invoice_pins[pin.invoice_id] = pin.campaign
+            else:
+                self.customer_pins[pin.customer_id] = pin.campaign
+        self.campaigns = list(Campaign.objects.active().order_by("priority", "id"))
+        self.method_kinds: dict[int, str] | None = None
+        if any(c.payment_method_kinds for c in self.campaigns):
+            self.method_kinds = {}
+            methods = (PaymentMethod.objects.filter(customer_id__in=customer_ids, is_default=True,
+                                                    detached_at__isnull=True)
+                       .values_list("customer_id", "kind"))
+            for customer_id, kind in methods:  # at most one usable default per customer (a constraint)
+                self.method_kinds[customer_id] = kind or "none"
+
+    def select(self, invoice: Invoice) -> Campaign:
+        customer = invoice.customer
+        if invoice.exclude_from_dunning or customer.exclude_from_dunning:
+            who = "invoice" if invoice.exclude_from_dunning else "customer"
+            raise DunningExcluded(f"Invoice {invoice.number}: the {who} is excluded from dunning")
+        pinned = self.invoice_pins.get(invoice.pk) or self.customer_pins.get(customer.pk)
+        if pinned is not None:
+            return pinned
+        method_kind = None if self.method_kinds is None else self.method_kinds.get(customer.pk, "none")
+        for campaign in self.campaigns:
+            if campaign.matches(invoice, method_kind=method_kind):
+                return campaign
+        raise NoMatchingCampaign(
+            f"No active campaign matches invoice {invoice.number} ({invoice.currency} {invoice.amount_remaining})"
+        )
+
+
+class CampaignStepQuerySet(models.QuerySet):
+    def by_campaign(self, campaign_ids: Iterable[int]) -> dict[int, list[CampaignStep]]:
+        """The steps of these campaigns in order, by campaign id (one query)."""
+        steps: dict[int, list[CampaignStep]] = {}
+        for step in self.filter(campaign_id__in=set(campaign_ids)).order_by("campaign_id", "position"):
+            steps.setdefault(step.campaign_id, []).append(step)
+        return steps
 
 
 class CampaignStep(models.Model):
@@ -121,6 +243,8 @@ class CampaignStep(models.Model):
         max_length=16, blank=True, choices=BillingContact.Role.choices,
         help_text=_("From this step on, also address the contacts with this role (e.g. the account owner)."),
     )
+
+    objects = CampaignStepQuerySet.as_manager()
 
     class Meta:
         ordering = ["campaign", "position"]
@@ -196,7 +320,7 @@ class DunningCase(TimestampedModel):
     quick_retries = models.PositiveSmallIntegerField(
         default=0, help_text=_("Retries repeated soon after a processing error.")
     )
-    # Copies of invoice facts for the dashboard's join-free sums (set by dunning.services).
+    # Copies of invoice facts for the dashboard's join-free sums (set by dunning.cases and dunning.payments).
     currency = models.CharField(max_length=3, blank=True, help_text=_("The invoice's currency."))
     recovered_amount = models.DecimalField(
         max_digits=14, decimal_places=4, null=True, blank=True,
@@ -372,6 +496,15 @@ class WorkItemComment(models.Model):
         return f"{self.author or 'system'}: {self.body[:40]}"
 
 
+class CampaignVariantQuerySet(models.QuerySet):
+    def by_experiment(self, campaign_ids: Iterable[int]) -> dict[int, list[CampaignVariant]]:
+        """The A/B variants of these campaigns (one query), in the order Campaign.assign_variant walks them."""
+        variants: dict[int, list[CampaignVariant]] = {}
+        for variant in self.filter(experiment_id__in=set(campaign_ids)).select_related("steps_from").order_by("id"):
+            variants.setdefault(variant.experiment_id, []).append(variant)
+        return variants
+
+
 class CampaignVariant(models.Model):
     """One arm of an A/B test on a campaign.
 
@@ -390,6 +523,8 @@ class CampaignVariant(models.Model):
     )
     is_control = models.BooleanField(default=False)
 
+    objects = CampaignVariantQuerySet.as_manager()
+
     class Meta:
         ordering = ["experiment", "-is_control", "id"]
         constraints = [
@@ -401,6 +536,12 @@ class CampaignVariant(models.Model):
 
     def __str__(self) -> str:
         return f"{self.experiment.name} / {self.name}"
+
+    @staticmethod
+    def bucket(campaign_id: int, invoice_id: int, total_weight: int) -> int:
+        """A stable number in [0, total_weight) for this invoice in this experiment."""
+        digest = hashlib.sha256(f"ab:{campaign_id}:{invoice_id}".encode()).hexdigest()
+        return int(digest[:12], 16) % total_weight
 
     def clean(self) -> None:
         if not self.steps_from_id:

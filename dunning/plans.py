@@ -16,18 +16,23 @@ from decimal import ROUND_DOWN, Decimal
 from django.db import transaction
 from django.utils import timezone
 
+from billing import attempts
 from billing import services as billing
 from billing.models import Invoice, PaymentAttempt
 from billing.money import format_money, minor_unit_exponent, to_amount
 from customers.models import Customer
-from dunning import services
+from dunning.cases import lock_open_case, pause_case, resume_case
+from dunning.errors import DunningError
 from dunning.models import DunningCase, WorkItem
+from dunning.payments import SETTLEMENT
 from dunning.plan_models import MAX_MONTHS, MIN_MONTHS, Instalment, PaymentPlan, PlanLimit
+from dunning.timeline import EventKind, log
+from dunning.workqueue import create_work_item
 
 logger = logging.getLogger(__name__)
 
 
-class PlanError(services.DunningError):
+class PlanError(DunningError):
     pass
 
 
@@ -96,7 +101,7 @@ def _cases(plan: PaymentPlan) -> list[DunningCase]:
 
 def _log_all(plan: PaymentPlan, kind: str, message: str, *, actor=None, cases=None) -> None:
     for case in cases if cases is not None else _cases(plan):
-        services.log(case, kind, message, actor=actor, payload={"plan": plan.pk})
+        log(case, kind, message, actor=actor, payload={"plan": plan.pk})
 
 
 def request_plan(customer: Customer, months: int, *, currency: str | None = None, actor="portal") -> PaymentPlan:
@@ -111,7 +116,7 @@ def request_plan(customer: Customer, months: int, *, currency: str | None = None
         plan = PaymentPlan.objects.create(customer=customer, currency=q.currency, total=q.total, months=months)
         plan.invoices.set(q.invoices)
         amount_text = format_money(q.total, q.currency)
-        _log_all(plan, "plan.requested", f"Payment plan requested: {amount_text} in {months} instalments",
+        _log_all(plan, EventKind.PLAN_REQUESTED, f"Payment plan requested: {amount_text} in {months} instalments",
                  actor=actor)
         if q.within_limits:
             plan.auto_approved = True
@@ -119,7 +124,7 @@ def request_plan(customer: Customer, months: int, *, currency: str | None = None
             _activate(plan, actor=actor)
         else:
             cases = _cases(plan)
-            services.create_work_item(
+            create_work_item(
                 customer, WorkItem.Kind.PLAN_REQUEST,
                 f"Payment plan: {amount_text} in {months} instalments (outside the limits)",
                 body=f"{customer} asked to pay {amount_text} in {months} monthly instalments. "
@@ -141,8 +146,8 @@ def _activate(plan: PaymentPlan, *, actor=None) -> None:
     plan.save(update_fields=["status", "updated_at"])
     for case in _cases(plan):
         if case.status == DunningCase.Status.ACTIVE:
-            services.pause_case(case, actor=actor, reason=f"Payment plan #{plan.pk} accepted")
-    _log_all(plan, "plan.activated", f"Payment plan #{plan.pk} active: {plan.months} instalments", actor=actor)
+            pause_case(case, actor=actor, reason=f"Payment plan #{plan.pk} accepted")
+    _log_all(plan, EventKind.PLAN_ACTIVATED, f"Payment plan #{plan.pk} active: {plan.months} instalments", actor=actor)
 
 
 def approve_plan(plan: PaymentPlan, *, actor=None) -> PaymentPlan:
@@ -151,7 +156,7 @@ def approve_plan(plan: PaymentPlan, *, actor=None) -> PaymentPlan:
         # and the invoice, then closes pending requests), so a payment arriving meanwhile waits for this
         # decision or wins it.
         for invoice_id in plan.invoices.order_by("id").values_list("id", flat=True):
-            services.lock_open_case(invoice_id)
+            lock_open_case(invoice_id)
         invoices = list(Invoice.objects.select_for_update().filter(payment_plans=plan).order_by("id"))
         plan = PaymentPlan.objects.select_for_update().select_related("customer").get(pk=plan.pk)
         if plan.status != PaymentPlan.Status.PENDING:
@@ -179,13 +184,13 @@ def reject_plan(plan: PaymentPlan, *, actor=None) -> PaymentPlan:
         plan.decided_by = actor if actor is not None and not isinstance(actor, str) else None
         plan.decided_at = plan.closed_at = now
         plan.save(update_fields=["status", "decided_by", "decided_at", "closed_at", "updated_at"])
-        _log_all(plan, "plan.rejected", f"Payment plan #{plan.pk} rejected", actor=actor)
+        _log_all(plan, EventKind.PLAN_REJECTED, f"Payment plan #{plan.pk} rejected", actor=actor)
         _close_work_item(plan)
     return plan
 
 
 def close_requests_for_paid_invoice(invoice: Invoice, *, at: datetime.datetime | None = None, actor=None) -> int:
-    """The invoice was paid in full (dunning.services.invoice_paid): a request still waiting for approval
+    """The invoice was paid in full (dunning.payments.invoice_paid): a request still waiting for approval
     splits a balance that is no longer owed, so it is closed and leaves the staff work queue."""
     at = at or timezone.now()
     closed = 0
@@ -198,7 +203,7 @@ def close_requests_for_paid_invoice(invoice: Invoice, *, at: datetime.datetime |
         paid_case = DunningCase.objects.filter(invoice=invoice).order_by("-id").first()
         if paid_case is not None and paid_case not in cases:
             cases.append(paid_case)
-        _log_all(plan, "plan.closed",
+        _log_all(plan, EventKind.PLAN_CLOSED,
                  f"Payment plan request #{plan.pk} closed without a decision: invoice {invoice.number} was paid",
                  actor=actor, cases=cases)
         _close_work_item(plan)
@@ -266,10 +271,9 @@ def _create_attempts(instalment: Instalment, now: datetime.datetime) -> list[Pay
 def charge_instalment(instalment_id: int, now: datetime.datetime | None = None) -> Instalment:
     now = now or timezone.now()
     instalment = Instalment.objects.select_related("plan__customer").get(pk=instalment_id)
-    attempts = list(_attempts_for(instalment)) or _create_attempts(instalment, now)
-    for attempt in attempts:
+    for attempt in list(_attempts_for(instalment)) or _create_attempts(instalment, now):
         if attempt.outcome == PaymentAttempt.Outcome.PENDING:
-            services.process_attempt(attempt, now=now)
+            attempts.process(attempt, SETTLEMENT, now=now)
     return settle_instalment(instalment, now)
 
 
@@ -298,13 +302,13 @@ def settle_instalment(instalment: Instalment, now: datetime.datetime) -> Instalm
             instalment.status = Instalment.Status.PAID
             instalment.paid_at = now
             instalment.save(update_fields=["status", "paid_at"])
-            _log_all(plan, "plan.instalment_paid",
+            _log_all(plan, EventKind.PLAN_INSTALMENT_PAID,
                      f"Instalment {instalment.number}/{plan.months} paid "
                      f"({format_money(instalment.amount, plan.currency)})")
         else:
             instalment.status = Instalment.Status.CANCELLED
             instalment.save(update_fields=["status"])
-            _log_all(plan, "plan.instalment_cancelled",
+            _log_all(plan, EventKind.PLAN_INSTALMENT_CANCELLED,
                      f"Instalment {instalment.number}/{plan.months} not charged: nothing of the plan is left to pay")
         unpaid = plan.invoices.filter(status=Invoice.Status.OPEN).exists()
         if not unpaid or not plan.instalments.exclude(status=Instalment.Status.PAID).exists():
@@ -325,7 +329,7 @@ def _default(plan: PaymentPlan, instalment: Instalment, now: datetime.datetime) 
     plan.save(update_fields=["status", "closed_at", "updated_at"])
     plan.instalments.filter(status=Instalment.Status.SCHEDULED).update(status=Instalment.Status.CANCELLED)
     cases = _cases(plan)
-    _log_all(plan, "plan.defaulted",
+    _log_all(plan, EventKind.PLAN_DEFAULTED,
              f"Instalment {instalment.number} missed ({instalment.decline_code or 'declined'}); dunning resumes",
              cases=cases)
     for case in cases:
@@ -345,9 +349,9 @@ def resume_after_plan(case: DunningCase, now: datetime.datetime) -> None:
             locked.failed_at += shift
             locked.next_action_at = now
             locked.save(update_fields=["failed_at", "next_action_at", "updated_at"])
-            services.log(locked, "case.rescheduled", f"Steps moved {shift.days} day(s) later after the plan ended",
-                         payload={"shift_seconds": int(shift.total_seconds())})
-        services.resume_case(locked)
+            log(locked, EventKind.CASE_RESCHEDULED, f"Steps moved {shift.days} day(s) later after the plan ended",
+                payload={"shift_seconds": int(shift.total_seconds())})
+        resume_case(locked)
 
 
 def charge_due_instalments(now: datetime.datetime | None = None) -> int:

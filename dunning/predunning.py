@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from billing.models import Invoice
 from customers.models import Customer, PaymentMethod
+from dunning.messages import invoice_context
 from notifications import services as outbox
 from notifications.models import Channel, Notification
 
@@ -101,11 +102,7 @@ def invoice_due_reminders(now: datetime.datetime | None = None) -> int:
         customer = invoice.customer
         row = outbox.build(
             customer, channel=Channel.EMAIL, template_code="invoice_due_soon",
-            context={"customer_name": customer.name, "invoice_number": invoice.number,
-                     "amount": str(invoice.amount_remaining), "currency": invoice.currency,
-                     "due_date": invoice.due_date.isoformat(),
-                     "invoices": [{"number": invoice.number, "amount": str(invoice.amount_remaining),
-                                   "currency": invoice.currency, "due_date": invoice.due_date.isoformat()}]},
+            context={"customer_name": customer.name, **invoice_context(invoice)},
             dedupe_key=f"invoice-due:{invoice.pk}:{days}d", reference=f"invoice:{invoice.pk}", send_after=now,
         )
         if row is not None:

@@ -28,8 +28,10 @@ from django.utils import timezone
 
 from billing.models import CustomerCredit, Invoice, InvoiceFee, PaymentAllocation, PaymentAttempt, SandboxCharge
 from customers.models import BillingContact, Customer, PaymentMethod
-from dunning import services
+from dunning.cases import cancel_case
+from dunning.errors import DunningError
 from dunning.models import CaseEvent, DunningCase, WorkItem
+from dunning.timeline import EventKind, log
 from notifications.models import Notification
 
 logger = logging.getLogger(__name__)
@@ -43,7 +45,7 @@ KEEP = {(Invoice, "number"), (Invoice, "external_id"), (Invoice, "currency")}
 TEXT_FIELDS = (models.CharField, models.TextField, models.JSONField)
 
 
-class PrivacyError(services.DunningError):
+class PrivacyError(DunningError):
     pass
 
 
@@ -243,7 +245,7 @@ def erase_customer(customer: Customer, actor=None, close_active_cases: bool = Fa
                 f"Customer #{customer.pk} has {len(open_cases)} open dunning case(s); confirm closing them to erase"
             )
         for case in open_cases:
-            services.cancel_case(case, actor=actor, reason="Closed to erase the customer's personal data")
+            cancel_case(case, actor=actor, reason="Closed to erase the customer's personal data")
         values = personal_values(customer)
         tokens = list(PaymentMethod.objects.filter(customer=customer).values_list("token", flat=True))
         counts = {
@@ -267,7 +269,7 @@ def erase_customer(customer: Customer, actor=None, close_active_cases: bool = Fa
             portal_token_version=customer.portal_token_version + 1, updated_at=now)
         counts["swept_rows"] = _sweep(customer, values)
         for case in DunningCase.objects.filter(customer=customer):
-            services.log(case, "customer.erased", "Personal data erased", actor=actor, at=now,
-                         payload={"counts": counts})
+            log(case, EventKind.CUSTOMER_ERASED, "Personal data erased", actor=actor, at=now,
+                payload={"counts": counts})
     logger.info("customer %s erased (%s)", customer.pk, counts)
     return counts

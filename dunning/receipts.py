@@ -14,7 +14,7 @@ from django.db import transaction
 
 from billing import services as billing
 from billing.models import Invoice, PaymentAttempt
-from dunning import services
+from dunning.payments import record_payment
 
 
 def receive_payment(
@@ -33,5 +33,5 @@ def receive_payment(
             invoice, amount, source=source, idempotency_key=idempotency_key, reference=reference
         )
         if created:
-            services.record_payment(invoice, attempt.amount, attempt=attempt, actor=actor, at=at)
+            record_payment(invoice, attempt.amount, attempt=attempt, actor=actor, at=at)
     return attempt, created

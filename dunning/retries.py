@@ -21,7 +21,11 @@ from django.utils import timezone
 from billing import declines, limits
 from billing.models import PaymentAttempt
 from customers.models import PaymentMethod
-from dunning.models import CampaignStep, DunningCase, RetryPolicy, WorkItem
+from dunning.messages import message_context
+from dunning.models import CampaignStep, DunningCase, RetryPolicy, WorkItem, case_key
+from dunning.timeline import EventKind, log
+from dunning.workqueue import create_work_item
+from notifications import services as outbox
 
 UTC = datetime.UTC
 RETRY = "retry"
@@ -202,29 +206,27 @@ def _following_step_at(ctx: RetryContext, case: DunningCase, step: CampaignStep)
 
 def apply_in_batch(batch, case: DunningCase, step: CampaignStep, method: PaymentMethod, decision: Decision) -> bool:
     """Record a deferred or stopped retry on the engine's batch. True: the case waits on this step."""
-    from dunning.engine import message_context
-
     if decision.action == DEFER:
         following = _following_step_at(batch.retry_context, case, step)
         why = ", ".join(decision.reasons)
         if following is not None and decision.at >= following:
             # Waiting would hold back the rest of the campaign: leave this retry to the next one.
-            batch.event(case, "step.retry_skipped", f"Retry not allowed before the next step ({why})", step,
+            batch.event(case, EventKind.STEP_RETRY_SKIPPED, f"Retry not allowed before the next step ({why})", step,
                         reasons=list(decision.reasons), until=decision.at.isoformat())
             return False
         case.retry_state = DunningCase.RetryState.DEFERRED
         case.next_action_at = case.defer_until = decision.at  # the engine writes defer_until as is
         case.held = True  # the step did not run (no "step completed" webhook)
-        batch.event(case, "step.retry_deferred", f"Retry deferred to {decision.at:%Y-%m-%d %H:%M} UTC ({why})",
+        batch.event(case, EventKind.STEP_RETRY_DEFERRED, f"Retry deferred to {decision.at:%Y-%m-%d %H:%M} UTC ({why})",
                     step, reasons=list(decision.reasons), until=decision.at.isoformat())
         return True
     # STOP: the method cannot be charged again.
-    batch.event(case, "step.retry_skipped", "The payment method cannot be charged again; waiting for a new one",
+    batch.event(case, EventKind.STEP_RETRY_SKIPPED, "The payment method cannot be charged again; waiting for a new one",
                 step, decline_class=decision.decline_class, payment_method=method.pk)
     if case.retry_state != DunningCase.RetryState.NEEDS_PAYMENT_METHOD:
         case.retry_state = DunningCase.RetryState.NEEDS_PAYMENT_METHOD
-        batch.event(case, "case.needs_payment_method", "Retries stopped; waiting for a new payment method", step,
-                    decline_class=decision.decline_class)
+        batch.event(case, EventKind.CASE_NEEDS_PAYMENT_METHOD, "Retries stopped; waiting for a new payment method",
+                    step, decline_class=decision.decline_class)
         rows, item = needs_method_effects(case, method, batch.now, message_context(case, batch.now))
         batch.notifications.extend(rows)
         batch.work_items.append(item)
@@ -233,23 +235,21 @@ def apply_in_batch(batch, case: DunningCase, step: CampaignStep, method: Payment
 
 def needs_method_effects(case: DunningCase, method: PaymentMethod | None, now: datetime.datetime, context: dict):
     """The message and work item for a case that needs a new payment method (unsaved rows)."""
-    from notifications import services as outbox
-
     tag = method.pk if method else "none"
     rows = []
     card = {"card_brand": method.brand.title(), "card_last4": method.last4} if method else {}
     for channel in ("email",):
         row = outbox.build(case.customer, channel=channel, template_code=UPDATE_TEMPLATE,
                            context={**context, **card},
-                           dedupe_key=f"case:{case.pk}:needs-method:{tag}:{channel}",
-                           reference=f"case:{case.pk}", send_after=now)
+                           dedupe_key=case_key(case.pk, "needs-method", tag, channel),
+                           reference=case_key(case.pk), send_after=now)
         if row is not None:
             row.created_at = now
             rows.append(row)
     item = WorkItem(customer=case.customer, case=case, kind=WorkItem.Kind.NEEDS_PAYMENT_METHOD,
                     title=f"{case.customer.name}: payment method cannot be charged ({case.invoice.number})",
                     body=f"{method or 'No method'} was declined in a way that rules out retrying it.",
-                    dedupe_key=f"needs-method:case:{case.pk}:{tag}", created_at=now, updated_at=now)
+                    dedupe_key=f"needs-method:{case_key(case.pk, tag)}", created_at=now, updated_at=now)
     return rows, item
 
 
@@ -257,10 +257,6 @@ def needs_method_effects(case: DunningCase, method: PaymentMethod | None, now: d
 
 def after_decline(case: DunningCase, attempt: PaymentAttempt | None, *, at: datetime.datetime | None = None) -> str:
     """React to a decline on an open case: stop retrying the method, or retry soon. Returns the class."""
-    from dunning import services
-    from dunning.engine import message_context
-    from notifications import services as outbox
-
     at = at or timezone.now()
     if attempt is not None and attempt.decline_class:
         decline_class = attempt.decline_class
@@ -289,13 +285,13 @@ def after_decline(case: DunningCase, attempt: PaymentAttempt | None, *, at: date
                         charge_blocked_at=at, charge_blocked_reason=f"{decline_class}: {case.decline_code}"[:100])
             case.retry_state = DunningCase.RetryState.NEEDS_PAYMENT_METHOD
             case.save(update_fields=["retry_state", "updated_at"])
-            services.log(case, "case.needs_payment_method",
-                         f"Retries stopped ({decline_class}); waiting for a new payment method", at=at,
-                         attempt=attempt, payload={"decline_class": decline_class})
+            log(case, EventKind.CASE_NEEDS_PAYMENT_METHOD,
+                f"Retries stopped ({decline_class}); waiting for a new payment method", at=at,
+                attempt=attempt, payload={"decline_class": decline_class})
             rows, item = needs_method_effects(case, method, at, message_context(case, at))
             outbox.queue_many(rows)
-            services.create_work_item(case.customer, item.kind, item.title, body=item.body, case=case,
-                                      dedupe_key=item.dedupe_key, at=at)
+            create_work_item(case.customer, item.kind, item.title, body=item.body, case=case,
+                             dedupe_key=item.dedupe_key, at=at)
         elif decline_class == declines.RETRY_SOON and attempt is not None:
             _retry_soon(case, attempt, at)
     return decline_class
@@ -307,16 +303,14 @@ def _retry_soon(case: DunningCase, attempt: PaymentAttempt, at: datetime.datetim
     step = case.current_step
     if (not policy.quick_retry or case.quick_retries >= policy.max_quick_retries or step is None
             or step.action != CampaignStep.Action.RETRY
-            or not attempt.idempotency_key.startswith(f"case:{case.pk}:step:{step.pk}")):
+            or not attempt.idempotency_key.startswith(case_key(case.pk, "step", step.pk))):
         return
-    from dunning import services
-
     case.quick_retries += 1
     case.next_step = step
     case.next_action_at = at + policy.quick_retry
     case.save(update_fields=["quick_retries", "next_step", "next_action_at", "updated_at"])
-    services.log(case, "step.retry_soon", f"Processing error: retrying at {case.next_action_at:%Y-%m-%d %H:%M} UTC",
-                 at=at, attempt=attempt, step=step)
+    log(case, EventKind.STEP_RETRY_SOON, f"Processing error: retrying at {case.next_action_at:%Y-%m-%d %H:%M} UTC",
+        at=at, attempt=attempt, step=step)
 
 
 def manual_retry_refusal(method: PaymentMethod, now: datetime.datetime | None = None) -> str:
@@ -333,9 +327,7 @@ def manual_retry_refusal(method: PaymentMethod, now: datetime.datetime | None = 
 
 def clear_needs_payment_method(method: PaymentMethod, *, actor=None) -> None:
     """A new or updated method: unblock it, close the staff's "needs a payment method" items and let the
-    customer's cases retry again (called by dunning.services.retry_after_method_update)."""
-    from dunning import services
-
+    customer's cases retry again (called by dunning.payments.retry_after_method_update)."""
     now = timezone.now()
     PaymentMethod.objects.filter(pk=method.pk).exclude(charge_blocked_at=None).update(
         charge_blocked_at=None, charge_blocked_reason="", updated_at=now)
@@ -347,13 +339,4 @@ def clear_needs_payment_method(method: PaymentMethod, *, actor=None) -> None:
         customer_id=method.customer_id, retry_state=DunningCase.RetryState.NEEDS_PAYMENT_METHOD
     ):
         DunningCase.objects.filter(pk=case.pk).update(retry_state=DunningCase.RetryState.SCHEDULED)
-        services.log(case, "case.payment_method_updated", f"New payment method {method}; retries resume",
-                     actor=actor)
-
-
-def method_updated(method: PaymentMethod, *, actor=None, source: str = PaymentAttempt.Source.PORTAL):
-    """A customer added or updated a payment method: leave "needs payment method" and retry every open
-    invoice at once, once per method (dunning.services.retry_after_method_update)."""
-    from dunning import services
-
-    return services.retry_after_method_update(method.customer, method, actor=actor, source=source)
+        log(case, EventKind.CASE_PAYMENT_METHOD_UPDATED, f"New payment method {method}; retries resume", actor=actor)

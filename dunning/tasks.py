@@ -6,7 +6,10 @@ from __future__ import annotations
 from django.db import transaction
 from django_q.tasks import async_task
 
-from dunning import engine, services
+from billing import attempts
+from customers.models import PaymentMethod
+from dunning import engine, fees, payments, predunning
+from notifications import retention
 from notifications import services as outbox
 
 
@@ -20,7 +23,7 @@ def run_due_steps() -> int:
 
 
 def process_payment_attempts() -> int:
-    return services.process_payment_attempts()
+    return attempts.process_pending(payments.SETTLEMENT)
 
 
 def send_notifications() -> int:
@@ -33,8 +36,6 @@ def send_notifications() -> int:
 
 def send_predunning_reminders() -> int:
     """Hourly: "your card expires soon" and "invoice due soon" reminders, each once (dunning.predunning)."""
-    from dunning import predunning
-
     queued = predunning.send_reminders()
     if queued:
         transaction.on_commit(lambda: async_task("dunning.tasks.send_notifications"))
@@ -43,20 +44,13 @@ def send_predunning_reminders() -> int:
 
 def retry_after_method_update(payment_method_id: int) -> int:
     """Charge every open invoice of the method's customer once with the updated method."""
-    from customers.models import PaymentMethod
-    from dunning import retries
-
     method = PaymentMethod.objects.select_related("customer").get(pk=payment_method_id)
-    return len(retries.method_updated(method))
+    return len(payments.retry_after_method_update(method.customer, method))
 
 
 def apply_fees() -> int:
-    from dunning import fees
-
     return fees.apply_fees()
 
 
 def purge_old_messages() -> int:
-    from notifications import retention
-
     return retention.purge_old_messages()

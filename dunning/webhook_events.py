@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from customers.models import Customer
-from dunning.models import DunningCase
+from dunning.models import DunningCase, case_key
 
 
 def customer_payload(customer: Customer) -> dict:
@@ -46,12 +46,12 @@ def for_batch(batch, cases: list[DunningCase]) -> list[tuple[str, dict, str]]:
         step = case.current_step
         events.append(("case.step_completed", case_payload(case, step={"position": step.position,
                                                                        "action": step.action}),
-                       f"case:{case.pk}:step:{step.pk}:done"))
+                       case_key(case.pk, "step", step.pk, "done")))
         # The customer row was read before the batch's update: ACTIVE means this batch suspends them.
         if step.action == "suspend" and case.customer.status == Customer.Status.ACTIVE:
             suspended = customer_payload(case.customer) | {"status": Customer.Status.SUSPENDED}
             events.append(("customer.suspended", {"customer": suspended, "case_id": case.pk},
-                           f"customer:{case.customer_id}:suspended:case:{case.pk}"))
+                           f"customer:{case.customer_id}:suspended:{case_key(case.pk)}"))
         if case.status == DunningCase.Status.EXHAUSTED:
-            events.append(("case.exhausted", case_payload(case), f"case:{case.pk}:exhausted"))
+            events.append(("case.exhausted", case_payload(case), case_key(case.pk, "exhausted")))
     return events

@@ -1,4 +1,4 @@
-"""The staff work queue: assign, comment, snooze and close work items.
+"""The staff work queue: create, assign, comment, snooze and close work items.
 
 Every action is written on the case timeline (the item's case, or else the customer's most recent
 open case) with the staff user as actor, so the timeline stays the one audit trail.
@@ -12,8 +12,28 @@ from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from customers.models import Customer
+from dunning.errors import DunningError
 from dunning.models import DunningCase, WorkItem, WorkItemComment
-from dunning.services import DunningError, log
+from dunning.timeline import EventKind, log
+
+
+def create_work_item(customer: Customer, kind: str, title: str, *, body: str = "", case: DunningCase | None = None,
+                     actor=None, dedupe_key: str | None = None,
+                     at: datetime | None = None) -> tuple[WorkItem, bool]:
+    """Put something in the staff work queue (and on the case timeline). Deduplicated by key.
+    ``at``: when it arose (the caller's clock), by default now."""
+    at = at or timezone.now()
+    fields = {"customer": customer, "kind": kind, "title": title[:200], "body": body, "case": case, "created_at": at}
+    with transaction.atomic():
+        if dedupe_key:
+            item, created = WorkItem.objects.get_or_create(dedupe_key=dedupe_key, defaults=fields)
+        else:
+            item, created = WorkItem.objects.create(**fields), True
+        if created and case is not None:
+            log(case, EventKind.WORKITEM_CREATED, f"{item.get_kind_display()}: {title}", actor=actor, at=at,
+                payload={"work_item": item.pk, "kind": kind})
+    return item, created
 
 
 def actionable(now: datetime | None = None) -> QuerySet[WorkItem]:
@@ -51,7 +71,7 @@ def assign(item: WorkItem, user, *, actor) -> WorkItem:
         item.assigned_to = user
         item.save(update_fields=["assigned_to", "updated_at"])
         who = user.get_username() if user else "nobody"
-        _note(item, "workitem.assigned", f"assigned to {who}", actor, assigned_to=who)
+        _note(item, EventKind.WORKITEM_ASSIGNED, f"assigned to {who}", actor, assigned_to=who)
     return item
 
 
@@ -63,7 +83,7 @@ def comment(item: WorkItem, body: str, *, actor) -> WorkItemComment:
         item = _locked(item)
         note = WorkItemComment.objects.create(item=item, author=actor, body=body)
         item.save(update_fields=["updated_at"])
-        _note(item, "workitem.commented", body[:200], actor, comment=note.pk)
+        _note(item, EventKind.WORKITEM_COMMENTED, body[:200], actor, comment=note.pk)
     return note
 
 
@@ -77,7 +97,7 @@ def snooze(item: WorkItem, until: datetime, *, actor) -> WorkItem:
         item.status = WorkItem.Status.SNOOZED
         item.snoozed_until = until
         item.save(update_fields=["status", "snoozed_until", "updated_at"])
-        _note(item, "workitem.snoozed", f"snoozed until {until:%Y-%m-%d %H:%M} UTC", actor,
+        _note(item, EventKind.WORKITEM_SNOOZED, f"snoozed until {until:%Y-%m-%d %H:%M} UTC", actor,
               until=until.isoformat())
     return item
 
@@ -93,7 +113,7 @@ def done(item: WorkItem, *, actor, note: str = "") -> WorkItem:
         item.save(update_fields=["status", "done_at", "snoozed_until", "updated_at"])
         if note.strip():
             WorkItemComment.objects.create(item=item, author=actor, body=note.strip())
-        _note(item, "workitem.done", note.strip()[:200] or "done", actor)
+        _note(item, EventKind.WORKITEM_DONE, note.strip()[:200] or "done", actor)
     return item
 
 
@@ -106,5 +126,5 @@ def reopen(item: WorkItem, *, actor) -> WorkItem:
         item.done_at = None
         item.snoozed_until = None
         item.save(update_fields=["status", "done_at", "snoozed_until", "updated_at"])
-        _note(item, "workitem.reopened", "reopened", actor)
+        _note(item, EventKind.WORKITEM_REOPENED, "reopened", actor)
     return item

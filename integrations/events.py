@@ -27,7 +27,8 @@ from billing.models import Invoice, PaymentAttempt
 from billing.refunds import apply_refund
 from core import jsonb
 from customers.models import Customer, PaymentMethod
-from dunning import services as dunning
+from dunning import cases, payments
+from dunning.errors import DunningError
 from integrations import fastsql
 from integrations.models import ApiKey, PaymentEvent
 
@@ -80,7 +81,7 @@ def _existing(event_id: str, kind: str) -> EventOutcome:
     if existing is None:
         raise RuntimeError(f"Event {event_id} collided but cannot be read")  # a server error: retry later
     if existing.kind != kind:
-        raise dunning.DunningError(f"Event {event_id} was already received as {existing.kind}") from None
+        raise DunningError(f"Event {event_id} was already received as {existing.kind}") from None
     return EventOutcome(existing, True)
 
 
@@ -208,7 +209,7 @@ def drain(until: float | None = None, *, batch_size: int | None = None, poll: fl
 
 def apply_pending(batch_size: int | None = None, *, skip: set[int] | None = None) -> tuple[int, int]:
     """Claim up to ``batch_size`` pending payment_failed events (oldest first, except the ids in
-    ``skip``) and apply them: one transaction, a fixed number of queries (dunning.services.open_cases).
+    ``skip``) and apply them: one transaction, a fixed number of queries (dunning.cases.open_cases).
     Returns (claimed, settled). If the batch fails as a whole, each event is tried on its own so that
     one bad event cannot hold back the others; a failing event stays pending, its id is added to
     ``skip``, and it is rejected after MAX_TRIES."""
@@ -261,13 +262,13 @@ def _apply_failures(events: list[PaymentEvent]) -> None:
             data = event.payload
             at = parse_datetime(data["occurred_at"]) if data.get("occurred_at") else event.received_at
             decline_code = data.get("decline_code", "")
-            failures.append(dunning.FailedPayment(
+            failures.append(cases.FailedPayment(
                 event.invoice_id or 0, failed_at=at, decline_code=decline_code,
                 record_attempt={"outcome": PaymentAttempt.Outcome.FAILED, "source": PaymentAttempt.Source.EXTERNAL,
                                 "decline_code": decline_code, "message": data.get("message", "")[:255],
                                 "gateway_reference": data.get("reference", ""),
                                 "idempotency_key": f"event:{event.event_id}", "completed_at": at}))
-        for event, opened in zip(group, dunning.open_cases(failures, actor=actor), strict=True):
+        for event, opened in zip(group, cases.open_cases(failures, actor=actor), strict=True):
             event.applied_at = now
             if opened.error is not None:
                 event.status, event.error, event.result = PaymentEvent.Status.REJECTED, str(opened.error), {}
@@ -281,9 +282,9 @@ def _apply_failures(events: list[PaymentEvent]) -> None:
 def _payment_succeeded(event_id: str, data: dict, actor: str) -> dict:
     # Locked before the default amount (the balance) is read: a charge of ours settling meanwhile
     # leaves nothing to pay, rather than this report paying the invoice a second time. Its open
-    # case first: the lock order of every payment (dunning.services.lock_open_case).
+    # case first: the lock order of every payment (dunning.cases.lock_open_case).
     invoice_id = _invoice(data["invoice"]).pk
-    dunning.lock_open_case(invoice_id)
+    cases.lock_open_case(invoice_id)
     invoice = Invoice.objects.select_for_update(of=("self",)).select_related("customer").get(pk=invoice_id)
     amount = data.get("amount")
     amount = invoice.amount_remaining if amount is None else amount
@@ -293,7 +294,7 @@ def _payment_succeeded(event_id: str, data: dict, actor: str) -> dict:
         invoice, amount, source=PaymentAttempt.Source.EXTERNAL, idempotency_key=f"event:{event_id}",
         reference=data.get("reference", ""),
     )
-    case = dunning.record_payment(invoice, attempt.amount, attempt=attempt, actor=actor,
+    case = payments.record_payment(invoice, attempt.amount, attempt=attempt, actor=actor,
                                   at=data.get("occurred_at"))
     invoice.refresh_from_db()
     return {"attempt": attempt.pk, "case": case.pk if case else None, "invoice_status": invoice.status}
@@ -332,7 +333,7 @@ def retry_with_new_method(event_id: int, actor: str) -> list[dict]:
     """Task: charge every open case of the customer with the new method; the outcome goes on the event."""
     event = PaymentEvent.objects.get(pk=event_id)
     method = PaymentMethod.objects.select_related("customer").get(pk=event.result["payment_method"])
-    attempts = dunning.retry_after_method_update(method.customer, method, actor=actor,
+    attempts = payments.retry_after_method_update(method.customer, method, actor=actor,
                                                  source=PaymentAttempt.Source.EXTERNAL)
     retries = [{"attempt": a.pk, "invoice": a.invoice.external_id, "outcome": a.outcome} for a in attempts]
     PaymentEvent.objects.filter(pk=event_id).update(result={**event.result, "retries": retries})

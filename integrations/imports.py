@@ -2,8 +2,8 @@
 
 The admin, the background task and the ``import_invoices`` command all call :func:`import_invoices`.
 Rows that are open, unpaid and past due, or flagged as a failed payment, open a dunning case through
-dunning.services.open_cases (the same service as everywhere else, in chunks); payments found by re-importing go
-through dunning.services.record_payment so that an open case is recovered.
+dunning.cases.open_cases (the same service as everywhere else, in chunks); payments found by re-importing go
+through dunning.payments.record_payment so that an open case is recovered.
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ from django.utils import timezone
 
 from billing.imports import ImportOptions, ImportReport, Opener, run_import
 from billing.models import Invoice
-from dunning import services as dunning
+from dunning import cases, payments
 from dunning.models import DunningCase
 from integrations.models import ImportJob
 
 logger = logging.getLogger(__name__)
-CASE_CHUNK = 500  # cases opened per transaction (dunning.services.open_cases)
+CASE_CHUNK = 500  # cases opened per transaction (dunning.cases.open_cases)
 
 
 def import_invoices(opener: Opener, options: ImportOptions, *, actor=None,
@@ -36,7 +36,7 @@ def import_invoices(opener: Opener, options: ImportOptions, *, actor=None,
     actor = actor or "import"
     for _line, invoice_id, amount in report.deferred_payments:
         invoice = Invoice.objects.get(pk=invoice_id)
-        dunning.record_payment(invoice, Decimal(amount), actor=actor)
+        payments.record_payment(invoice, Decimal(amount), actor=actor)
     open_ids = set(
         DunningCase.objects.open()
         .filter(invoice_id__in=[c[1] for c in report.dunning_candidates])
@@ -46,8 +46,8 @@ def import_invoices(opener: Opener, options: ImportOptions, *, actor=None,
     numbers = dict(Invoice.objects.filter(pk__in=[c[1] for c in candidates]).values_list("pk", "number"))
     for start in range(0, len(candidates), CASE_CHUNK):
         chunk = candidates[start:start + CASE_CHUNK]
-        failures = [dunning.FailedPayment(invoice_id, decline_code=code) for _line, invoice_id, code in chunk]
-        for (line, invoice_id, _code), opened in zip(chunk, dunning.open_cases(failures, actor=actor), strict=True):
+        failures = [cases.FailedPayment(invoice_id, decline_code=code) for _line, invoice_id, code in chunk]
+        for (line, invoice_id, _code), opened in zip(chunk, cases.open_cases(failures, actor=actor), strict=True):
             if opened.error is not None:
                 report.warnings.append(f"Line {line}: invoice {numbers.get(invoice_id)} imported, no dunning case "
                                        f"opened: {opened.error}")

@@ -13,6 +13,7 @@ from decimal import Decimal
 from django.db.models import Count, Q, Sum
 
 from dunning.models import Campaign, CampaignVariant, CaseEvent
+from dunning.timeline import EventKind
 from reports.queries import RECOVERED, ReportFilter, cases, median_days
 
 Z95 = 1.959963984540054
@@ -73,7 +74,7 @@ def experiment_results(campaign: Campaign, f: ReportFilter) -> list[dict]:
     counts = {r["variant"]: r for r in base.values("variant").annotate(**metrics)}
     messages = {
         r["case__variant"]: r["n"]
-        for r in CaseEvent.objects.filter(kind="message.queued", case__in=base).order_by()
+        for r in CaseEvent.objects.filter(kind=EventKind.MESSAGE_QUEUED, case__in=base).order_by()
         .values("case__variant").annotate(n=Count("id"))
     }
     control = next((v for v in variants if v.is_control), variants[0] if variants else None)

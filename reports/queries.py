@@ -34,6 +34,7 @@ from django.utils import timezone
 from billing.models import PaymentAttempt
 from customers.models import Customer
 from dunning.models import CaseEvent, DunningCase
+from dunning.timeline import EventKind
 
 RECOVERED = DunningCase.Status.RECOVERED
 EXHAUSTED = DunningCase.Status.EXHAUSTED
@@ -207,7 +208,7 @@ def by_step(f: ReportFilter) -> Report:
 
 def by_channel(f: ReportFilter) -> Report:
     """Cases that were sent a message on each channel, and how many of them recovered."""
-    events = CaseEvent.objects.filter(kind="message.queued", case__failed_at__gte=f.start_at,
+    events = CaseEvent.objects.filter(kind=EventKind.MESSAGE_QUEUED, case__failed_at__gte=f.start_at,
                                       case__failed_at__lt=f.end_at)
     if f.currency:
         events = events.filter(case__invoice__currency=f.currency)

@@ -16,8 +16,9 @@ import django  # noqa: E402
 
 django.setup()
 
-from dunning import services  # noqa: E402
+from billing.attempts import process_pending  # noqa: E402
+from dunning.payments import SETTLEMENT  # noqa: E402
 
 if len(sys.argv) > 1:
     time.sleep(max(float(sys.argv[1]) - time.time(), 0))
-print(services.process_payment_attempts())
+print(process_pending(SETTLEMENT))

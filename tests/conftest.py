@@ -7,7 +7,9 @@ import time_machine
 from django.conf import settings
 from django.core.management import call_command
 
-from dunning import engine, services
+from billing.attempts import process_pending
+from dunning import engine
+from dunning.payments import SETTLEMENT
 from notifications import services as outbox
 
 T0 = datetime.datetime(2026, 3, 2, 10, 0, tzinfo=datetime.UTC)
@@ -58,7 +60,7 @@ class Clock:
 
     def tick(self) -> None:
         engine.run_due_steps()
-        services.process_payment_attempts()
+        process_pending(SETTLEMENT)
         outbox.send_queued()
 
 

@@ -95,7 +95,7 @@ class PaymentAttemptFactory(factory.django.DjangoModelFactory):
 
 
 class GatewayRefundFactory(factory.django.DjangoModelFactory):
-    """A late charge given back (billing.services.late_charge writes them)."""
+    """A late charge given back (billing.attempts.late_charge writes them)."""
 
     class Meta:
         model = GatewayRefund

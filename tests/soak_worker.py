@@ -19,8 +19,9 @@ django.setup()
 
 from django.test.utils import override_settings  # noqa: E402
 
+from billing.attempts import process_pending  # noqa: E402
 from dunning import engine  # noqa: E402
-from dunning.services import process_payment_attempts  # noqa: E402
+from dunning.payments import SETTLEMENT  # noqa: E402
 from notifications import services as outbox  # noqa: E402
 
 esp_url = sys.argv[1]
@@ -29,7 +30,7 @@ with override_settings(EMAIL_BACKEND="anymail.backends.postmark.EmailBackend",
     print("ready", flush=True)
     while True:
         done = engine.run_due_steps(batch_size=50, max_batches=1)
-        done += process_payment_attempts(limit=20)
+        done += process_pending(SETTLEMENT, limit=20)
         done += outbox.send_queued(limit=20)
         outbox.release_stuck()
         if not done:

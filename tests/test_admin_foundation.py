@@ -9,7 +9,8 @@ from django.contrib.auth import get_user_model
 from django.contrib.staticfiles import finders
 from django.test import Client
 
-from dunning import engine, links, services
+from dunning import engine, links
+from dunning.cases import open_case, pause_case
 from dunning.models import DunningCase
 from tests.factories import CustomerFactory, InvoiceFactory, PaymentMethodFactory
 
@@ -35,7 +36,7 @@ def test_changelists_open(staff_client, defaults, url):
 def test_case_page_shows_timeline_attempts_and_messages(staff_client, defaults, clock):
     customer = CustomerFactory(name="Zed Example")
     PaymentMethodFactory(customer=customer, token="tok_insufficient_funds:z")
-    case, _ = services.open_case(InvoiceFactory(customer=customer), decline_code="insufficient_funds")
+    case, _ = open_case(InvoiceFactory(customer=customer), decline_code="insufficient_funds")
     clock.tick()
     clock.advance(days=3)
     clock.tick()
@@ -46,7 +47,7 @@ def test_case_page_shows_timeline_attempts_and_messages(staff_client, defaults, 
 
 
 def test_case_filters_and_search(staff_client, defaults):
-    case, _ = services.open_case(InvoiceFactory(customer=CustomerFactory(name="Findable Person")))
+    case, _ = open_case(InvoiceFactory(customer=CustomerFactory(name="Findable Person")))
     base = "/admin/dunning/dunningcase/"
     assert "Findable Person" in staff_client.get(base + "?q=Findable").content.decode()
     assert "Findable Person" not in staff_client.get(base + "?status__exact=recovered").content.decode()
@@ -55,9 +56,9 @@ def test_case_filters_and_search(staff_client, defaults):
 
 
 def test_admin_actions_report_successes_and_failures(staff_client, defaults, clock):
-    active, _ = services.open_case(InvoiceFactory())
-    paused, _ = services.open_case(InvoiceFactory())
-    services.pause_case(paused)
+    active, _ = open_case(InvoiceFactory())
+    paused, _ = open_case(InvoiceFactory())
+    pause_case(paused)
     response = staff_client.post("/admin/dunning/dunningcase/", {
         "action": "pause", "_selected_action": [active.pk, paused.pk]}, follow=True)
     text = response.content.decode()

@@ -7,7 +7,7 @@ from decimal import Decimal
 import pytest
 from django.urls import reverse
 
-from dunning import services
+from dunning.cases import open_case
 from tests.factories import (
     CampaignFactory,
     CampaignStepFactory,
@@ -31,7 +31,7 @@ def cases():
     for currency, amount in (("USD", "15"), ("JPY", "12000")):
         customer = CustomerFactory(currency=currency)
         invoice = InvoiceFactory(customer=customer, amount_due=Decimal(amount).quantize(Decimal("0.0001")))
-        case, _ = services.open_case(invoice)
+        case, _ = open_case(invoice)
         attempt = PaymentAttemptFactory(invoice=invoice)
         found[currency] = {"invoice": invoice, "case": case, "attempt": attempt}
     return found

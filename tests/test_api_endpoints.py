@@ -10,7 +10,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from billing.models import Invoice, PaymentAttempt
-from dunning import services
+from dunning.cases import open_case
 from dunning.models import CaseEvent, DunningCase
 from integrations.models import ApiKey, IdempotencyRecord, PaymentEvent
 from notifications.models import Channel, Notification
@@ -25,7 +25,7 @@ def world(defaults):
     customer = CustomerFactory(external_id="cus_api", currency="EUR")
     method = PaymentMethodFactory(customer=customer, token="tok_insufficient_funds:api")
     invoice = InvoiceFactory(customer=customer, external_id="in_api", currency="EUR", amount_due="120.50")
-    case, _ = services.open_case(invoice, decline_code="insufficient_funds")
+    case, _ = open_case(invoice, decline_code="insufficient_funds")
     note = Notification.objects.create(customer=customer, channel=Channel.INAPP, recipient="x",
                                        template_code="reminder", dedupe_key="n1", body_text="Please update your card")
     event = PaymentEvent.objects.create(event_id="evt_seed", kind=PaymentEvent.Kind.PAYMENT_FAILED)

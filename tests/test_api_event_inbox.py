@@ -19,7 +19,7 @@ from django.test.utils import CaptureQueriesContext
 
 from billing.models import Invoice, PaymentAttempt
 from customers.models import Customer
-from dunning import services
+from dunning import cases
 from dunning.models import CaseEvent, DunningCase
 from integrations import events
 from integrations.models import ApiKey, PaymentEvent
@@ -79,14 +79,14 @@ def test_steps_count_from_when_the_failure_happened_not_from_when_it_was_applied
 def test_an_event_that_keeps_failing_is_rejected_and_does_not_hold_back_the_others(defaults, monkeypatch):
     invoices = receive(4)
     poison = invoices[2].pk
-    real = services.open_cases
+    real = cases.open_cases
 
     def flaky(failures, **kwargs):
         if any(f.invoice_id == poison for f in failures):
             raise RuntimeError("database hiccup")
         return real(failures, **kwargs)
 
-    monkeypatch.setattr(services, "open_cases", flaky)
+    monkeypatch.setattr(cases, "open_cases", flaky)
     for attempt in range(1, events.MAX_TRIES + 1):
         events.drain()
         bad = PaymentEvent.objects.get(invoice_id=poison)

@@ -11,7 +11,8 @@ from django.core.exceptions import ValidationError
 from billing import services as billing
 from billing.models import Invoice
 from billing.money import format_money, to_amount, to_minor_units
-from dunning import services
+from dunning.cases import open_case
+from dunning.errors import DunningError, NoMatchingCampaign
 from dunning.models import CaseEvent, DunningCase
 from tests.factories import CampaignFactory, CustomerFactory, InvoiceFactory
 
@@ -57,23 +58,23 @@ def test_due_date_before_issue_date_is_refused():
 def test_campaign_with_no_steps_is_a_clear_error_and_writes_nothing():
     CampaignFactory(name="Empty", active=True)
     invoice = InvoiceFactory()
-    with pytest.raises(services.DunningError, match="Campaign 'Empty' has no steps"):
-        services.open_case(invoice)
+    with pytest.raises(DunningError, match="Campaign 'Empty' has no steps"):
+        open_case(invoice)
     assert DunningCase.objects.count() == 0
     assert CaseEvent.objects.count() == 0
 
 
 def test_no_matching_campaign_is_a_clear_error():
     CampaignFactory(currency="EUR")
-    with pytest.raises(services.NoMatchingCampaign, match="No active campaign matches invoice"):
-        services.open_case(InvoiceFactory())
+    with pytest.raises(NoMatchingCampaign, match="No active campaign matches invoice"):
+        open_case(InvoiceFactory())
     assert DunningCase.objects.count() == 0
 
 
 def test_a_paid_invoice_does_not_open_a_case(defaults):
     invoice = InvoiceFactory(status=Invoice.Status.PAID, amount_paid="49.00")
-    with pytest.raises(services.DunningError, match="is paid, not open"):
-        services.open_case(invoice)
+    with pytest.raises(DunningError, match="is paid, not open"):
+        open_case(invoice)
 
 
 def test_admin_refuses_to_activate_a_campaign_without_steps(client):

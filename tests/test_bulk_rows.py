@@ -20,7 +20,7 @@ from django.db import connection, transaction
 from billing.models import PaymentAttempt
 from core import bulk
 from customers.models import BillingContact, Customer
-from dunning import services
+from dunning.cases import open_case
 from dunning.models import CaseEvent, DunningCase, WorkItem
 from notifications.models import Notification
 from tests.conftest import T0
@@ -87,7 +87,7 @@ def test_the_engine_writes_the_same_rows_with_and_without_the_fast_inserts(defau
     PaymentMethodFactory(customer=texter, token="tok_ok:texter")
     invoices.append(InvoiceFactory(customer=texter, amount_due=Decimal("12.34")))
     for invoice in invoices:
-        services.open_case(invoice, decline_code="insufficient_funds")
+        open_case(invoice, decline_code="insufficient_funds")
 
     fast = _campaign_run(clock)
     monkeypatch.setattr(bulk, "FAST_INSERTS", False)
@@ -148,7 +148,7 @@ def test_insert_rows_refuses_what_one_statement_cannot_write_faithfully(db):
 
 
 def test_load_cases_gives_what_select_related_only_gives(db):
-    from dunning import engine
+    from dunning.batch import CASE_FIELDS, load_cases
     from tests.factories import CampaignFactory
     from tests.factories_cockpit import make_case, utc
 
@@ -157,12 +157,12 @@ def test_load_cases_gives_what_select_related_only_gives(db):
                        amount=f"{k + 1}9.90", failed_at=utc(2026, 3, k + 1, 9), decline="expired_card")
              for k in range(3)]
     ids = [c.pk for c in cases]
-    loaded = {c.pk: c for c in engine.load_cases(ids)}
+    loaded = {c.pk: c for c in load_cases(ids)}
     expected = {c.pk: c for c in DunningCase.objects.filter(pk__in=ids).select_related("invoice", "customer")
-                .only(*engine.CASE_FIELDS)}
+                .only(*CASE_FIELDS)}
     assert loaded.keys() == expected.keys()
     for pk, case in expected.items():
-        for name in engine.CASE_FIELDS:
+        for name in CASE_FIELDS:
             obj, other = case, loaded[pk]
             *path, attr = name.split("__")
             for step in path:

@@ -10,8 +10,10 @@ import pytest
 import time_machine
 from django.urls import reverse
 
-from dunning import services
+from dunning.cases import open_case
 from dunning.models import WorkItem
+from dunning.payments import mark_paid
+from dunning.workqueue import create_work_item
 from tests.factories import CampaignFactory, CustomerFactory
 from tests.factories_cockpit import make_case, staff_user, utc
 
@@ -40,8 +42,8 @@ def cases():
         make_case(eur, campaign, amount="15", failed_at=utc(2026, 3, 16, 10), status="recovered",
                   closed_at=utc(2026, 3, 17, 10)),
     ]
-    services.create_work_item(usd, WorkItem.Kind.SUPPORT, "Question", case=made[0])
-    services.create_work_item(usd, WorkItem.Kind.BOUNCED, "Bounced", case=made[1])
+    create_work_item(usd, WorkItem.Kind.SUPPORT, "Question", case=made[0])
+    create_work_item(usd, WorkItem.Kind.BOUNCED, "Bounced", case=made[1])
     return made
 
 
@@ -104,9 +106,9 @@ def test_cases_carry_currency_and_recovered_amount_for_the_revenue_chart(client)
 
     CampaignStepFactory(campaign=campaign, position=1, offset_days=1)
     customer = CustomerFactory(currency="EUR")
-    case, _ = services.open_case(InvoiceFactory(customer=customer, amount_due=Decimal("42.50")))
+    case, _ = open_case(InvoiceFactory(customer=customer, amount_due=Decimal("42.50")))
     assert case.currency == "EUR"
-    services.mark_paid(case)
+    mark_paid(case)
     case.refresh_from_db()
     assert case.status == "recovered" and case.recovered_amount == Decimal("42.50")
     from reports.dashboard import dashboard_data

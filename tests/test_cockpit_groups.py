@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
-from dunning import services
+from dunning.cases import open_case
 from dunning.models import Campaign, CaseEvent, DunningCase, WorkItem
+from dunning.workqueue import create_work_item
 from tests.factories import CampaignFactory, CampaignStepFactory, CustomerFactory, InvoiceFactory
 from tests.factories_cockpit import staff_user
 
@@ -18,8 +19,8 @@ def world():
     campaign = CampaignFactory(name="Standard")
     CampaignStepFactory(campaign=campaign, position=1, offset_days=1)
     customer = CustomerFactory()
-    case, _ = services.open_case(InvoiceFactory(customer=customer))
-    item, _ = services.create_work_item(customer, WorkItem.Kind.CALL, "Call them", case=case)
+    case, _ = open_case(InvoiceFactory(customer=customer))
+    item, _ = create_work_item(customer, WorkItem.Kind.CALL, "Call them", case=case)
     return {"campaign": campaign, "case": case, "item": item}
 
 

@@ -8,7 +8,7 @@ import zoneinfo
 import pytest
 from django.urls import reverse
 
-from dunning import services
+from dunning.cases import open_case
 from dunning.models import CampaignStep
 from dunning.preview import preview
 from tests.factories import CampaignFactory, CampaignStepFactory, CustomerFactory, InvoiceFactory
@@ -49,7 +49,7 @@ def test_preview_for_an_open_case_uses_its_failure_time(campaign, clock):
     live = CampaignFactory(name="Live")
     CampaignStepFactory(campaign=live, position=1)
     customer = CustomerFactory(timezone="Europe/Rome")
-    case, _ = services.open_case(InvoiceFactory(customer=customer),
+    case, _ = open_case(InvoiceFactory(customer=customer),
                                  failed_at=clock.now - datetime.timedelta(days=2))
     rows = preview(campaign, customer, case=case)
     assert rows[0].planned_at == case.failed_at and rows[0].past

@@ -10,8 +10,9 @@ from django.core.exceptions import ValidationError
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from dunning import services
-from dunning.models import CampaignPin, DunningCase
+from dunning.cases import FailedPayment, open_case, open_cases
+from dunning.errors import DunningExcluded
+from dunning.models import Campaign, CampaignPin, DunningCase
 from tests.factories import (
     CampaignFactory,
     CampaignStepFactory,
@@ -21,6 +22,11 @@ from tests.factories import (
 )
 
 pytestmark = pytest.mark.django_db
+
+
+def selected(invoice) -> Campaign:
+    """The campaign open_cases would give the invoice."""
+    return Campaign.objects.targeting([invoice]).select(invoice)
 
 
 def campaign(name, priority, **rules):
@@ -36,8 +42,8 @@ def fallback():
 
 def test_country_rule(fallback):
     eu = campaign("EU", 10, countries="it, DE")
-    assert services.select_campaign(InvoiceFactory(customer=CustomerFactory(country="IT"))) == eu
-    assert services.select_campaign(InvoiceFactory(customer=CustomerFactory(country="US"))) == fallback
+    assert selected(InvoiceFactory(customer=CustomerFactory(country="IT"))) == eu
+    assert selected(InvoiceFactory(customer=CustomerFactory(country="US"))) == fallback
 
 
 def test_tenure_rule(fallback, clock):
@@ -46,9 +52,9 @@ def test_tenure_rule(fallback, clock):
     new = CustomerFactory(created_at=clock.now - datetime.timedelta(days=3))
     old = CustomerFactory(created_at=clock.now - datetime.timedelta(days=400))
     middle = CustomerFactory(created_at=clock.now - datetime.timedelta(days=100))
-    assert services.select_campaign(InvoiceFactory(customer=new)) == newcomers
-    assert services.select_campaign(InvoiceFactory(customer=old)) == loyal
-    assert services.select_campaign(InvoiceFactory(customer=middle)) == fallback
+    assert selected(InvoiceFactory(customer=new)) == newcomers
+    assert selected(InvoiceFactory(customer=old)) == loyal
+    assert selected(InvoiceFactory(customer=middle)) == fallback
 
 
 def test_payment_method_type_rule_looks_the_method_up_once(fallback):
@@ -60,26 +66,26 @@ def test_payment_method_type_rule_looks_the_method_up_once(fallback):
     invoice = InvoiceFactory(customer=with_sepa)
     invoice = type(invoice).objects.select_related("customer").get(pk=invoice.pk)
     with CaptureQueriesContext(connection) as queries:
-        assert services.select_campaign(invoice) == sepa
+        assert selected(invoice) == sepa
     # pins (1), campaigns (1), the payment method (1): never one query per campaign.
     assert len(queries) == 3
-    assert services.select_campaign(InvoiceFactory(customer=CustomerFactory())) == nothing
+    assert selected(InvoiceFactory(customer=CustomerFactory())) == nothing
 
 
 def test_segment_currency_and_amount_still_apply(fallback):
     big_pro = campaign("Big pro EUR", 10, segment="pro", currency="EUR", min_amount=500)
     pro = CustomerFactory(segment="pro", currency="EUR")
-    assert services.select_campaign(InvoiceFactory(customer=pro, amount_due=Decimal("600"))) == big_pro
-    assert services.select_campaign(InvoiceFactory(customer=pro, amount_due=Decimal("100"))) == fallback
+    assert selected(InvoiceFactory(customer=pro, amount_due=Decimal("600"))) == big_pro
+    assert selected(InvoiceFactory(customer=pro, amount_due=Decimal("100"))) == fallback
 
 
 def test_excluded_customer_or_invoice_gets_no_case(fallback):
     customer = CustomerFactory(exclude_from_dunning=True)
-    with pytest.raises(services.DunningExcluded):
-        services.open_case(InvoiceFactory(customer=customer))
+    with pytest.raises(DunningExcluded):
+        open_case(InvoiceFactory(customer=customer))
     invoice = InvoiceFactory(exclude_from_dunning=True)
-    with pytest.raises(services.DunningExcluded):
-        services.open_case(invoice)
+    with pytest.raises(DunningExcluded):
+        open_case(invoice)
     assert not invoice.dunning_cases.exists()
 
 
@@ -90,8 +96,8 @@ def test_pins_win_over_rules_invoice_first(fallback):
     CampaignPin.objects.create(customer=customer, campaign=vip)
     pinned_invoice = InvoiceFactory(customer=customer)
     CampaignPin.objects.create(invoice=pinned_invoice, campaign=special)
-    assert services.select_campaign(InvoiceFactory(customer=customer)) == vip
-    case, _ = services.open_case(pinned_invoice)
+    assert selected(InvoiceFactory(customer=customer)) == vip
+    case, _ = open_case(pinned_invoice)
     assert case.campaign == special
 
 
@@ -116,18 +122,18 @@ def _opened_batch(n_plain: int, tag: str = ""):
     pinned = CustomerFactory()
     CampaignPin.objects.create(customer=pinned, campaign=vip)
     already = InvoiceFactory()
-    open_before, _ = services.open_case(already)
+    open_before, _ = open_case(already)
     twice = InvoiceFactory(customer=CustomerFactory(country="DE"))
     paid = InvoiceFactory(status="paid", amount_paid=Decimal("10.00"), amount_due=Decimal("10.00"))
     failures = [
-        services.FailedPayment(InvoiceFactory(customer=CustomerFactory(country="IT")).pk, decline_code="do_not_honor"),
-        services.FailedPayment(InvoiceFactory(customer=pinned).pk),
-        services.FailedPayment(InvoiceFactory(customer=CustomerFactory(exclude_from_dunning=True)).pk),
-        services.FailedPayment(paid.pk),
-        services.FailedPayment(already.pk, decline_code="insufficient_funds"),
-        services.FailedPayment(twice.pk),
-        services.FailedPayment(twice.pk, decline_code="insufficient_funds"),
-        *[services.FailedPayment(InvoiceFactory(customer=CustomerFactory(segment="ab")).pk) for _ in range(n_plain)],
+        FailedPayment(InvoiceFactory(customer=CustomerFactory(country="IT")).pk, decline_code="do_not_honor"),
+        FailedPayment(InvoiceFactory(customer=pinned).pk),
+        FailedPayment(InvoiceFactory(customer=CustomerFactory(exclude_from_dunning=True)).pk),
+        FailedPayment(paid.pk),
+        FailedPayment(already.pk, decline_code="insufficient_funds"),
+        FailedPayment(twice.pk),
+        FailedPayment(twice.pk, decline_code="insufficient_funds"),
+        *[FailedPayment(InvoiceFactory(customer=CustomerFactory(segment="ab")).pk) for _ in range(n_plain)],
     ]
     return failures, {"eu": eu, "vip": vip, "open_before": open_before, "experiment": experiment,
                       "gentle": gentle}
@@ -135,11 +141,11 @@ def _opened_batch(n_plain: int, tag: str = ""):
 
 def test_open_cases_in_bulk_follows_the_same_rules_as_one_at_a_time(fallback):
     failures, c = _opened_batch(6)
-    results = services.open_cases(failures, actor="api:test")
+    results = open_cases(failures, actor="api:test")
     italy, pinned, excluded, paid, again, first, second, *plain = results
     assert italy.created and italy.case.campaign == c["eu"] and italy.case.decline_code == "do_not_honor"
     assert pinned.created and pinned.case.campaign == c["vip"]
-    assert isinstance(excluded.error, services.DunningExcluded) and excluded.case is None
+    assert isinstance(excluded.error, DunningExcluded) and excluded.case is None
     assert "paid, not open" in str(paid.error)
     assert not again.created and again.case == c["open_before"]
     assert again.case.events.filter(kind="payment.failed").count() == 1
@@ -147,10 +153,8 @@ def test_open_cases_in_bulk_follows_the_same_rules_as_one_at_a_time(fallback):
     assert first.created and not second.created and first.case == second.case
     assert [e.kind for e in first.case.events.order_by("id")] == ["case.opened", "payment.failed"]
     # The A/B test assigns variants exactly as a single open_case would (stable per invoice).
-    from dunning.targeting import assign_variant
-
     for result in plain:
-        expected_campaign, expected_variant = assign_variant(c["experiment"], result.case.invoice)
+        expected_campaign, expected_variant = c["experiment"].assign_variant(result.case.invoice)
         assert result.case.variant == expected_variant and result.case.campaign == expected_campaign
         assert result.case.next_step == expected_campaign.steps.order_by("position").first()
     assert {r.case.campaign for r in plain} == {c["experiment"], c["gentle"]}
@@ -169,7 +173,7 @@ def test_open_cases_costs_the_same_queries_for_five_or_forty(fallback):
     for n in (1, 5, 40):
         failures, _c = _opened_batch(n, tag=str(n))
         with CaptureQueriesContext(connection) as queries:
-            results = services.open_cases(failures)
+            results = open_cases(failures)
         assert sum(r.created for r in results) == n + 3
         counts.append(len(queries))
         DunningCase.objects.update(status="cancelled")

@@ -8,8 +8,11 @@ import datetime
 import pytest
 from django.urls import reverse
 
-from dunning import engine, services, workqueue
+from dunning import engine, workqueue
+from dunning.cases import open_case
+from dunning.errors import DunningError
 from dunning.models import CampaignStep, CaseEvent, WorkItem
+from dunning.workqueue import create_work_item
 from tests.conftest import T0
 from tests.factories import CampaignFactory, CampaignStepFactory, CustomerFactory, InvoiceFactory
 from tests.factories_cockpit import staff_user
@@ -24,7 +27,7 @@ def call_case(clock):
                         template_code="")
     CampaignStepFactory(campaign=campaign, position=2, offset_days=5, action=CampaignStep.Action.EMAIL)
     customer = CustomerFactory(name="Ada", phone="+14155550123")
-    case, _ = services.open_case(InvoiceFactory(customer=customer, amount_due="75.00"))
+    case, _ = open_case(InvoiceFactory(customer=customer, amount_due="75.00"))
     return case
 
 
@@ -87,7 +90,7 @@ def test_done_twice_is_harmless_and_reopen_is_logged(call_case, clock):
     workqueue.reopen(item, actor=user)
     item.refresh_from_db()
     assert item.status == WorkItem.Status.OPEN
-    with pytest.raises(services.DunningError):
+    with pytest.raises(DunningError):
         workqueue.snooze(item, clock.now - datetime.timedelta(hours=1), actor=user)
 
 
@@ -96,9 +99,9 @@ def test_items_from_portal_and_notifications_show_in_the_queue(kind, client, clo
     customer = CustomerFactory()
     campaign = CampaignFactory()
     CampaignStepFactory(campaign=campaign, position=1)
-    case, _ = services.open_case(InvoiceFactory(customer=customer))
-    services.create_work_item(customer, kind, f"{kind} for {customer.name}", case=case, dedupe_key=f"x:{kind}")
-    services.create_work_item(customer, kind, "duplicate", case=case, dedupe_key=f"x:{kind}")
+    case, _ = open_case(InvoiceFactory(customer=customer))
+    create_work_item(customer, kind, f"{kind} for {customer.name}", case=case, dedupe_key=f"x:{kind}")
+    create_work_item(customer, kind, "duplicate", case=case, dedupe_key=f"x:{kind}")
     client.force_login(staff_user("agent", "Collections agent"))
     page = client.get(reverse("admin:dunning_workitem_changelist"), {"queue": "actionable", "kind": kind})
     assert page.context["cl"].result_count == 1

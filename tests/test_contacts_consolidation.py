@@ -10,7 +10,8 @@ from django.core import mail
 
 from billing.models import PaymentAttempt
 from customers.models import BillingContact
-from dunning import engine, services
+from dunning import engine
+from dunning.cases import open_case
 from dunning.models import CampaignStep
 from notifications import services as outbox
 from notifications.models import Notification
@@ -40,7 +41,7 @@ def test_three_overdue_invoices_get_one_message_per_step_and_separate_retries(de
     customer = CustomerFactory(email="three@example.com")
     PaymentMethodFactory(customer=customer, token="tok_insufficient_funds:three")
     invoices = [InvoiceFactory(customer=customer, amount_due=Decimal(a)) for a in ("10.00", "20.00", "30.00")]
-    cases = [services.open_case(inv, decline_code="insufficient_funds")[0] for inv in invoices]
+    cases = [open_case(inv, decline_code="insufficient_funds")[0] for inv in invoices]
 
     run_days(clock, T0, 30)
 
@@ -72,7 +73,7 @@ def test_three_overdue_invoices_get_one_message_per_step_and_separate_retries(de
 
 def test_a_single_invoice_keeps_its_own_message_key(defaults, clock):
     customer = CustomerFactory()
-    case, _ = services.open_case(InvoiceFactory(customer=customer))
+    case, _ = open_case(InvoiceFactory(customer=customer))
     engine.run_due_steps()
     case.refresh_from_db()
     row = Notification.objects.get()
@@ -82,7 +83,7 @@ def test_a_single_invoice_keeps_its_own_message_key(defaults, clock):
 def test_running_the_same_steps_again_queues_nothing_more(defaults, clock):
     customer = CustomerFactory()
     for _ in range(3):
-        services.open_case(InvoiceFactory(customer=customer))
+        open_case(InvoiceFactory(customer=customer))
     assert engine.run_due_steps() == 3
     assert engine.run_due_steps() == 0
     assert Notification.objects.count() == 1
@@ -103,7 +104,7 @@ def test_escalation_adds_the_account_owner_from_the_step_that_says_so(defaults, 
     BillingContactFactory(customer=customer, email="boss@example.com", role=BillingContact.Role.OWNER)
     BillingContactFactory(customer=customer, email="tech@example.com", role=BillingContact.Role.TECHNICAL)
     campaign = escalation_campaign()
-    services.open_case(InvoiceFactory(customer=customer), campaign=campaign)
+    open_case(InvoiceFactory(customer=customer), campaign=campaign)
 
     def recipients_on(day: int) -> list[str]:
         clock.move_to(T0 + datetime.timedelta(days=day))
@@ -126,7 +127,7 @@ def test_all_contacts_in_their_own_language(defaults, clock):
     BillingContactFactory(customer=customer, name="Phone only", email="", phone="+14155550123")
     campaign = CampaignFactory()
     CampaignStepFactory(campaign=campaign, position=1, template_code="reminder", audience="all")
-    services.open_case(InvoiceFactory(customer=customer), campaign=campaign)
+    open_case(InvoiceFactory(customer=customer), campaign=campaign)
     engine.run_due_steps()
     rows = {n.recipient: n for n in Notification.objects.all()}
     assert set(rows) == {"ana@example.com", "luca@example.com"}
@@ -139,7 +140,7 @@ def test_all_contacts_in_their_own_language(defaults, clock):
 def test_contacts_without_an_address_fall_back_to_the_customer(defaults, clock):
     customer = CustomerFactory(email="general@example.com")
     BillingContactFactory(customer=customer, email="", phone="+14155550123", is_primary=True)
-    services.open_case(InvoiceFactory(customer=customer))
+    open_case(InvoiceFactory(customer=customer))
     engine.run_due_steps()
     assert list(Notification.objects.values_list("recipient", flat=True)) == ["general@example.com"]
 
@@ -157,6 +158,6 @@ def test_consolidation_can_be_switched_off(defaults, clock, settings):
     settings.DUNNING_CONSOLIDATE_MESSAGES = False
     customer = CustomerFactory()
     for _ in range(3):
-        services.open_case(InvoiceFactory(customer=customer))
+        open_case(InvoiceFactory(customer=customer))
     engine.run_due_steps()
     assert Notification.objects.count() == 3

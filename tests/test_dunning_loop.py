@@ -9,8 +9,11 @@ from django.core import mail
 
 from billing.models import Invoice, PaymentAttempt
 from customers.models import Customer
-from dunning import engine, services
+from dunning import engine
+from dunning.cases import cancel_case, open_case, pause_case, resume_case
+from dunning.errors import DunningError
 from dunning.models import CaseEvent, DunningCase
+from dunning.payments import mark_paid, record_payment, retry_now
 from notifications.models import Notification
 from tests.conftest import T0
 from tests.factories import CustomerFactory, InvoiceFactory, PaymentMethodFactory
@@ -37,9 +40,9 @@ def test_one_customer_recovers_at_day_7_and_another_is_suspended(defaults, clock
     inv_fixer = InvoiceFactory(customer=fixer, amount_due="120.00")
     inv_never = InvoiceFactory(customer=never, amount_due="80.00")
 
-    case_fixer, created = services.open_case(inv_fixer, decline_code="insufficient_funds")
+    case_fixer, created = open_case(inv_fixer, decline_code="insufficient_funds")
     assert created
-    case_never, _ = services.open_case(inv_never, decline_code="insufficient_funds")
+    case_never, _ = open_case(inv_never, decline_code="insufficient_funds")
 
     # Days 0..6: first notice, a declined retry at day 3, a reminder at day 5.
     run_days(clock, T0, 6)
@@ -95,7 +98,7 @@ def test_running_due_steps_twice_at_the_same_instant_does_nothing_the_second_tim
     customers = CustomerFactory.create_batch(5)
     for customer in customers:
         PaymentMethodFactory(customer=customer)
-        services.open_case(InvoiceFactory(customer=customer))
+        open_case(InvoiceFactory(customer=customer))
     assert engine.run_due_steps() == 5
     events = CaseEvent.objects.count()
     notifications = Notification.objects.count()
@@ -108,13 +111,13 @@ def test_payment_from_outside_recovers_a_suspended_customer_and_cancels_unsent_m
     customer = CustomerFactory()
     PaymentMethodFactory(customer=customer, token="tok_insufficient_funds:x")
     invoice = InvoiceFactory(customer=customer)
-    case, _ = services.open_case(invoice)
+    case, _ = open_case(invoice)
     run_days(clock, T0, 14)
     customer.refresh_from_db()
     assert customer.status == Customer.Status.SUSPENDED
     # A message queued but not yet sent when the payment lands is cancelled.
     clock.advance(days=14)  # day 28's step becomes due but has not run
-    services.record_payment(invoice, invoice.amount_remaining)
+    record_payment(invoice, invoice.amount_remaining)
     case.refresh_from_db()
     customer.refresh_from_db()
     assert case.status == DunningCase.Status.RECOVERED
@@ -127,8 +130,8 @@ def test_payment_from_outside_recovers_a_suspended_customer_and_cancels_unsent_m
 
 def test_second_failure_of_the_same_invoice_does_not_open_a_second_case(defaults, clock):
     invoice = InvoiceFactory()
-    first, created = services.open_case(invoice, decline_code="insufficient_funds")
-    again, created_again = services.open_case(invoice, decline_code="do_not_honor")
+    first, created = open_case(invoice, decline_code="insufficient_funds")
+    again, created_again = open_case(invoice, decline_code="do_not_honor")
     assert created and not created_again
     assert first.pk == again.pk
     assert DunningCase.objects.count() == 1
@@ -142,7 +145,7 @@ def test_the_scheduled_task_hands_retries_and_messages_to_their_own_tasks(defaul
     customer = CustomerFactory(email="task@example.com")
     PaymentMethodFactory(customer=customer, token="tok_ok:task")
     invoice = InvoiceFactory(customer=customer)
-    services.open_case(invoice)
+    open_case(invoice)
     with django_capture_on_commit_callbacks(execute=True):
         assert tasks.run_due_steps() == 1  # day 0: the first notice
     assert subjects_for("task@example.com") == ["We couldn't process your payment for invoice " + invoice.number]
@@ -158,48 +161,48 @@ def test_staff_actions_pause_resume_cancel_and_mark_paid_leave_the_actor_on_the_
     from django.contrib.auth import get_user_model
 
     staff = get_user_model().objects.create_user("agent", password="x", is_staff=True)
-    case, _ = services.open_case(InvoiceFactory())
-    services.pause_case(case, actor=staff)
+    case, _ = open_case(InvoiceFactory())
+    pause_case(case, actor=staff)
     assert engine.run_due_steps() == 0  # a paused case does not run
-    with pytest.raises(services.DunningError, match="only active cases can be paused"):
-        services.pause_case(case, actor=staff)
+    with pytest.raises(DunningError, match="only active cases can be paused"):
+        pause_case(case, actor=staff)
     clock.advance(days=2)
-    services.resume_case(case, actor=staff)
+    resume_case(case, actor=staff)
     case.refresh_from_db()
     assert case.next_action_at == clock.now  # the missed day-0 step runs now
-    services.mark_paid(case, actor=staff)
+    mark_paid(case, actor=staff)
     case.refresh_from_db()
     assert case.status == DunningCase.Status.RECOVERED
     assert list(case.events.filter(actor=staff).values_list("kind", flat=True)) == [
         "case.paused", "case.resumed", "case.recovered"]
-    with pytest.raises(services.DunningError, match="already recovered"):
-        services.cancel_case(case, actor=staff)
+    with pytest.raises(DunningError, match="already recovered"):
+        cancel_case(case, actor=staff)
 
 
 def test_retry_now_charges_once_and_recovers(defaults, clock):
     customer = CustomerFactory()
     PaymentMethodFactory(customer=customer, token="tok_succeed_after_2:r")
-    case, _ = services.open_case(InvoiceFactory(customer=customer))
-    first = services.retry_now(case)
+    case, _ = open_case(InvoiceFactory(customer=customer))
+    first = retry_now(case)
     assert first.outcome == PaymentAttempt.Outcome.FAILED and first.decline_code == "insufficient_funds"
-    second = services.retry_now(case)
+    second = retry_now(case)
     assert second.outcome == PaymentAttempt.Outcome.SUCCEEDED
     case.refresh_from_db()
     assert case.status == DunningCase.Status.RECOVERED
-    with pytest.raises(services.DunningError, match="nothing to retry"):
-        services.retry_now(case)
+    with pytest.raises(DunningError, match="nothing to retry"):
+        retry_now(case)
 
 
 def test_paying_after_the_campaign_ended_still_reinstates_service(defaults, clock):
     customer = CustomerFactory()
     PaymentMethodFactory(customer=customer, token="tok_insufficient_funds:late")
     invoice = InvoiceFactory(customer=customer)
-    case, _ = services.open_case(invoice)
+    case, _ = open_case(invoice)
     run_days(clock, T0, 29)
     case.refresh_from_db()
     invoice.refresh_from_db()
     assert case.status == DunningCase.Status.EXHAUSTED and invoice.status == Invoice.Status.UNCOLLECTIBLE
-    services.record_payment(invoice, invoice.amount_remaining)
+    record_payment(invoice, invoice.amount_remaining)
     customer.refresh_from_db()
     invoice.refresh_from_db()
     assert invoice.status == Invoice.Status.PAID
@@ -211,14 +214,14 @@ def test_another_unpaid_suspending_invoice_keeps_the_service_suspended(defaults,
     customer = CustomerFactory()
     PaymentMethodFactory(customer=customer, token="tok_insufficient_funds:two")
     first, second = InvoiceFactory(customer=customer), InvoiceFactory(customer=customer)
-    services.open_case(first)
-    services.open_case(second)
+    open_case(first)
+    open_case(second)
     run_days(clock, T0, 15)
     customer.refresh_from_db()
     assert customer.status == Customer.Status.SUSPENDED
-    services.record_payment(first, first.amount_remaining)
+    record_payment(first, first.amount_remaining)
     customer.refresh_from_db()
     assert customer.status == Customer.Status.SUSPENDED  # the second invoice is still unpaid
-    services.record_payment(second, second.amount_remaining)
+    record_payment(second, second.amount_remaining)
     customer.refresh_from_db()
     assert customer.status == Customer.Status.ACTIVE

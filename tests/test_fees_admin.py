@@ -8,7 +8,8 @@ from decimal import Decimal
 import pytest
 
 from billing.models import InvoiceFee
-from dunning import fees, services
+from dunning import fees
+from dunning.cases import open_case
 from dunning.models import CaseEvent
 from tests.conftest import T0
 from tests.factories import CustomerFactory, InvoiceFactory
@@ -32,7 +33,7 @@ def test_customer_page_has_billing_contacts(db, admin_client):
 def test_waiving_a_fee_asks_for_a_reason_and_notes_it_on_the_timeline(defaults, clock, admin_client, admin_user):
     FeePolicyFactory(campaign=defaults, fixed_fees={"USD": "15"})
     invoice = InvoiceFactory(customer=CustomerFactory(), amount_due=Decimal("100"))
-    case, _ = services.open_case(invoice)
+    case, _ = open_case(invoice)
     clock.move_to(T0 + datetime.timedelta(days=2))
     fees.apply_fees()
     fee = InvoiceFee.objects.get()

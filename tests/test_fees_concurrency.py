@@ -10,7 +10,8 @@ import time_machine
 from django.db import connection
 
 from billing.models import InvoiceFee
-from dunning import engine, fees, services
+from dunning import engine, fees
+from dunning.cases import open_case
 from notifications.models import Notification
 from tests.conftest import T0
 from tests.factories import CampaignFactory, CampaignStepFactory, CustomerFactory, InvoiceFactory
@@ -47,7 +48,7 @@ def test_concurrent_fee_jobs_add_each_fee_once():
         FeePolicyFactory(campaign=campaign, fixed_fees={"USD": "15"}, annual_interest_rate=Decimal("10"))
         invoices = [InvoiceFactory(amount_due=Decimal("100")) for _ in range(40)]
         for invoice in invoices:
-            services.open_case(invoice, campaign=campaign)
+            open_case(invoice, campaign=campaign)
     with time_machine.travel(T0.replace(day=12), tick=False):
         assert run_in_threads(lambda: fees.apply_fees(chunk=7)) == []
     assert InvoiceFee.objects.filter(kind="fixed").count() == 40
@@ -64,7 +65,7 @@ def test_concurrent_engines_send_one_consolidated_message(settings):
         customers = [CustomerFactory() for _ in range(4)]
         for customer in customers:
             for _ in range(3):
-                services.open_case(InvoiceFactory(customer=customer), campaign=campaign)
+                open_case(InvoiceFactory(customer=customer), campaign=campaign)
         assert run_in_threads(engine.run_due_steps) == []
     assert Notification.objects.count() == 4
     assert sorted(Notification.objects.values_list("customer_id", flat=True)) == sorted(c.pk for c in customers)

@@ -10,8 +10,10 @@ from django.core.exceptions import ValidationError
 
 from billing import fees as billing_fees
 from billing.models import CustomerCredit, Invoice, InvoiceFee
-from dunning import fees, services
+from dunning import cases, fees
+from dunning.errors import DunningError
 from dunning.models import CaseEvent, DunningCase, FeePolicy
+from dunning.payments import record_payment
 from tests.conftest import T0
 from tests.factories import CampaignFactory, CampaignStepFactory, CustomerFactory, InvoiceFactory
 from tests.factories_issue8 import FeePolicyFactory
@@ -26,7 +28,7 @@ def campaign_with_fees(**policy) -> FeePolicy:
 
 
 def open_case(invoice, policy) -> DunningCase:
-    case, _ = services.open_case(invoice, campaign=policy.campaign)
+    case, _ = cases.open_case(invoice, campaign=policy.campaign)
     return case
 
 
@@ -84,13 +86,13 @@ def test_interest_after_partial_payments_matches_a_hand_computation(clock):
     # 400 paid on 2026-03-13 (day 11) at 10:00, after that day's 01:00 run; 300 on 2026-03-23.
     run_through(11)
     at_day(clock, 11, 10)
-    services.record_payment(invoice, Decimal("400.00"))
+    record_payment(invoice, Decimal("400.00"))
     fees.apply_fees()
     for day in range(12, 22):
         at_day(clock, day)
         fees.apply_fees()
     at_day(clock, 21, 15)
-    services.record_payment(invoice, Decimal("300.00"))
+    record_payment(invoice, Decimal("300.00"))
     for day in range(22, 32):
         at_day(clock, day)
         fees.apply_fees()
@@ -108,7 +110,7 @@ def test_interest_after_partial_payments_matches_a_hand_computation(clock):
 
     # 2026-04-02 10:00: 510.00 arrives: 500 principal, 8.22 interest, 1.78 kept as credit.
     at_day(clock, 31, 10)
-    services.record_payment(invoice, Decimal("510.00"))
+    record_payment(invoice, Decimal("510.00"))
     invoice.refresh_from_db()
     interest.refresh_from_db()
     assert invoice.status == Invoice.Status.PAID and invoice.amount_paid == Decimal("1200.00")
@@ -188,7 +190,7 @@ def test_staff_waive_a_fee_with_a_reason_and_it_is_not_charged_again(clock, admi
     at_day(clock, 2)
     fees.apply_fees()
     fee = InvoiceFee.objects.get()
-    with pytest.raises(services.DunningError):
+    with pytest.raises(DunningError):
         fees.waive_fee(fee, actor=admin_user, reason=" ")
     fees.waive_fee(fee, actor=admin_user, reason="Goodwill: first late payment")
     for day in range(3, 6):
@@ -200,7 +202,7 @@ def test_staff_waive_a_fee_with_a_reason_and_it_is_not_charged_again(clock, admi
     event = CaseEvent.objects.get(case=case, kind="fee.waived")
     assert "Goodwill" in event.message and event.actor == admin_user
     # A payment of the invoice does not pay a waived fee: the extra becomes credit.
-    services.record_payment(invoice, Decimal("115.00"))
+    record_payment(invoice, Decimal("115.00"))
     assert CustomerCredit.objects.get().amount == Decimal("15.00")
 
 
@@ -220,7 +222,7 @@ def test_a_back_dated_payment_lowers_interest_from_its_own_day_on_the_next_run(c
     assert interest.amount == Decimal("10.00")  # 10 completed days x 1.00
     fees.apply_fees()  # up to date: nothing changes
     # A bank transfer of 500.00 reported today, received on day 6 (2026-03-08).
-    services.record_payment(invoice, Decimal("500.00"), at=T0.replace(hour=9) + datetime.timedelta(days=6))
+    record_payment(invoice, Decimal("500.00"), at=T0.replace(hour=9) + datetime.timedelta(days=6))
     fees.apply_fees()
     interest.refresh_from_db()
     # 03-03..03-07: 5 x 1.00; 03-08..03-12: 5 x 0.50.

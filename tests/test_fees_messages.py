@@ -10,8 +10,10 @@ from django.core import mail
 
 from billing import fees as billing_fees
 from billing.models import Invoice, InvoiceFee
-from dunning import engine, fees, services
+from dunning import engine, fees
+from dunning.cases import open_case
 from dunning.models import DunningCase
+from dunning.payments import record_payment
 from notifications import services as outbox
 from notifications.models import MessageTemplate
 from tests.conftest import T0
@@ -27,7 +29,7 @@ def test_reminders_list_the_fees_and_the_total_now_due(defaults, clock):
     first = InvoiceFactory(customer=customer, amount_due=Decimal("100.00"))
     second = InvoiceFactory(customer=customer, amount_due=Decimal("50.00"))
     for invoice in (first, second):
-        services.open_case(invoice)
+        open_case(invoice)
     engine.run_due_steps()  # day 0: first notice, before any fee
     outbox.send_queued()
     clock.move_to(T0 + datetime.timedelta(days=5))
@@ -45,13 +47,13 @@ def test_reminders_list_the_fees_and_the_total_now_due(defaults, clock):
 def test_portal_helpers_and_payment_of_principal_then_fees(defaults, clock):
     FeePolicyFactory(campaign=defaults, fixed_fees={"USD": "15.00"})
     invoice = InvoiceFactory(amount_due=Decimal("100.00"))
-    case, _ = services.open_case(invoice)
+    case, _ = open_case(invoice)
     clock.move_to(T0 + datetime.timedelta(days=2))
     fees.apply_fees()
     assert [f.amount for f in billing_fees.open_fees(invoice)] == [Decimal("15.00")]
     assert billing_fees.amount_owed(invoice) == Decimal("115.00")
     # The whole amount owed: the invoice is paid, the fee too, nothing is credited.
-    services.record_payment(invoice, Decimal("115.00"))
+    record_payment(invoice, Decimal("115.00"))
     invoice.refresh_from_db()
     case.refresh_from_db()
     assert invoice.amount_paid == invoice.amount_due == Decimal("100.00")

@@ -9,9 +9,12 @@ import pytest
 from django.core import mail
 
 from billing import services as billing
+from billing.attempts import process_pending
 from billing.models import CustomerCredit, Invoice, PaymentAllocation, PaymentAttempt
-from dunning import engine, services
+from dunning import engine
+from dunning.cases import open_case
 from dunning.models import DunningCase
+from dunning.payments import SETTLEMENT, record_payment
 from tests.conftest import T0
 from tests.factories import CustomerFactory, InvoiceFactory, PaymentMethodFactory
 
@@ -39,9 +42,9 @@ def test_a_partial_charge_through_the_gateway_keeps_the_case_open(defaults, cloc
     customer = CustomerFactory()
     method = PaymentMethodFactory(customer=customer)
     invoice = InvoiceFactory(customer=customer, amount_due=Decimal("120.00"))
-    case, _ = services.open_case(invoice)
+    case, _ = open_case(invoice)
     attempt = pending_attempt(invoice, method, source, "50.00")
-    assert services.process_payment_attempts() == 1
+    assert process_pending(SETTLEMENT) == 1
     attempt.refresh_from_db()
     assert attempt.outcome == PaymentAttempt.Outcome.SUCCEEDED
     assert_partial(case, invoice, "70.00")
@@ -50,11 +53,11 @@ def test_a_partial_charge_through_the_gateway_keeps_the_case_open(defaults, cloc
 @pytest.mark.parametrize("source", [PaymentAttempt.Source.EXTERNAL, PaymentAttempt.Source.MANUAL])
 def test_a_partial_payment_reported_by_import_or_api_keeps_the_case_open(defaults, clock, source):
     invoice = InvoiceFactory(amount_due=Decimal("120.00"))
-    case, _ = services.open_case(invoice)
+    case, _ = open_case(invoice)
     attempt, created = billing.record_external_payment(invoice, Decimal("20.00"), source=source,
                                                        idempotency_key="import-row-7")
     assert created
-    services.record_payment(invoice, attempt.amount, attempt=attempt)
+    record_payment(invoice, attempt.amount, attempt=attempt)
     # The same row imported again is the same payment: nothing changes.
     _again, created_again = billing.record_external_payment(invoice, Decimal("20.00"), source=source,
                                                             idempotency_key="import-row-7")
@@ -67,15 +70,15 @@ def test_reminders_after_a_partial_payment_show_what_remains(defaults, clock):
     customer = CustomerFactory(email="ana@example.com")
     PaymentMethodFactory(customer=customer, token="tok_insufficient_funds:ana")
     invoice = InvoiceFactory(customer=customer, amount_due=Decimal("120.00"))
-    case, _ = services.open_case(invoice)
+    case, _ = open_case(invoice)
     engine.run_due_steps()  # the first notice at day 0
     from notifications import services as outbox
 
     outbox.send_queued()
-    services.record_payment(invoice, Decimal("45.50"))
+    record_payment(invoice, Decimal("45.50"))
     clock.move_to(T0 + datetime.timedelta(days=5))
     engine.run_due_steps()
-    services.process_payment_attempts()
+    process_pending(SETTLEMENT)
     outbox.send_queued()
     bodies = [m.body for m in mail.outbox if m.to == ["ana@example.com"]]
     assert "$120.00" in bodies[0]
@@ -88,9 +91,9 @@ def test_reminders_after_a_partial_payment_show_what_remains(defaults, clock):
 
 def test_an_overpayment_becomes_customer_credit(defaults, clock):
     invoice = InvoiceFactory(amount_due=Decimal("80.00"))
-    case, _ = services.open_case(invoice)
-    services.record_payment(invoice, Decimal("30.00"))
-    services.record_payment(invoice, Decimal("75.00"))
+    case, _ = open_case(invoice)
+    record_payment(invoice, Decimal("30.00"))
+    record_payment(invoice, Decimal("75.00"))
     invoice.refresh_from_db()
     case.refresh_from_db()
     assert invoice.amount_paid == Decimal("80.00") and invoice.status == Invoice.Status.PAID
@@ -100,7 +103,7 @@ def test_an_overpayment_becomes_customer_credit(defaults, clock):
         invoice.customer, Decimal("25.00"), "USD", invoice)
     assert case.events.filter(kind="payment.credit").count() == 1
     # A payment for an invoice that is already paid is kept whole as credit, not lost.
-    services.record_payment(invoice, Decimal("10.00"))
+    record_payment(invoice, Decimal("10.00"))
     from billing.fees import credit_balance
 
     assert credit_balance(invoice.customer, "USD") == Decimal("35.00")
@@ -110,7 +113,7 @@ def test_receive_payment_applies_a_repeated_import_row_or_api_call_once(defaults
     from dunning.receipts import receive_payment
 
     invoice = InvoiceFactory(amount_due=Decimal("90.00"))
-    case, _ = services.open_case(invoice)
+    case, _ = open_case(invoice)
     for _ in range(3):
         receive_payment(invoice, Decimal("40.00"), idempotency_key="api:pay-1", actor="api:key-a")
     assert_partial(case, invoice, "50.00")

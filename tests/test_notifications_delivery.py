@@ -10,7 +10,8 @@ from django.core import mail
 from django.urls import reverse
 
 from core import bulk
-from dunning import engine, services
+from dunning import engine
+from dunning.cases import open_case
 from dunning.models import CaseEvent
 from notifications import services as outbox
 from notifications.channels import base as channels
@@ -28,7 +29,7 @@ class Crash(BaseException):
 
 def test_a_crash_between_writing_and_sending_sends_exactly_one_message(defaults, clock):
     customer = CustomerFactory(email="c@example.com")
-    services.open_case(InvoiceFactory(customer=customer))
+    open_case(InvoiceFactory(customer=customer))
     engine.run_due_steps()
     # The worker dies here: the step and its outbox row are committed, nothing was sent.
     assert Notification.objects.filter(status="queued").count() == 1
@@ -43,7 +44,7 @@ def test_a_crash_between_writing_and_sending_sends_exactly_one_message(defaults,
 
 def test_a_crash_inside_the_engine_batch_writes_nothing_and_the_rerun_sends_once(defaults, clock, monkeypatch):
     customer = CustomerFactory(email="r@example.com")
-    case, _ = services.open_case(InvoiceFactory(customer=customer))
+    case, _ = open_case(InvoiceFactory(customer=customer))
 
     def die(*args, **kwargs):
         raise Crash
@@ -71,7 +72,7 @@ def test_a_crash_inside_the_engine_batch_writes_nothing_and_the_rerun_sends_once
 
 def test_a_crash_after_the_provider_took_the_message_never_sends_it_again(defaults, clock, monkeypatch):
     customer = CustomerFactory(email="p@example.com")
-    case, _ = services.open_case(InvoiceFactory(customer=customer))
+    case, _ = open_case(InvoiceFactory(customer=customer))
     engine.run_due_steps()
     real_send = channels.send_email
 
@@ -100,7 +101,7 @@ def test_a_crash_after_the_provider_took_the_message_never_sends_it_again(defaul
 def test_an_error_mid_batch_puts_the_messages_not_yet_attempted_back_in_the_queue(defaults, clock, monkeypatch):
     customers = [CustomerFactory(email=f"b{i}@example.com") for i in range(3)]
     for customer in customers:
-        services.open_case(InvoiceFactory(customer=customer))
+        open_case(InvoiceFactory(customer=customer))
     engine.run_due_steps()
     real_send = channels.send_email
     calls = []
@@ -128,7 +129,7 @@ def test_an_error_mid_batch_puts_the_messages_not_yet_attempted_back_in_the_queu
 def test_a_message_of_unknown_fate_can_be_resent_by_staff_once(defaults, clock, admin_client, admin_user,
                                                                monkeypatch):
     customer = CustomerFactory(email="u@example.com")
-    case, _ = services.open_case(InvoiceFactory(customer=customer))
+    case, _ = open_case(InvoiceFactory(customer=customer))
     engine.run_due_steps()
 
     def die(notification, connection=None):
@@ -158,7 +159,7 @@ def test_a_message_of_unknown_fate_can_be_resent_by_staff_once(defaults, clock, 
 
 def test_an_sms_of_unknown_fate_is_sent_again_with_its_idempotency_key(defaults, clock, sms_outbox, monkeypatch):
     customer = CustomerFactory(email="", phone="+14155550123")
-    services.open_case(InvoiceFactory(customer=customer))
+    open_case(InvoiceFactory(customer=customer))
     engine.run_due_steps()
     real_send = channels.send_sms_message
 
@@ -181,7 +182,7 @@ def test_an_sms_of_unknown_fate_is_sent_again_with_its_idempotency_key(defaults,
 
 def test_transient_failures_retry_with_backoff_then_succeed(defaults, clock, monkeypatch):
     customer = CustomerFactory(email="t@example.com")
-    case, _ = services.open_case(InvoiceFactory(customer=customer))
+    case, _ = open_case(InvoiceFactory(customer=customer))
     engine.run_due_steps()
     real_send = channels.send_email
     failures = iter([True, True, False])
@@ -209,7 +210,7 @@ def test_transient_failures_retry_with_backoff_then_succeed(defaults, clock, mon
 
 def test_a_permanent_failure_is_marked_with_its_reason_on_the_case_timeline(defaults, clock, monkeypatch):
     customer = CustomerFactory(email="bad@example.com")
-    case, _ = services.open_case(InvoiceFactory(customer=customer))
+    case, _ = open_case(InvoiceFactory(customer=customer))
 
     def refuse(notification, connection=None):
         raise channels.DeliveryError("AnymailRecipientsRefused: invalid mailbox", permanent=True)
@@ -228,7 +229,7 @@ def test_inapp_messages_are_stored_per_customer_with_read_and_dismissed_state(de
     customer = CustomerFactory(email="", locale="es")
     other = CustomerFactory(email="")
     for who in (customer, other):
-        services.open_case(InvoiceFactory(customer=who))
+        open_case(InvoiceFactory(customer=who))
     clock.tick()  # no email address: the first notice falls back to an in-app message
     [message] = inapp.messages_for(customer)
     assert message.subject == "No hemos podido procesar su pago" and message.sent_at == T0

@@ -7,7 +7,7 @@ import datetime
 import pytest
 from django.core import mail
 
-from dunning import services
+from dunning.cases import open_case
 from dunning.models import CaseEvent
 from notifications import policy
 from notifications import services as outbox
@@ -81,7 +81,7 @@ def test_quiet_hours_can_be_changed_or_turned_off(settings):
 def test_a_step_due_at_night_sends_in_the_morning_and_the_timeline_says_so(defaults, clock):
     # T0 is 10:00 UTC: 02:00 in Los Angeles.
     customer = CustomerFactory(timezone="America/Los_Angeles", email="la@example.com")
-    case, _ = services.open_case(InvoiceFactory(customer=customer))
+    case, _ = open_case(InvoiceFactory(customer=customer))
     clock.tick()
     assert emails_to("la@example.com") == []
     queued = case.events.get(kind="message.queued")
@@ -96,7 +96,7 @@ def test_a_step_due_at_night_sends_in_the_morning_and_the_timeline_says_so(defau
 
 def test_a_retry_that_lands_at_night_is_held_by_the_sender(defaults, clock):
     customer = CustomerFactory(timezone="Asia/Tokyo")
-    case, _ = services.open_case(InvoiceFactory(customer=customer))
+    case, _ = open_case(InvoiceFactory(customer=customer))
     row = outbox.build(customer, channel="email", template_code="reminder", context={}, dedupe_key="x",
                        reference=f"case:{case.pk}")
     outbox.queue_many([row])
@@ -124,7 +124,7 @@ def test_the_contact_cap_over_a_busy_week(defaults, clock, settings):
     cases = []
     for day in range(3):
         clock.move_to(T0 + datetime.timedelta(days=day))
-        cases.append(services.open_case(InvoiceFactory(customer=customer))[0])
+        cases.append(open_case(InvoiceFactory(customer=customer))[0])
         clock.tick()
     run_hours(clock, T0 + datetime.timedelta(days=2), 24 * 14)
 
@@ -156,7 +156,7 @@ def test_receipts_are_not_counted_and_excess_is_merged_into_the_newer_message(de
     MessageTemplate.objects.create(code="payment_receipt", channel="email", subject="Receipt",
                                    body_text="Thank you for your payment of {{ amount }}.")
     customer = CustomerFactory(email="m@example.com")
-    case, _ = services.open_case(InvoiceFactory(customer=customer))
+    case, _ = open_case(InvoiceFactory(customer=customer))
     ref = f"case:{case.pk}"
     for i, code in enumerate(["first_notice", "reminder", "card_expiring", "payment_receipt"]):
         row = outbox.build(customer, channel="email", template_code=code, context={}, dedupe_key=f"old{i}",
@@ -189,7 +189,7 @@ def test_receipts_are_not_counted_and_excess_is_merged_into_the_newer_message(de
 
 def test_a_final_notice_is_not_merged_into_a_newer_plain_reminder(defaults, clock):
     customer = CustomerFactory(email="legal@example.com")
-    case, _ = services.open_case(InvoiceFactory(customer=customer))
+    case, _ = open_case(InvoiceFactory(customer=customer))
     ref = f"case:{case.pk}"
     for code in ("final_notice", "update_payment_method"):  # the card was declined after the notice was queued
         outbox.queue_many([outbox.build(customer, channel="email", template_code=code, context={},
@@ -205,7 +205,7 @@ def test_a_final_notice_is_not_merged_into_a_newer_plain_reminder(defaults, cloc
 
 def test_opted_out_email_falls_back_to_sms_but_legal_notices_still_go_by_email(defaults, clock, sms_outbox):
     customer = CustomerFactory(email="o@example.com", phone="+14155550123", opt_out_email=True)
-    case, _ = services.open_case(InvoiceFactory(customer=customer))
+    case, _ = open_case(InvoiceFactory(customer=customer))
     clock.tick()
     assert emails_to("o@example.com") == []
     assert [m["to"] for m in sms_outbox] == ["+14155550123"]
@@ -222,7 +222,7 @@ def test_opted_out_email_falls_back_to_sms_but_legal_notices_still_go_by_email(d
 def test_a_bounced_address_is_never_used_even_for_legal_notices(defaults, clock, sms_outbox):
     customer = CustomerFactory(email="b@example.com", phone="+393331234567", email_undeliverable=True,
                                locale="it")
-    services.open_case(InvoiceFactory(customer=customer))
+    open_case(InvoiceFactory(customer=customer))
     clock.move_to(T0 + datetime.timedelta(days=10))
     clock.tick()
     assert emails_to("b@example.com") == []
@@ -231,7 +231,7 @@ def test_a_bounced_address_is_never_used_even_for_legal_notices(defaults, clock,
 
 def test_sms_stop_is_respected_even_for_legal_notices_and_inapp_is_the_last_resort(defaults, clock, sms_outbox):
     customer = CustomerFactory(email="", phone="+14155550124", opt_out_sms=True)
-    case, _ = services.open_case(InvoiceFactory(customer=customer))
+    case, _ = open_case(InvoiceFactory(customer=customer))
     clock.move_to(T0 + datetime.timedelta(days=10))
     clock.tick()
     assert sms_outbox == []
@@ -247,7 +247,7 @@ def test_sms_stop_is_respected_even_for_legal_notices_and_inapp_is_the_last_reso
 
 def test_opting_out_after_a_message_was_queued_reroutes_it_at_send_time(defaults, clock, sms_outbox):
     customer = CustomerFactory(email="late@example.com", phone="+14155550125")
-    case, _ = services.open_case(InvoiceFactory(customer=customer))
+    case, _ = open_case(InvoiceFactory(customer=customer))
     from dunning import engine
 
     engine.run_due_steps()
@@ -270,7 +270,7 @@ def test_consolidated_messages_on_different_days_each_count_against_the_cap(defa
     PaymentMethodFactory(customer=customer, token="tok_insufficient_funds:grouped")
     for day in range(3):
         clock.move_to(T0 + datetime.timedelta(days=day))
-        services.open_case(InvoiceFactory(customer=customer))
+        open_case(InvoiceFactory(customer=customer))
         clock.tick()
     sent = Notification.objects.filter(customer=customer, status="sent")
     assert sorted(sent.values_list("template_code", flat=True)) == ["first_notice"] * 3

@@ -11,7 +11,7 @@ from django.core.exceptions import ValidationError
 from twilio.request_validator import RequestValidator
 
 from customers.models import Customer
-from dunning import services
+from dunning.cases import open_case
 from notifications import services as outbox
 from notifications.models import Notification
 from notifications.sms import base as sms_base
@@ -123,11 +123,11 @@ def test_every_stop_word_opts_the_number_out_with_one_confirmation(client, setti
 def test_start_opts_back_in_and_later_steps_use_sms_again(client, settings, defaults, clock, sms_outbox):
     settings.TWILIO_AUTH_TOKEN = TOKEN
     customer = CustomerFactory(phone="+14155550127", email="", opt_out_sms=True)
-    case, _ = services.open_case(InvoiceFactory(customer=customer))
+    case, _ = open_case(InvoiceFactory(customer=customer))
     response = reply(client, "START", "+14155550127")
     assert "you will receive text messages from us again" in response.content.decode()
     assert Customer.objects.get(pk=customer.pk).opt_out_sms is False
-    assert case.events.filter(kind="customer.preference", message__contains="sms:START").exists()
+    assert case.events.filter(kind="customer.preferences", message__contains="sms:START").exists()
     clock.tick()
     assert [m["to"] for m in sms_outbox] == ["+14155550127"]
     assert reply(client, "START", "+14155550127").content.decode().endswith("<Response></Response>")

@@ -8,7 +8,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.core import mail
 
-from dunning import services
+from dunning.cases import open_case
 from notifications.defaults import iter_default_templates
 from notifications.models import MessageTemplate, Notification
 from notifications.rendering import SAMPLE_CONTEXT, find_template, render_parts
@@ -107,7 +107,7 @@ def test_a_customer_whose_language_has_no_template_gets_english(defaults, clock)
     MessageTemplate.objects.filter(locale="uk", code="first_notice").delete()
     assert find_template("first_notice", "email", "uk").locale == "en"
     customer = CustomerFactory(locale="uk", email="u@example.com", currency="EUR")
-    services.open_case(InvoiceFactory(customer=customer, amount_due="1234.56"))
+    open_case(InvoiceFactory(customer=customer, amount_due="1234.56"))
     clock.tick()
     [message] = mail.outbox
     assert message.subject.startswith("We couldn't process your payment")
@@ -161,7 +161,7 @@ def test_admin_live_preview_with_sample_data_or_a_chosen_case(staff_client, defa
     assert "'unsafe-inline'" in response.headers["Content-Security-Policy"]
 
     customer = CustomerFactory(name="山田太郎", locale="ja", currency="JPY")
-    case, _ = services.open_case(InvoiceFactory(customer=customer, amount_due="12000"))
+    case, _ = open_case(InvoiceFactory(customer=customer, amount_due="12000"))
     response = staff_client.post("/admin/notifications/messagetemplate/preview/",
                                  {**form, "preview_reference": f"case:{case.pk}"})
     body = response.content.decode()
@@ -192,7 +192,7 @@ def test_the_final_notice_names_the_suspension_date_in_the_customers_calendar(de
     from tests.conftest import T0
 
     customer = CustomerFactory(email="d@example.com", locale="it", timezone="Europe/Rome", currency="EUR")
-    services.open_case(InvoiceFactory(customer=customer, amount_due="1234.56"))
+    open_case(InvoiceFactory(customer=customer, amount_due="1234.56"))
     clock.move_to(T0 + datetime.timedelta(days=10))
     clock.tick()
     final = [m for m in mail.outbox if m.subject.startswith("Ultimo avviso")]
@@ -281,7 +281,7 @@ def test_an_html_body_escapes_merge_data_once_and_keeps_the_subject_plain():
 
 def test_a_customer_with_an_apostrophe_and_ampersand_gets_their_name_as_written(defaults, clock):
     customer = CustomerFactory(name="Seán O'Brien & Sons", email="s@example.com", currency="JPY", locale="ja")
-    services.open_case(InvoiceFactory(customer=customer, number="<b>&\"'", amount_due="12000"))
+    open_case(InvoiceFactory(customer=customer, number="<b>&\"'", amount_due="12000"))
     clock.tick()
     [message] = mail.outbox
     assert "<b>&\"'" in message.subject

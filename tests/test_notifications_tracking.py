@@ -9,7 +9,7 @@ import json
 import pytest
 
 from customers.models import Customer
-from dunning import services
+from dunning.cases import open_case
 from dunning.models import WorkItem
 from notifications.models import Notification
 from tests.conftest import T0
@@ -30,7 +30,7 @@ def webhook_secret(settings):
 @pytest.fixture
 def sent_email(defaults, clock):
     customer = CustomerFactory(email="john@example.com", phone="+14155550199")
-    case, _ = services.open_case(InvoiceFactory(customer=customer))
+    case, _ = open_case(InvoiceFactory(customer=customer))
     clock.tick()
     row = Notification.objects.get(customer=customer, template_code="first_notice")
     assert row.status == "sent"
@@ -139,7 +139,7 @@ def test_a_spam_complaint_opts_the_customer_out_of_email(client, webhook_secret,
     customer = Customer.objects.get(pk=row.customer_id)
     assert customer.email_undeliverable and customer.opt_out_email
     assert case.events.filter(kind="message.complained").count() == 1
-    assert case.events.filter(kind="customer.preference").count() == 2
+    assert case.events.filter(kind="customer.preferences").count() == 2
 
 
 def test_a_mailgun_permanent_failure_with_its_signature(client, settings, sent_email):

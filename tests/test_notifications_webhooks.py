@@ -11,7 +11,9 @@ import time
 import pytest
 from django.contrib.auth import get_user_model
 
-from dunning import engine, services
+from dunning import engine
+from dunning.cases import open_case
+from dunning.payments import record_payment
 from notifications import webhooks
 from notifications.models import WebhookDelivery, WebhookEndpoint
 from tests.conftest import T0
@@ -40,12 +42,12 @@ def test_the_dunning_loop_emits_every_event_and_the_merchant_can_verify_each(def
         PaymentMethodFactory(customer=never, token="tok_insufficient_funds:n")
         payer = CustomerFactory()
         PaymentMethodFactory(customer=payer, token="tok_insufficient_funds:p")
-        never_case, _ = services.open_case(InvoiceFactory(customer=never))
+        never_case, _ = open_case(InvoiceFactory(customer=never))
         payer_invoice = InvoiceFactory(customer=payer)
-        payer_case, _ = services.open_case(payer_invoice)
+        payer_case, _ = open_case(payer_invoice)
         run_hours(clock, T0, 15 * 24, step=6)
         # The payer pays after suspension (outside the gateway): recovered and reinstated.
-        services.record_payment(payer_invoice, payer_invoice.amount_remaining)
+        record_payment(payer_invoice, payer_invoice.amount_remaining)
         run_hours(clock, T0 + datetime.timedelta(days=15), 14 * 24, step=6)
         clock.move_to(T0 + datetime.timedelta(days=30))
         delivered = webhooks.deliver_due()
@@ -144,7 +146,7 @@ def test_events_are_written_once_per_key_and_only_for_interested_endpoints(djang
 def test_running_the_engine_twice_emits_nothing_new(defaults, clock):
     WebhookEndpoint.objects.create(url="https://merchant.example/hooks")
     for _ in range(3):
-        services.open_case(InvoiceFactory())
+        open_case(InvoiceFactory())
     engine.run_due_steps()
     count = WebhookDelivery.objects.count()
     assert count == 6  # 3 opened + 3 first steps

@@ -7,10 +7,13 @@ from decimal import Decimal
 
 import pytest
 
+from billing.attempts import process_pending, process_refund, process_refunds
 from billing.gateways import RefundRequest, get_gateway
 from billing.models import CustomerCredit, GatewayRefund, Invoice, PaymentAttempt, SandboxCharge, SandboxRefund
-from dunning import engine, services
+from dunning import engine
+from dunning.cases import cancel_case, open_case
 from dunning.models import DunningCase, WorkItem
+from dunning.payments import SETTLEMENT, mark_paid, record_payment
 from tests.factories import (
     CampaignFactory,
     CampaignStepFactory,
@@ -32,7 +35,7 @@ def queued_retry(token: str = "tok_ok", *later_actions: str, amount_due: str = "
     customer = CustomerFactory(external_id=f"cus_{token.replace(':', '_')}")
     PaymentMethodFactory(customer=customer, token=token, gateway=gateway)
     invoice = InvoiceFactory(customer=customer, amount_due=Decimal(amount_due))
-    case, _created = services.open_case(invoice, decline_code="insufficient_funds")
+    case, _created = open_case(invoice, decline_code="insufficient_funds")
     engine.run_due_steps()
     attempt = PaymentAttempt.objects.get(invoice=invoice)
     assert attempt.tries == 0 and (attempt.outcome == "pending" or later_actions)
@@ -54,13 +57,13 @@ def hooked(settings):
 
 def test_staff_mark_paid_cancels_the_queued_retry_and_the_worker_never_calls_the_gateway(admin_client):
     case, invoice, attempt = queued_retry("tok_ok:markpaid")
-    services.mark_paid(case, reference="bank transfer")
+    mark_paid(case, reference="bank transfer")
 
     attempt.refresh_from_db()
     assert attempt.outcome == PaymentAttempt.Outcome.CANCELLED and attempt.completed_at is not None
     event = case.events.get(kind="payment.attempts_cancelled")
     assert event.payload == {"attempts": [attempt.pk], "reason": "invoice paid"}
-    assert services.process_payment_attempts() == 0
+    assert process_pending(SETTLEMENT) == 0
     assert not SandboxCharge.objects.exists()
     # Staff see it in the attempts admin.
     page = admin_client.get("/admin/billing/paymentattempt/?outcome=cancelled").content.decode()
@@ -69,10 +72,10 @@ def test_staff_mark_paid_cancels_the_queued_retry_and_the_worker_never_calls_the
 
 def test_a_payment_reported_through_the_api_cancels_the_queued_retry(client):
     case, invoice, attempt = queued_retry("tok_ok:api")
-    services.record_payment(invoice, invoice.amount_remaining, actor="api:billing system")
+    record_payment(invoice, invoice.amount_remaining, actor="api:billing system")
     attempt.refresh_from_db()
     assert attempt.outcome == PaymentAttempt.Outcome.CANCELLED
-    services.process_payment_attempts()
+    process_pending(SETTLEMENT)
     assert not SandboxCharge.objects.exists()
     invoice.refresh_from_db()
     assert invoice.amount_paid == Decimal("49.00")
@@ -80,11 +83,11 @@ def test_a_payment_reported_through_the_api_cancels_the_queued_retry(client):
 
 def test_cancelling_the_case_cancels_its_pending_attempts():
     case, _invoice, attempt = queued_retry("tok_ok:cancel")
-    services.cancel_case(case, reason="customer left")
+    cancel_case(case, reason="customer left")
     attempt.refresh_from_db()
     assert attempt.outcome == PaymentAttempt.Outcome.CANCELLED
     assert "payment.attempts_cancelled" in kinds(case)
-    services.process_payment_attempts()
+    process_pending(SETTLEMENT)
     assert not SandboxCharge.objects.exists()
 
 
@@ -97,7 +100,7 @@ def test_writing_the_invoice_off_cancels_the_retry_queued_before_it():
     assert invoice.status == Invoice.Status.UNCOLLECTIBLE
     assert attempt.outcome == PaymentAttempt.Outcome.CANCELLED
     assert case.events.get(kind="payment.attempts_cancelled").payload["reason"] == "invoice written off"
-    services.process_payment_attempts()
+    process_pending(SETTLEMENT)
     assert not SandboxCharge.objects.exists()
 
 
@@ -108,7 +111,7 @@ def test_a_retry_step_after_the_write_off_charges_nothing():
                             offset_days=30 if action == "call" else 0)
     customer = CustomerFactory()
     PaymentMethodFactory(customer=customer, token="tok_ok:after-writeoff")
-    case, _created = services.open_case(InvoiceFactory(customer=customer))
+    case, _created = open_case(InvoiceFactory(customer=customer))
     engine.run_due_steps()
     assert not PaymentAttempt.objects.exists()
     assert case.events.get(kind="step.retry_skipped").message == "Not charged: invoice uncollectible"
@@ -119,7 +122,7 @@ def test_the_worker_rechecks_the_invoice_whatever_closed_it():
     # own check under lock refuses the charge.
     case, invoice, attempt = queued_retry("tok_ok:void")
     Invoice.objects.filter(pk=invoice.pk).update(status=Invoice.Status.VOID)
-    services.process_payment_attempts()
+    process_pending(SETTLEMENT)
     attempt.refresh_from_db()
     assert attempt.outcome == PaymentAttempt.Outcome.CANCELLED and attempt.tries == 0
     assert attempt.message == "Cancelled: invoice void"
@@ -129,8 +132,8 @@ def test_the_worker_rechecks_the_invoice_whatever_closed_it():
 
 def test_a_partial_payment_meanwhile_lowers_the_unsent_charge_to_what_remains():
     case, invoice, attempt = queued_retry("tok_ok:partial")
-    services.record_payment(invoice, Decimal("19.00"))
-    services.process_payment_attempts()
+    record_payment(invoice, Decimal("19.00"))
+    process_pending(SETTLEMENT)
     charge = SandboxCharge.objects.get()
     assert charge.amount == Decimal("30.00")
     invoice.refresh_from_db()
@@ -143,8 +146,8 @@ def test_a_partial_payment_meanwhile_lowers_the_unsent_charge_to_what_remains():
 def test_a_charge_that_succeeds_after_the_invoice_was_paid_is_refunded_once(hooked):
     case, invoice, attempt = queued_retry("tok_ok:late")
     # The customer pays by bank transfer while the worker's charge is in flight.
-    hooked.before_charge = lambda request: services.mark_paid(DunningCase.objects.get(pk=case.pk))
-    services.process_payment_attempts()
+    hooked.before_charge = lambda request: mark_paid(DunningCase.objects.get(pk=case.pk))
+    process_pending(SETTLEMENT)
 
     attempt.refresh_from_db()
     invoice.refresh_from_db()
@@ -159,17 +162,17 @@ def test_a_charge_that_succeeds_after_the_invoice_was_paid_is_refunded_once(hook
     assert {"payment.late_charge", "payment.refunded"} <= set(kinds(case))
 
     # Running the jobs again refunds nothing more.
-    services.process_payment_attempts()
-    services.process_refunds()
-    services.process_refund(refund.pk)
+    process_pending(SETTLEMENT)
+    process_refunds(SETTLEMENT)
+    process_refund(refund.pk, SETTLEMENT)
     assert SandboxRefund.objects.count() == 1 and GatewayRefund.objects.count() == 1
 
 
 def test_hold_keeps_the_late_charge_as_credit_and_asks_staff(hooked, settings):
     settings.LATE_CHARGE_POLICY = "hold"
     case, invoice, attempt = queued_retry("tok_ok:hold")
-    hooked.before_charge = lambda request: services.mark_paid(DunningCase.objects.get(pk=case.pk))
-    services.process_payment_attempts()
+    hooked.before_charge = lambda request: mark_paid(DunningCase.objects.get(pk=case.pk))
+    process_pending(SETTLEMENT)
 
     assert not GatewayRefund.objects.exists() and not SandboxRefund.objects.exists()
     credit = CustomerCredit.objects.get()
@@ -183,13 +186,13 @@ def test_an_unknown_outcome_is_still_resolved_after_the_close_and_the_late_succe
     # The charge is taken but its answer is lost; the customer then pays another way. The attempt
     # was sent, so it is not cancelled: asking again with its key returns the success, refunded.
     case, invoice, attempt = queued_retry("tok_timeout_after_charge:x")
-    services.process_payment_attempts()
+    process_pending(SETTLEMENT)
     attempt.refresh_from_db()
     assert (attempt.outcome, attempt.tries) == ("pending", 1)
-    services.mark_paid(case)
+    mark_paid(case)
     attempt.refresh_from_db()
     assert attempt.outcome == PaymentAttempt.Outcome.PENDING  # never cancelled once sent
-    services.process_payment_attempts(now=attempt.lease_until)
+    process_pending(SETTLEMENT, now=attempt.lease_until)
     attempt.refresh_from_db()
     assert attempt.outcome == PaymentAttempt.Outcome.SUCCEEDED
     assert SandboxCharge.objects.count() == 1 and SandboxRefund.objects.count() == 1
@@ -211,7 +214,7 @@ def fake_stripe(settings):
 
 def test_stripe_refunds_a_late_charge_once_with_its_idempotency_key(fake_stripe):
     case, invoice, attempt = queued_retry("pm_ok_late", gateway="stripe")
-    services.process_payment_attempts()  # charged: the invoice is paid
+    process_pending(SETTLEMENT)  # charged: the invoice is paid
     attempt.refresh_from_db()
     # Another attempt had been sent before (tries 1) and its answer lost; asked again after the
     # invoice was paid, it succeeds: a late charge, refunded through Stripe.
@@ -219,7 +222,7 @@ def test_stripe_refunds_a_late_charge_once_with_its_idempotency_key(fake_stripe)
         invoice=invoice, payment_method=attempt.payment_method, amount=Decimal("49.00"), currency="USD",
         gateway="stripe", idempotency_key="late-one", tries=1, lease_until=attempt.created_at,
     )
-    services.process_payment_attempts()
+    process_pending(SETTLEMENT)
     late.refresh_from_db()
     assert late.outcome == "succeeded" and late.gateway_reference.startswith("pi_")
     [refund] = fake_stripe.refunds

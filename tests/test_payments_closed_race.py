@@ -17,9 +17,12 @@ from django.conf import settings
 from django.db import connection
 from rest_framework.test import APIClient
 
+from billing.attempts import process_pending, process_refund, process_refunds
 from billing.models import CustomerCredit, GatewayRefund, Invoice, PaymentAttempt, SandboxCharge, SandboxRefund
-from dunning import engine, services
+from dunning import engine
+from dunning.cases import open_case
 from dunning.models import DunningCase
+from dunning.payments import SETTLEMENT
 from tests.factories import CustomerFactory, InvoiceFactory, PaymentMethodFactory, retrying_campaign
 from tests.factories_integrations import api_key
 
@@ -36,7 +39,7 @@ def queued_retries(n: int) -> list[Invoice]:
         customer = CustomerFactory()
         PaymentMethodFactory(customer=customer, token=f"tok_ok:race{i}")
         invoice = InvoiceFactory(customer=customer, amount_due=Decimal("49.00"))
-        services.open_case(invoice, decline_code="insufficient_funds")
+        open_case(invoice, decline_code="insufficient_funds")
         invoices.append(invoice)
     engine.run_due_steps()
     assert PaymentAttempt.objects.pending().filter(tries=0).count() == n
@@ -141,8 +144,8 @@ def test_paid_while_the_charge_is_in_flight_the_late_success_is_refunded_exactly
 
     # Run twice: another worker process and this one find nothing more to refund.
     assert finish(worker()) == 0
-    services.process_refunds()
-    services.process_refund(refund.pk)
+    process_refunds(SETTLEMENT)
+    process_refund(refund.pk, SETTLEMENT)
     assert SandboxRefund.objects.count() == 1 and GatewayRefund.objects.count() == 1
 
 
@@ -167,7 +170,7 @@ def test_payments_racing_a_slow_worker_never_leave_two_charges_kept(api):
     payer.join(timeout=120)
     finish(proc)
     finish(worker())  # and once more: nothing new is charged or refunded
-    services.process_payment_attempts()
+    process_pending(SETTLEMENT)
 
     for invoice in invoices:
         invoice.refresh_from_db()

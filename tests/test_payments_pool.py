@@ -10,12 +10,14 @@ import pytest
 from django.db import connections
 from django.test import override_settings
 
+from billing.attempts import process_pending
 from billing.gateways import ChargeRequest, ChargeResult
 from billing.gateways.pool import GatewayPool, RateLimiter
 from billing.gateways.sandbox import SandboxGateway
 from billing.models import PaymentAttempt
+from dunning.cases import open_case
 from dunning.models import DunningCase
-from dunning.services import open_case, process_payment_attempts
+from dunning.payments import SETTLEMENT
 from tests.factories import CampaignFactory, CampaignStepFactory, InvoiceFactory, PaymentMethodFactory
 
 
@@ -117,7 +119,7 @@ def make_pending(n: int) -> list[PaymentAttempt]:
 def test_one_worker_makes_up_to_the_pool_size_of_calls_at_once_each_settled_once(slow_gateway):
     attempts = make_pending(10)
     started = time.monotonic()
-    assert process_payment_attempts() == 10
+    assert process_pending(SETTLEMENT) == 10
     elapsed = time.monotonic() - started
     assert slow_gateway.most == 4  # concurrent, and never more than the pool
     assert sorted(slow_gateway.calls) == sorted(a.idempotency_key for a in attempts)  # each key sent once
@@ -125,7 +127,7 @@ def test_one_worker_makes_up_to_the_pool_size_of_calls_at_once_each_settled_once
     assert elapsed < 10 * 0.2  # not one at a time (10 calls of 0.2 s)
     assert PaymentAttempt.objects.filter(outcome=PaymentAttempt.Outcome.SUCCEEDED).count() == 10
     assert DunningCase.objects.filter(status=DunningCase.Status.RECOVERED).count() == 10
-    assert process_payment_attempts() == 0  # run again: nothing is charged twice
+    assert process_pending(SETTLEMENT) == 0  # run again: nothing is charged twice
     assert len(slow_gateway.calls) == 10
 
 
@@ -135,7 +137,7 @@ def test_one_worker_makes_up_to_the_pool_size_of_calls_at_once_each_settled_once
 def test_the_rate_limit_caps_how_many_calls_start_per_second(slow_gateway):
     make_pending(10)
     started = time.monotonic()
-    process_payment_attempts()
+    process_pending(SETTLEMENT)
     # A burst of 5, then 5 more at 5 a second: the last starts about a second after the first.
     assert time.monotonic() - started >= 0.9
     assert len(slow_gateway.calls) == 10

@@ -13,8 +13,11 @@ from django.db.models import Min
 
 from billing.models import PaymentAttempt, SandboxCharge
 from customers.models import PaymentMethod
-from dunning import engine, retries, services
+from dunning import engine
+from dunning.cases import open_case
+from dunning.errors import DunningError
 from dunning.models import DunningCase, WorkItem
+from dunning.payments import retry_after_method_update, retry_now
 from notifications.models import Notification
 from tests.conftest import T0
 from tests.factories import CustomerFactory, InvoiceFactory, PaymentMethodFactory
@@ -68,7 +71,7 @@ def test_sixty_days_of_retries_never_break_a_network_limit(clock):
     mc_invoices = InvoiceFactory.create_batch(4, customer=mc_customer)
     visa_invoice = InvoiceFactory(customer=visa_customer)
     for invoice in [*mc_invoices, visa_invoice]:
-        services.open_case(invoice, campaign=campaign)
+        open_case(invoice, campaign=campaign)
 
     run_hours(clock, T0, 60 * 24)
 
@@ -93,7 +96,7 @@ def test_visa_limit_before_may_2025_is_fifteen(clock):
     customer = CustomerFactory()
     PaymentMethodFactory(customer=customer, brand="visa", token="tok_insufficient_funds:v")
     invoice = InvoiceFactory(customer=customer)
-    services.open_case(invoice, campaign=campaign)
+    open_case(invoice, campaign=campaign)
     run_hours(clock, clock.now, 20 * 24)
     assert rolling_max(attempt_times(invoice), 30 * DAY) == 15
 
@@ -107,7 +110,7 @@ def test_retries_happen_at_the_local_hour_on_paydays_in_two_time_zones_across_ds
         customer = CustomerFactory(timezone=tz)
         PaymentMethodFactory(customer=customer, brand="visa", token=f"tok_insufficient_funds:{tz}")
         invoices[tz] = InvoiceFactory(customer=customer)
-        services.open_case(invoices[tz], decline_code="insufficient_funds", campaign=campaign)
+        open_case(invoices[tz], decline_code="insufficient_funds", campaign=campaign)
 
     run_hours(clock, T0, 60 * 24)
 
@@ -134,7 +137,7 @@ def test_local_hour_in_the_customers_time_zone_defers_the_retry(defaults, clock)
     customer = CustomerFactory(timezone="Asia/Tokyo")
     PaymentMethodFactory(customer=customer, token="tok_insufficient_funds:t")
     invoice = InvoiceFactory(customer=customer)
-    case, _ = services.open_case(invoice)
+    case, _ = open_case(invoice)
     run_hours(clock, T0, 4 * 24)
     [moment] = attempt_times(invoice)
     assert moment.astimezone(zoneinfo.ZoneInfo("Asia/Tokyo")).hour == 10
@@ -146,7 +149,7 @@ def test_no_retry_is_ever_made_after_a_hard_decline(defaults, clock):
     customer = CustomerFactory(email="stolen@example.com")
     card = PaymentMethodFactory(customer=customer, token="tok_stolen_card:s")
     invoice = InvoiceFactory(customer=customer)
-    case, _ = services.open_case(invoice, decline_code="insufficient_funds")
+    case, _ = open_case(invoice, decline_code="insufficient_funds")
 
     run_hours(clock, T0, 28 * 24)
 
@@ -163,9 +166,9 @@ def test_no_retry_is_ever_made_after_a_hard_decline(defaults, clock):
     assert subjects.count("Please update your payment method for Acme Cloud") == 1
 
     # Staff pressing "retry now" is refused with the reason, and the gateway never sees the card again.
-    case2, _ = services.open_case(InvoiceFactory(customer=customer), decline_code="insufficient_funds")
-    with pytest.raises(services.DunningError, match="cannot be charged again"):
-        services.retry_now(case2)
+    case2, _ = open_case(InvoiceFactory(customer=customer), decline_code="insufficient_funds")
+    with pytest.raises(DunningError, match="cannot be charged again"):
+        retry_now(case2)
     assert SandboxCharge.objects.filter(token=card.token).count() == 1
 
 
@@ -173,12 +176,12 @@ def test_staff_retry_now_respects_the_network_limit(defaults, clock):
     customer = CustomerFactory()
     card = PaymentMethodFactory(customer=customer, brand="mastercard", token="tok_insufficient_funds:lim")
     invoice = InvoiceFactory(customer=customer)
-    case, _ = services.open_case(invoice)
+    case, _ = open_case(invoice)
     for _ in range(10):
-        services.retry_now(case)
+        retry_now(case)
         clock.advance(minutes=30)
-    with pytest.raises(services.DunningError, match="network retry limit"):
-        services.retry_now(case)
+    with pytest.raises(DunningError, match="network retry limit"):
+        retry_now(case)
     assert SandboxCharge.objects.filter(token=card.token).count() == 10
 
 
@@ -186,7 +189,7 @@ def test_a_hard_decline_reported_by_the_billing_system_stops_retries_before_the_
     customer = CustomerFactory()
     card = PaymentMethodFactory(customer=customer, token="tok_ok:lost")
     invoice = InvoiceFactory(customer=customer)
-    case, _ = services.open_case(invoice, decline_code="lost_card")
+    case, _ = open_case(invoice, decline_code="lost_card")
     case.refresh_from_db()
     assert case.retry_state == DunningCase.RetryState.NEEDS_PAYMENT_METHOD
     run_hours(clock, T0, 10 * 24)
@@ -198,9 +201,9 @@ def test_a_card_blocked_by_another_invoice_is_not_retried_and_the_case_asks_for_
     customer = CustomerFactory(email="two@example.com")
     card = PaymentMethodFactory(customer=customer, token="tok_lost_card:two")
     first, second = InvoiceFactory(customer=customer), InvoiceFactory(customer=customer)
-    services.open_case(first, decline_code="insufficient_funds")
+    open_case(first, decline_code="insufficient_funds")
     clock.advance(days=1)
-    case2, _ = services.open_case(second, decline_code="insufficient_funds")
+    case2, _ = open_case(second, decline_code="insufficient_funds")
     run_hours(clock, T0, 5 * 24)   # first's day-3 retry: lost card. second's day-3 retry (day 4): skipped.
     assert SandboxCharge.objects.filter(token=card.token).count() == 1
     assert not PaymentAttempt.objects.filter(invoice=second).exists()
@@ -213,7 +216,7 @@ def test_a_card_blocked_by_another_invoice_is_not_retried_and_the_case_asks_for_
 
     card.is_default = False
     card.save()
-    retries.method_updated(PaymentMethodFactory(customer=customer, token="tok_ok:two-new"))
+    retry_after_method_update(customer, PaymentMethodFactory(customer=customer, token="tok_ok:two-new"))
     assert set(DunningCase.objects.values_list("status", flat=True)) == {"recovered"}
     assert not WorkItem.objects.exclude(status="done").exists()   # the staff queue is cleared too
 
@@ -222,18 +225,18 @@ def test_a_new_payment_method_gets_one_immediate_retry_of_every_open_invoice(def
     customer = CustomerFactory()
     old = PaymentMethodFactory(customer=customer, token="tok_expired_card:old")
     first, second = InvoiceFactory(customer=customer), InvoiceFactory(customer=customer, amount_due="10.00")
-    services.open_case(first, decline_code="expired_card")
-    services.open_case(second, decline_code="expired_card")
+    open_case(first, decline_code="expired_card")
+    open_case(second, decline_code="expired_card")
     assert set(DunningCase.objects.values_list("retry_state", flat=True)) == {"needs_payment_method"}
 
     old.is_default = False
     old.save()
     new = PaymentMethodFactory(customer=customer, token="tok_ok:new")
-    attempts = retries.method_updated(new)
+    attempts = retry_after_method_update(customer, new)
     assert [a.outcome for a in attempts] == ["succeeded", "succeeded"]
     assert set(DunningCase.objects.values_list("status", flat=True)) == {"recovered"}
     # A second update notice (double submit, replayed webhook) charges nothing more.
-    retries.method_updated(new)
+    retry_after_method_update(customer, new)
     assert SandboxCharge.objects.filter(token=new.token).count() == 2
 
 
@@ -242,7 +245,7 @@ def test_advice_code_retry_after_is_honoured(defaults, clock):
     customer = CustomerFactory()
     PaymentMethodFactory(customer=customer, brand="mastercard", token="tok_advice_28:m")
     invoice = InvoiceFactory(customer=customer)
-    services.open_case(invoice, decline_code="do_not_honor")
+    open_case(invoice, decline_code="do_not_honor")
     run_hours(clock, T0, 9 * 24 + 2)
     times = attempt_times(invoice)
     assert times == [T0 + 3 * DAY, T0 + 9 * DAY]
@@ -253,7 +256,7 @@ def test_a_processing_error_is_retried_soon_a_bounded_number_of_times(defaults, 
     customer = CustomerFactory()
     PaymentMethodFactory(customer=customer, token="tok_processing_error:p")
     invoice = InvoiceFactory(customer=customer)
-    case, _ = services.open_case(invoice, decline_code="insufficient_funds")
+    case, _ = open_case(invoice, decline_code="insufficient_funds")
     run_hours(clock, T0, 4 * 24)
     times = attempt_times(invoice)
     # Day 3 at 10:00, then two quick retries an hour apart (the default policy), then nothing until day 7.
@@ -269,7 +272,7 @@ def test_the_engine_decides_a_batch_of_retries_with_a_fixed_number_of_queries(de
         customer = CustomerFactory(timezone=["UTC", "Europe/Rome", "Asia/Tokyo"][i % 3])
         PaymentMethodFactory(customer=customer, brand=["visa", "mastercard"][i % 2],
                              token=f"tok_insufficient_funds:{i}")
-        services.open_case(InvoiceFactory(customer=customer))
+        open_case(InvoiceFactory(customer=customer))
     engine.run_due_steps()  # day 0: first notices
     clock.advance(days=3)
     with django_assert_max_num_queries(20):
@@ -281,7 +284,7 @@ def test_timeout_after_the_charge_is_reconciled_with_the_same_key_never_charged_
     customer = CustomerFactory()
     card = PaymentMethodFactory(customer=customer, token="tok_timeout_after_charge:t")
     invoice = InvoiceFactory(customer=customer)
-    case, _ = services.open_case(invoice)
+    case, _ = open_case(invoice)
     clock.move_to(T0 + 3 * DAY)
     clock.tick()
     attempt = PaymentAttempt.objects.get(invoice=invoice)

@@ -12,7 +12,7 @@ import pytest
 from billing.gateways import get_gateway
 from billing.models import Invoice, PaymentAttempt, WebhookEvent
 from customers.models import PaymentMethod
-from dunning import services
+from dunning.cases import open_case
 from dunning.models import DunningCase, WorkItem
 from tests.conftest import T0
 from tests.factories import CustomerFactory, InvoiceFactory, PaymentMethodFactory
@@ -55,7 +55,7 @@ def post(client, payload: str, *, secret: str = SECRET, timestamp: int | None = 
 def test_a_retry_confirms_a_payment_intent_off_session_with_the_idempotency_key(defaults, clock, fake_stripe):
     customer, method = stripe_customer("pm_ok_1")
     invoice = InvoiceFactory(customer=customer, amount_due="49.00")
-    case, _ = services.open_case(invoice)
+    case, _ = open_case(invoice)
     clock.move_to(T0.replace(day=5))
     clock.tick()
     attempt = PaymentAttempt.objects.get(invoice=invoice)
@@ -80,7 +80,7 @@ def test_a_retry_confirms_a_payment_intent_off_session_with_the_idempotency_key(
 def test_card_errors_carry_decline_network_and_advice_codes(defaults, clock, fake_stripe, pm, codes, decline_class):
     customer, method = stripe_customer(pm, brand="mastercard")
     invoice = InvoiceFactory(customer=customer)
-    case, _ = services.open_case(invoice)
+    case, _ = open_case(invoice)
     clock.move_to(T0.replace(day=5))
     clock.tick()
     attempt = PaymentAttempt.objects.get(invoice=invoice)
@@ -94,7 +94,7 @@ def test_card_errors_carry_decline_network_and_advice_codes(defaults, clock, fak
 def test_charge_taken_then_connection_dropped_is_reconciled_without_a_second_charge(defaults, clock, fake_stripe):
     customer, method = stripe_customer("pm_drop_after_charge")
     invoice = InvoiceFactory(customer=customer)
-    case, _ = services.open_case(invoice)
+    case, _ = open_case(invoice)
     clock.move_to(T0.replace(day=5))
     clock.tick()
     attempt = PaymentAttempt.objects.get(invoice=invoice)
@@ -115,7 +115,7 @@ def test_charge_taken_then_connection_dropped_is_reconciled_without_a_second_cha
 def test_a_lost_answer_is_also_reconciled_by_the_payment_intent_webhook(defaults, clock, fake_stripe, client):
     customer, method = stripe_customer("pm_drop_after_charge")
     invoice = InvoiceFactory(customer=customer)
-    services.open_case(invoice)
+    open_case(invoice)
     clock.move_to(T0.replace(day=5))
     clock.tick()
     attempt = PaymentAttempt.objects.get(invoice=invoice)
@@ -204,7 +204,7 @@ def test_an_unverifiable_webhook_is_refused_and_nothing_is_recorded(defaults, cl
 def test_a_replayed_event_has_one_effect(defaults, client):
     customer, _ = stripe_customer("pm_ok_1")
     invoice = InvoiceFactory(customer=customer, amount_due="49.00")
-    services.open_case(invoice, decline_code="insufficient_funds")
+    open_case(invoice, decline_code="insufficient_funds")
     payload = event("invoice.paid", paid_invoice(invoice), created=int(time.time()))
     first, second = post(client, payload), post(client, payload)
     assert first.status_code == second.status_code == 200
@@ -248,7 +248,7 @@ def test_a_new_card_from_a_setup_intent_becomes_default_and_retries_open_invoice
         defaults, client, fake_stripe):
     customer, old = stripe_customer("pm_decline_expired_card")
     invoice = InvoiceFactory(customer=customer, amount_due="20.00")
-    services.open_case(invoice, decline_code="expired_card")
+    open_case(invoice, decline_code="expired_card")
     assert DunningCase.objects.get().retry_state == "needs_payment_method"
     fake_stripe.add_method("pm_ok_new", customer=customer.external_id, brand="mastercard", last4="4444",
                            exp_month=8, exp_year=2032)
@@ -275,7 +275,7 @@ def test_an_updated_expiry_unblocks_the_card_and_retries_once(defaults, client, 
     method.charge_blocked_at = T0
     method.save()
     invoice = InvoiceFactory(customer=customer, amount_due="15.00")
-    services.open_case(invoice, decline_code="expired_card")
+    open_case(invoice, decline_code="expired_card")
     pm = {"id": "pm_ok_exp", "object": "payment_method", "type": "card", "customer": customer.external_id,
           "card": {"brand": "visa", "last4": "4242", "exp_month": 1, "exp_year": 2029}}
     assert post(client, event("payment_method.automatically_updated", pm, created=int(time.time()))).status_code == 200
@@ -323,7 +323,7 @@ def test_payment_intent_failed_settles_our_pending_attempt_as_declined(defaults,
 
     customer, method = stripe_customer("pm_ok_pending", brand="mastercard")
     invoice = InvoiceFactory(customer=customer)
-    case, _ = services.open_case(invoice, decline_code="insufficient_funds")
+    case, _ = open_case(invoice, decline_code="insufficient_funds")
     attempt = billing.new_attempt(invoice, payment_method=method, source="retry", idempotency_key="k-pending")
     attempt.save()  # sent, answer lost: pending
     intent = {"id": "pi_lost", "object": "payment_intent", "amount": 4900, "currency": "usd",
@@ -353,7 +353,7 @@ def test_the_portal_stripe_page_gets_a_setup_intent_and_reads_the_confirmed_card
     settings.STRIPE_PUBLISHABLE_KEY = "pk_test_local"
     customer, old = stripe_customer("pm_decline_expired_card")
     invoice = InvoiceFactory(customer=customer, amount_due="12.00")
-    services.open_case(invoice, decline_code="expired_card")
+    open_case(invoice, decline_code="expired_card")
     gateway = get_gateway()
     intent = gateway.create_setup_intent(customer)
     assert intent["publishable_key"] == "pk_test_local" and intent["client_secret"].startswith(intent["id"])

@@ -18,7 +18,8 @@ from django.core.cache import cache
 from django.core.management import call_command
 
 from billing.models import Invoice
-from dunning import engine, services
+from dunning import engine
+from dunning.cases import open_case
 from dunning.links import make_token
 from dunning.models import DunningCase
 from dunning.plan_models import PaymentPlan
@@ -85,7 +86,7 @@ def failing_customer(*, locale="en", name="Ada Lovelace", email="ada@example.com
     today = datetime.date.today()
     invoice = InvoiceFactory(customer=customer, amount_due=Decimal("120.00"),
                              issued_at=today - datetime.timedelta(days=3), due_date=today - datetime.timedelta(days=1))
-    case, _ = services.open_case(invoice, decline_code="insufficient_funds")
+    case, _ = open_case(invoice, decline_code="insufficient_funds")
     return customer, invoice, case
 
 
@@ -228,7 +229,7 @@ def test_another_customers_invoice_id_in_the_url_is_not_found(page, live_server)
 def test_a_payment_plan_request_with_the_keyboard_and_the_other_pages(page, live_server):
     customer, invoice, case = failing_customer()
     second = InvoiceFactory(customer=customer, amount_due=Decimal("60.00"))
-    services.open_case(second)
+    open_case(second)
     PlanLimitFactory(currency="USD", min_instalment=Decimal("20.00"), max_months=6)
     page.goto(f"{live_server.url}/portal/{make_token(customer)}/")
     page.get_by_role("link", name="Payment plan").first.click()

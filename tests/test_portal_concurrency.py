@@ -10,7 +10,8 @@ from django.db import connection
 from django.db.models import Count
 
 from billing.models import PaymentAttempt, SandboxCharge
-from dunning import plans, services
+from dunning import plans
+from dunning.cases import open_case
 from dunning.plan_models import Instalment, PlanLimit
 from tests.factories import CustomerFactory, InvoiceFactory, PaymentMethodFactory
 
@@ -24,7 +25,7 @@ def test_two_workers_charge_every_due_instalment_exactly_once(defaults):
     for i in range(N):
         customer = CustomerFactory()
         PaymentMethodFactory(customer=customer, token=f"tok_ok:conc{i}")
-        services.open_case(InvoiceFactory(customer=customer, amount_due=Decimal("90.00")))
+        open_case(InvoiceFactory(customer=customer, amount_due=Decimal("90.00")))
         plans.request_plan(customer, 3)
     barrier = threading.Barrier(2)
     counts, errors = [], []

@@ -13,7 +13,7 @@ from django.core.cache import cache
 from django.core.exceptions import PermissionDenied
 from django.urls import reverse
 
-from dunning import services
+from dunning.cases import open_case
 from dunning.links import HIDDEN_TOKEN, make_token, staff_link
 from dunning.models import CaseEvent
 from dunning.portal.access import TokenProblem, read_link
@@ -37,7 +37,7 @@ def world(defaults, clock):
     customer = CustomerFactory(name="Ada", email="ada@example.com", locale="en")
     PaymentMethodFactory(customer=customer, token="tok_insufficient_funds:ada", last4="9995")
     invoice = InvoiceFactory(customer=customer, amount_due=Decimal("120.00"))
-    case, _ = services.open_case(invoice, decline_code="insufficient_funds")
+    case, _ = open_case(invoice, decline_code="insufficient_funds")
     clock.tick()
     message = Notification.objects.get(reference=f"case:{case.pk}", channel="email", status="sent")
     (sent_token,) = set(TOKEN_IN_URL.findall(message.body_text))

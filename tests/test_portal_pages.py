@@ -15,9 +15,10 @@ from billing.gateways import GatewayError, _load
 from billing.gateways.sandbox import SandboxGateway, TokenizedCard
 from billing.models import Invoice, PaymentAttempt, SandboxCharge
 from customers.models import PaymentMethod
-from dunning import services
+from dunning.cases import open_case
 from dunning.links import make_token
 from dunning.models import DunningCase, WorkItem
+from dunning.payments import record_payment
 from notifications.models import Notification
 from tests.factories import CustomerFactory, InvoiceFactory, PaymentMethodFactory
 
@@ -38,7 +39,7 @@ def failing(defaults, clock):
     customer = CustomerFactory(name="Ada", email="ada@example.com", timezone="Asia/Tokyo")
     PaymentMethodFactory(customer=customer, token="tok_insufficient_funds:ada", last4="9995")
     invoice = InvoiceFactory(customer=customer, amount_due=Decimal("120.00"))
-    case, _ = services.open_case(invoice, decline_code="insufficient_funds")
+    case, _ = open_case(invoice, decline_code="insufficient_funds")
     return customer, invoice, case
 
 
@@ -60,7 +61,7 @@ def test_suspended_and_active_statuses(client, failing):
     customer.status = "suspended"
     customer.save()
     assert "Suspended" in client.get(url("overview", customer)).content.decode()
-    services.record_payment(invoice, invoice.amount_remaining)
+    record_payment(invoice, invoice.amount_remaining)
     body = client.get(url("overview", customer)).content.decode()
     assert "Everything is in order." in body and "You have no open invoices" in body
 
@@ -68,7 +69,7 @@ def test_suspended_and_active_statuses(client, failing):
 def test_updating_the_card_retries_every_open_invoice_and_shows_each_result(client, failing, caplog):
     customer, invoice, case = failing
     second = InvoiceFactory(customer=customer, amount_due=Decimal("30.00"))
-    services.open_case(second)
+    open_case(second)
     caplog.set_level(logging.DEBUG)
     page = client.get(url("payment_method", customer)).content.decode()
     key = page.split('name="idempotency_key" value="', 1)[1].split('"', 1)[0]

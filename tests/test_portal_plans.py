@@ -15,12 +15,15 @@ from django.utils import translation
 from django.utils.translation import gettext
 from rest_framework.test import APIClient
 
+from billing.attempts import process
 from billing.imports import ImportOptions, bytes_opener
 from billing.models import Invoice, PaymentAttempt, SandboxCharge
 from customers.models import Customer, PaymentMethod
-from dunning import engine, plans, services
+from dunning import engine, plans
+from dunning.cases import open_case, resume_case
 from dunning.links import make_token
 from dunning.models import DunningCase, WorkItem
+from dunning.payments import SETTLEMENT, mark_paid
 from dunning.plan_models import Instalment, PaymentPlan
 from integrations.imports import import_invoices
 from tests.factories import CustomerFactory, InvoiceFactory, PaymentMethodFactory
@@ -36,7 +39,7 @@ def owing(defaults, clock):
     PaymentMethodFactory(customer=customer, token="tok_insufficient_funds:bo")
     first = InvoiceFactory(customer=customer, amount_due=Decimal("100.00"))
     second = InvoiceFactory(customer=customer, amount_due=Decimal("50.00"))
-    cases = [services.open_case(inv, decline_code="insufficient_funds")[0] for inv in (first, second)]
+    cases = [open_case(inv, decline_code="insufficient_funds")[0] for inv in (first, second)]
     return customer, [first, second], cases
 
 
@@ -177,7 +180,7 @@ def test_instalments_fall_due_on_the_customers_calendar_day(defaults, clock):
     customer = CustomerFactory(timezone="Pacific/Honolulu")  # UTC-10
     PaymentMethodFactory(customer=customer)
     clock.move_to(datetime.datetime(2026, 3, 2, 5, 0, tzinfo=datetime.UTC))  # 1 March, 19:00 in Honolulu
-    services.open_case(InvoiceFactory(customer=customer, amount_due=Decimal("60.00")))
+    open_case(InvoiceFactory(customer=customer, amount_due=Decimal("60.00")))
     PlanLimitFactory(currency="USD", min_instalment=Decimal("20"), max_months=6)
     plan = plans.request_plan(customer, 2)
     assert [i.due_date for i in plan.instalments.all()] == [datetime.date(2026, 3, 1), datetime.date(2026, 4, 1)]
@@ -199,7 +202,7 @@ def test_an_instalment_left_charging_by_a_dead_worker_is_settled_later_without_a
     # A worker claimed it, sent the charge, then died before recording anything.
     assert plans.claim_due_instalments(clock.now.date()) == [first.pk]
     attempts = plans._create_attempts(first, clock.now)
-    services.process_attempt(attempts[0])
+    process(attempts[0], SETTLEMENT)
     first.refresh_from_db()
     assert first.status == Instalment.Status.CHARGING
     assert plans.charge_due_instalments() == 0  # a fresh claim is left to its worker
@@ -284,8 +287,8 @@ def test_an_instalment_is_paid_only_by_the_payment_that_paid_it(owing, clock):
     assert plan.status == PaymentPlan.Status.ACTIVE
     # Everything is paid by bank transfer before the first instalment is charged.
     for case in cases:
-        services.resume_case(case)
-        services.mark_paid(case)
+        resume_case(case)
+        mark_paid(case)
     assert plans.charge_due_instalments() == 1
     assert not SandboxCharge.objects.exists()
     first = plan.instalments.get(number=1)
@@ -296,7 +299,7 @@ def test_an_instalment_is_paid_only_by_the_payment_that_paid_it(owing, clock):
     # Where an instalment is paid, a succeeded payment keyed to it exists.
     other = CustomerFactory(email="cy@example.com")
     PaymentMethodFactory(customer=other, token="tok_ok:cy")
-    services.open_case(InvoiceFactory(customer=other, amount_due=Decimal("60.00")))
+    open_case(InvoiceFactory(customer=other, amount_due=Decimal("60.00")))
     paid_plan = plans.request_plan(other, 2)
     assert plans.charge_due_instalments() == 1
     paid = paid_plan.instalments.get(number=1)

@@ -14,8 +14,12 @@ from django.db import models
 
 from billing.models import Invoice, PaymentAttempt
 from customers.models import BillingContact, Customer, PaymentMethod
-from dunning import privacy, services
+from dunning import privacy
+from dunning.cases import open_case
 from dunning.models import CaseEvent, DunningCase
+from dunning.payments import record_payment
+from dunning.timeline import log
+from dunning.workqueue import create_work_item
 from notifications.models import Notification
 from tests.conftest import T0
 from tests.factories import CustomerFactory, InvoiceFactory, PaymentMethodFactory
@@ -54,19 +58,19 @@ def zelda(defaults, clock, admin_user):
     PaymentMethodFactory(customer=customer, token=PERSON["token"], last4="1881")
     invoices = [InvoiceFactory(customer=customer, amount_due=Decimal(a)) for a in ("120.00", "80.50")]
     for invoice in invoices:
-        services.open_case(invoice, decline_code="insufficient_funds")
+        open_case(invoice, decline_code="insufficient_funds")
     case = DunningCase.objects.filter(customer=customer).first()
-    services.log(case, "note", f"Called {PERSON['name']} on {PERSON['phone']}", actor="staff")
-    services.create_work_item(customer, "call", f"Call {PERSON['contact_name']}",
+    log(case, "note", f"Called {PERSON['name']} on {PERSON['phone']}", actor="staff")
+    create_work_item(customer, "call", f"Call {PERSON['contact_name']}",
                               body=f"Ask {PERSON['owner_email']} about the card", case=case)
-    services.record_payment(invoices[1], Decimal("30.00"))
+    record_payment(invoices[1], Decimal("30.00"))
     run_days(clock, 15)
     LogEntry.objects.create(user=admin_user, content_type=ContentType.objects.get_for_model(Customer),
                             object_id=str(customer.pk), object_repr=str(customer), action_flag=CHANGE,
                             change_message="[]")
     # Someone else, who must be left alone.
     other = CustomerFactory(name="Ottavio Bystander", email="ottavio@example.org")
-    services.open_case(InvoiceFactory(customer=other))
+    open_case(InvoiceFactory(customer=other))
     run_days(clock, 1)
     return customer
 

@@ -17,6 +17,7 @@ from billing.models import SandboxCharge
 from core.schedules import declared_schedules
 from customers.models import PaymentMethod
 from dunning import fees, privacy, tasks
+from dunning.cases import open_case
 from dunning.links import make_token
 from dunning.models import CaseEvent
 from notifications import retention
@@ -29,12 +30,12 @@ pytestmark = pytest.mark.django_db
 
 
 def test_old_message_bodies_are_removed_and_recent_ones_kept(defaults, clock, settings):
-    from dunning import engine, services
+    from dunning import engine
     from notifications import services as outbox
 
     settings.RETENTION_DAYS = 400
     customer = CustomerFactory()
-    services.open_case(InvoiceFactory(customer=customer))
+    open_case(InvoiceFactory(customer=customer))
     engine.run_due_steps()
     outbox.send_queued()
     old = Notification.objects.get()
@@ -43,7 +44,7 @@ def test_old_message_bodies_are_removed_and_recent_ones_kept(defaults, clock, se
     assert retention.purge_old_messages() == 0
     # A recent message of another customer.
     other = CustomerFactory()
-    services.open_case(InvoiceFactory(customer=other))
+    open_case(InvoiceFactory(customer=other))
     engine.run_due_steps()
     outbox.send_queued()
     clock.advance(days=2)
@@ -116,9 +117,7 @@ def test_a_full_dunning_run_logs_no_card_data_tokens_or_bodies(defaults, clock, 
         PaymentMethodFactory(customer=customer, token=token)
         BillingContactFactory(customer=customer, email=f"{name}.ap@example.com", is_primary=True)
         for amount in ("40.00", "60.00"):
-            from dunning import services
-
-            services.open_case(InvoiceFactory(customer=customer, amount_due=Decimal(amount)))
+            open_case(InvoiceFactory(customer=customer, amount_due=Decimal(amount)))
         customers.append(customer)
     caplog.set_level(logging.DEBUG)
     for hour in range(0, 30 * 24 + 1, 6):

@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 from django.urls import reverse
 
-from dunning import services
+from dunning.cases import cancel_case, open_case
 from dunning.models import CampaignVariant
 from reports.experiments import experiment_results, two_proportion_z_test, wilson_interval
 from reports.queries import ReportFilter
@@ -58,15 +58,15 @@ def test_cases_are_assigned_deterministically_by_weight_and_keep_their_variant()
     seen = Counter()
     for _ in range(200):
         invoice = InvoiceFactory(customer=customer)
-        case, _created = services.open_case(invoice)
+        case, _created = open_case(invoice)
         seen[case.variant_id] += 1
         # The case runs the variant's steps and remembers its arm.
         assert case.campaign_id == (experiment.pk if case.variant_id == control.pk else challenger.pk)
         # Same invoice, same arm: cancelling and reopening lands in the same variant.
-        services.cancel_case(case)
-        again, _created = services.open_case(invoice)
+        cancel_case(case)
+        again, _created = open_case(invoice)
         assert again.variant_id == case.variant_id
-        services.cancel_case(again)
+        cancel_case(again)
     # 3:1 weights over 200 invoices: about 150/50 (the hash is uniform; allow wide slack).
     assert 120 <= seen[control.pk] <= 180 and seen[gentle.pk] == 200 - seen[control.pk]
 

@@ -25,8 +25,9 @@ from django.utils import timezone
 
 from billing.models import GatewayRefund, Invoice, PaymentAttempt, SandboxCharge, SandboxRefund
 from customers.models import Customer, PaymentMethod
+from dunning.errors import DunningError
 from dunning.models import CampaignStep, CaseEvent, DunningCase, RetryPolicy
-from dunning.services import DunningError, mark_paid
+from dunning.payments import mark_paid
 from notifications.defaults import load_default_templates
 from notifications.models import Notification
 from tests.factories import CampaignFactory

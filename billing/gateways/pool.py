@@ -1,7 +1,7 @@
 """Gateway calls made concurrently within one worker: a bounded pool and a per-gateway rate limit.
 
 A real gateway takes hundreds of milliseconds a call; one call at a time, a worker charges a few
-cards a second. The payment job (dunning.services.process_payment_attempts) does the database work
+cards a second. The payment job (billing.attempts.process_pending) does the database work
 of every attempt (claim, re-check, settle) in its own thread, on one connection, and hands only the
 gateway calls to this pool, so no call runs inside a database lock and the threads hold no
 connection of their own. The sandbox gateway, which keeps its charges in the database, is the

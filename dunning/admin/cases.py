@@ -1,4 +1,4 @@
-"""Admin of dunning cases and their timeline: staff actions on cases, each a service in dunning.services."""
+"""Admin of dunning cases and their timeline: staff actions on cases, services in dunning.cases and dunning.payments."""
 
 from __future__ import annotations
 
@@ -15,9 +15,10 @@ from billing.models import Invoice, PaymentAttempt
 from core import exports
 from core.admin import AppendOnlyAdminMixin, LargeTableAdminMixin
 from core.admin_paging import skip_scan_filter
-from dunning import links, services
+from dunning import cases, links, payments
 from dunning.admin.workqueue import WorkItemInline
-from dunning.models import CampaignStep, CaseEvent, DunningCase
+from dunning.errors import DunningError
+from dunning.models import CampaignStep, CaseEvent, DunningCase, case_key
 from dunning.resources import DunningCaseResource
 from notifications.models import Notification
 
@@ -38,7 +39,7 @@ def _run_action(modeladmin, request, queryset, func, done_label: str):
         try:
             func(case, actor=request.user)
             ok += 1
-        except services.DunningError as exc:
+        except DunningError as exc:
             failed.append(f"#{case.pk}: {exc}")
     if ok:
         modeladmin.message_user(
@@ -122,28 +123,28 @@ class DunningCaseAdmin(ExportMixin, LargeTableAdminMixin, admin.ModelAdmin):
 
     @admin.display(description=_("messages"))
     def messages_table(self, obj: DunningCase) -> str:
-        rows = Notification.objects.filter(reference=services.case_reference(obj.pk)).order_by("created_at")
+        rows = Notification.objects.filter(reference=case_key(obj.pk)).order_by("created_at")
         return render_to_string("admin/dunning/messages_table.html", {"rows": rows})
 
     @admin.action(description=_("Pause selected cases"), permissions=["change"])
     def pause(self, request, queryset):
-        _run_action(self, request, queryset, services.pause_case, _("paused"))
+        _run_action(self, request, queryset, cases.pause_case, _("paused"))
 
     @admin.action(description=_("Resume selected cases"), permissions=["change"])
     def resume(self, request, queryset):
-        _run_action(self, request, queryset, services.resume_case, _("resumed"))
+        _run_action(self, request, queryset, cases.resume_case, _("resumed"))
 
     @admin.action(description=_("Cancel selected cases"), permissions=["change"])
     def cancel(self, request, queryset):
-        _run_action(self, request, queryset, services.cancel_case, _("cancelled"))
+        _run_action(self, request, queryset, cases.cancel_case, _("cancelled"))
 
     @admin.action(description=_("Retry payment now"), permissions=["change"])
     def retry_now(self, request, queryset):
         ok, failed = [], []
         for case in queryset.select_related("invoice"):
             try:
-                attempt = services.retry_now(case, actor=request.user)
-            except services.DunningError as exc:
+                attempt = payments.retry_now(case, actor=request.user)
+            except DunningError as exc:
                 failed.append(f"#{case.pk}: {exc}")
                 continue
             (ok if attempt.outcome == PaymentAttempt.Outcome.SUCCEEDED else failed).append(
@@ -157,7 +158,7 @@ class DunningCaseAdmin(ExportMixin, LargeTableAdminMixin, admin.ModelAdmin):
 
     @admin.action(description=_("Mark paid (received outside the gateway)"), permissions=["change"])
     def mark_paid(self, request, queryset):
-        _run_action(self, request, queryset, services.mark_paid, _("marked paid"))
+        _run_action(self, request, queryset, payments.mark_paid, _("marked paid"))
 
 
 @admin.register(CaseEvent)

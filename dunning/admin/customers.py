@@ -22,8 +22,9 @@ from core.admin_paging import skip_scan_filter
 from customers.admin import BillingContactInline, PaymentMethodInline
 from customers.models import Customer
 from customers.resources import IMPORT_FORMATS, CustomerResource, FileError
-from dunning import privacy, services
+from dunning import privacy
 from dunning.admin.confirm import confirm_action
+from dunning.errors import DunningError
 
 
 @admin.register(Customer)
@@ -90,7 +91,7 @@ class CustomerAdmin(ImportExportMixin, LargeTableAdminMixin, admin.ModelAdmin):
             try:
                 privacy.erase_customer(customer, actor=request.user, close_active_cases=close)
                 done += 1
-            except services.DunningError as exc:
+            except DunningError as exc:
                 refused.append(str(exc))
         if done:
             self.message_user(request, _("%(n)d customer(s) erased.") % {"n": done}, messages.SUCCESS)

@@ -8,8 +8,9 @@ from django.utils.translation import gettext_lazy as _
 
 from billing.admin import money_display
 from billing.models import InvoiceFee
-from dunning import fees, services
+from dunning import fees
 from dunning.admin.confirm import confirm_action
+from dunning.errors import DunningError
 from dunning.models import FeePolicy
 
 
@@ -51,7 +52,7 @@ class InvoiceFeeAdmin(admin.ModelAdmin):
             try:
                 fees.waive_fee(fee, actor=request.user, reason=reason)
                 done += 1
-            except services.DunningError as exc:
+            except DunningError as exc:
                 refused.append(f"#{fee.pk}: {exc}")
         if done:
             self.message_user(request, _("%(n)d fee(s) waived.") % {"n": done}, messages.SUCCESS)

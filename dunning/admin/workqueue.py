@@ -1,4 +1,4 @@
-"""Admin of the staff work queue: every change goes through dunning.workqueue / dunning.services, which
+"""Admin of the staff work queue: every change goes through dunning.workqueue, which
 write the case timeline."""
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from core.admin import LargeTableAdminMixin
-from dunning import services, workqueue
+from dunning import workqueue
+from dunning.errors import DunningError
 from dunning.models import WorkItem
 
 
@@ -103,7 +104,7 @@ class WorkItemAdmin(LargeTableAdminMixin, admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         if not change:
-            item, _created = services.create_work_item(
+            item, _created = workqueue.create_work_item(
                 obj.customer, obj.kind, obj.title, body=obj.body, case=obj.case, actor=request.user
             )
             obj.pk = item.pk
@@ -121,7 +122,7 @@ class WorkItemAdmin(LargeTableAdminMixin, admin.ModelAdmin):
                 workqueue.snooze(obj, data["snooze_until"], actor=request.user)
             if data.get("done"):
                 workqueue.done(obj, actor=request.user)
-        except services.DunningError as exc:
+        except DunningError as exc:
             self.message_user(request, str(exc), messages.ERROR)
 
     def _each(self, request, queryset, func, label):
@@ -130,7 +131,7 @@ class WorkItemAdmin(LargeTableAdminMixin, admin.ModelAdmin):
             try:
                 func(item)
                 ok += 1
-            except services.DunningError as exc:
+            except DunningError as exc:
                 failed.append(f"#{item.pk}: {exc}")
         if ok:
             self.message_user(request, ngettext("%(n)d item %(label)s.", "%(n)d items %(label)s.", ok)

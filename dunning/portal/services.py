@@ -15,14 +15,19 @@ from dataclasses import dataclass
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from billing import attempts
 from billing import services as billing
 from billing.gateways import get_gateway
 from billing.models import Invoice, PaymentAttempt
 from customers.models import Customer, PaymentMethod
-from dunning import services
-from dunning.models import CampaignStep, DunningCase, WorkItem
+from dunning import payments
+from dunning.errors import DunningError
+from dunning.messages import upcoming_dates
+from dunning.models import CampaignStep, DunningCase, WorkItem, case_key
 from dunning.plan_models import PaymentPlan
 from dunning.portal.access import PORTAL_ACTOR
+from dunning.timeline import EventKind, log
+from dunning.workqueue import create_work_item
 from notifications import services as outbox
 from notifications.models import Channel, Notification
 
@@ -58,28 +63,17 @@ class InvoiceRow:
     paying: bool = False
 
 
-def _local_date(customer: Customer, moment: datetime.datetime) -> datetime.date:
-    return moment.astimezone(customer.tz).date()
-
-
 def next_events(case: DunningCase, customer: Customer,
                 campaign_steps: list[CampaignStep] | None = None) -> tuple[datetime.date | None, datetime.date | None]:
     """(next retry, suspension) as calendar days where the customer lives, from the remaining steps."""
     if case.status != DunningCase.Status.ACTIVE or case.next_step is None:
         return None, None
     if campaign_steps is None:
-        campaign_steps = list(CampaignStep.objects.filter(campaign_id=case.campaign_id).order_by("position"))
+        campaign_steps = CampaignStep.objects.by_campaign([case.campaign_id]).get(case.campaign_id, [])
     steps = [s for s in campaign_steps if s.position >= case.next_step.position]
-    retry_on = suspend_on = None
-    for step in steps:
-        at = case.next_action_at if step.pk == case.next_step_id else case.failed_at + step.offset
-        at = max(at, case.next_action_at or at)
-        if step.action == CampaignStep.Action.RETRY and retry_on is None:
-            retry_on = _local_date(customer, at)
-        if (step.action == CampaignStep.Action.SUSPEND and suspend_on is None
-                and customer.status != Customer.Status.SUSPENDED):
-            suspend_on = _local_date(customer, at)
-    return retry_on, suspend_on
+    dates = upcoming_dates(case, steps, customer.tz, earliest=case.next_action_at, scheduled_id=case.next_step_id)
+    suspend_on = dates.get("suspension") if customer.status != Customer.Status.SUSPENDED else None
+    return dates.get("next_retry"), suspend_on
 
 
 def open_invoices(customer: Customer) -> list[InvoiceRow]:
@@ -94,10 +88,7 @@ def open_invoices(customer: Customer) -> list[InvoiceRow]:
     paying = set(
         PaymentAttempt.objects.pending().filter(invoice__customer=customer).values_list("invoice_id", flat=True)
     )
-    steps: dict[int, list[CampaignStep]] = {}
-    for step in CampaignStep.objects.filter(campaign_id__in={c.campaign_id for c in cases.values()}).order_by(
-            "campaign_id", "position"):
-        steps.setdefault(step.campaign_id, []).append(step)
+    steps = CampaignStep.objects.by_campaign(c.campaign_id for c in cases.values())
     rows = []
     for invoice in customer.invoices.open().order_by("due_date", "id"):
         case = cases.get(invoice.pk)
@@ -152,8 +143,8 @@ def save_payment_method(customer: Customer, *, token: str, brand: str, last4: st
             last4=last4, exp_month=exp_month, exp_year=exp_year, is_default=True,
         )
         for case in DunningCase.objects.open().filter(customer=customer):
-            services.log(case, "customer.payment_method_updated", f"New payment method {method} (portal)",
-                         actor=actor, payload=_payload(actor, {"payment_method": method.pk}))
+            log(case, EventKind.CUSTOMER_PAYMENT_METHOD_UPDATED, f"New payment method {method} (portal)",
+                actor=actor, payload=_payload(actor, {"payment_method": method.pk}))
     return method
 
 
@@ -169,13 +160,13 @@ def update_payment_method(customer: Customer, *, actor=PORTAL_ACTOR,
                           **card) -> tuple[PaymentMethod, list[PaymentAttempt]]:
     """Save the new card, then retry every open invoice in dunning with it at once."""
     method = save_payment_method(customer, actor=actor, **card)
-    attempts = services.retry_after_method_update(customer, method, actor=actor)
-    return method, attempts
+    charged = payments.retry_after_method_update(customer, method, actor=actor)
+    return method, charged
 
 
 # --- Pay now --------------------------------------------------------------------------------------
 
-class PayNowRefused(services.DunningError):
+class PayNowRefused(DunningError):
     pass
 
 
@@ -205,9 +196,9 @@ def pay_invoice(customer: Customer, invoice_id: int, idempotency_key: str, *,
         attempt.save()
         case = DunningCase.objects.open().filter(invoice=invoice).first()
         if case is not None:
-            services.log(case, "payment.portal_pay", "The customer paid now from the portal", actor=actor,
-                         attempt=attempt, payload=_payload(actor))
-    return services.process_attempt(attempt)
+            log(case, EventKind.PAYMENT_PORTAL_PAY, "The customer paid now from the portal", actor=actor,
+                attempt=attempt, payload=_payload(actor))
+    return attempts.process(attempt, payments.SETTLEMENT)
 
 
 # --- Support, links, preferences ------------------------------------------------------------------
@@ -215,14 +206,14 @@ def pay_invoice(customer: Customer, invoice_id: int, idempotency_key: str, *,
 def contact_support(customer: Customer, message: str, *, actor=PORTAL_ACTOR) -> WorkItem:
     case = DunningCase.objects.open().filter(customer=customer).order_by("-failed_at").first()
     with transaction.atomic():
-        item, _created = services.create_work_item(
+        item, _created = create_work_item(
             customer, WorkItem.Kind.SUPPORT, f"Message from {customer.name} (portal)", body=message,
             case=case, actor=actor,
         )
         row = outbox.build(
             customer, channel=Channel.EMAIL, template_code="support_ack",
             context={"customer_name": customer.name},  # links are minted when it is sent
-            dedupe_key=f"support-ack:{item.pk}", reference=f"case:{case.pk}" if case else f"workitem:{item.pk}",
+            dedupe_key=f"support-ack:{item.pk}", reference=case_key(case.pk) if case else f"workitem:{item.pk}",
         )
         if row is not None:
             outbox.queue_many([row])
@@ -256,8 +247,8 @@ def set_preferences(customer: Customer, *, locale: str, opt_out_email: bool, opt
             setattr(customer, key, value)
         customer.save(update_fields=[*changed, "updated_at"])
         for case in DunningCase.objects.open().filter(customer=customer):
-            services.log(case, "customer.preferences", "Communication preferences changed in the portal",
-                         actor=actor, payload=_payload(actor, changed))
+            log(case, EventKind.CUSTOMER_PREFERENCES, "Communication preferences changed in the portal",
+                actor=actor, payload=_payload(actor, changed))
     return customer
 
 

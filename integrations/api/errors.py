@@ -8,7 +8,7 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_handler
 
-from dunning.services import DunningError
+from dunning.errors import DunningError
 
 
 class Conflict(exceptions.APIException):

@@ -21,7 +21,7 @@ from billing import services as billing
 from billing.models import Invoice, PaymentAttempt
 from billing.money import to_amount
 from customers.models import Customer, PaymentMethod
-from dunning import services as dunning
+from dunning import cases, payments
 from dunning.models import Campaign, DunningCase
 from integrations import events
 from integrations.api import fastpath, idempotency
@@ -267,22 +267,22 @@ class CaseViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
     @CASE_ACTION
     @action(detail=True, methods=["post"])
     def pause(self, request, pk=None):
-        return self._act(request, dunning.pause_case)
+        return self._act(request, cases.pause_case)
 
     @CASE_ACTION
     @action(detail=True, methods=["post"])
     def resume(self, request, pk=None):
-        return self._act(request, dunning.resume_case)
+        return self._act(request, cases.resume_case)
 
     @CASE_ACTION
     @action(detail=True, methods=["post"])
     def cancel(self, request, pk=None):
-        return self._act(request, dunning.cancel_case)
+        return self._act(request, cases.cancel_case)
 
     @CASE_ACTION
     @action(detail=True, methods=["post"], url_path="retry-now")
     def retry_now(self, request, pk=None):
-        return self._act(request, dunning.retry_now)
+        return self._act(request, payments.retry_now)
 
 
 # --- Campaigns ------------------------------------------------------------------------------------

@@ -12,9 +12,12 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 from django.utils import timezone
 
+from billing import attempts
 from billing.models import Invoice
 from customers.models import Customer, PaymentMethod
-from dunning import engine, services
+from dunning import engine
+from dunning.cases import open_case
+from dunning.payments import SETTLEMENT
 from notifications import services as outbox
 
 # name, email, phone, locale, time zone, country, currency, segment, amount, token, days since failure
@@ -109,7 +112,7 @@ class Command(BaseCommand):
                     issued_at=(failed_at - datetime.timedelta(days=1)).date(), due_date=failed_at.date(),
                     created_at=failed_at - datetime.timedelta(days=1),
                 )
-                case, _ = services.open_case(invoice, failed_at=failed_at, decline_code=token.replace("tok_", ""))
+                case, _ = open_case(invoice, failed_at=failed_at, decline_code=token.replace("tok_", ""))
                 new_cases.append(case)
         if new_cases:
             self._play_until_now(min(c.failed_at for c in new_cases), now)
@@ -120,9 +123,9 @@ class Command(BaseCommand):
         moment = start
         while moment <= now:
             engine.run_due_steps(moment)
-            services.process_payment_attempts(moment)
+            attempts.process_pending(SETTLEMENT, moment)
             outbox.send_queued(moment, limit=500)
             moment += datetime.timedelta(hours=6)
         engine.run_due_steps(now)
-        services.process_payment_attempts(now)
+        attempts.process_pending(SETTLEMENT, now)
         outbox.send_queued(now, limit=500)
