@@ -45,10 +45,10 @@ def build(n: int) -> str:
 
     from billing.models import Invoice
     from customers.models import Customer
-    from integrations.models import ApiKey, IdempotencyRecord, ImportJob, PaymentEvent
+    from integrations.models import ApiKey, IdempotencyRecord, ImportJob, InboundEvent
 
     truncate_all()
-    for model in (IdempotencyRecord, PaymentEvent, ImportJob, ApiKey):
+    for model in (IdempotencyRecord, InboundEvent, ImportJob, ApiKey):
         model.objects.all().delete()
     call_command("load_defaults", verbosity=0)
     n = 2 * n  # plain events, then as many through the full pipeline
@@ -177,9 +177,9 @@ def run(scale: str) -> list[dict]:
     from django.conf import settings
 
     from dunning.models import DunningCase
-    from integrations.models import PaymentEvent
+    from integrations.models import InboundEvent
 
-    if DunningCase.objects.count() != 2 * n or PaymentEvent.objects.filter(status="applied").count() != 2 * n:
+    if DunningCase.objects.count() != 2 * n or InboundEvent.objects.filter(status="applied").count() != 2 * n:
         raise RuntimeError("not every event opened a case")
     rate = n / seconds
     ping_rate = n / ping_seconds

@@ -130,14 +130,14 @@ class GatewayRefundAdmin(LedgerAdmin):
     amount_money = money_display(GatewayRefund, "amount")
 
 
-# --- Smart retries: the decline table, webhook log, network counters per card -------------------
+# --- Smart retries: the decline table, network counters per card -------------------
 
 from django.utils import timezone  # noqa: E402
 from django.utils.html import format_html_join  # noqa: E402
 from django.utils.translation import gettext_lazy as _  # noqa: E402
 
 from billing import limits  # noqa: E402
-from billing.models import DeclineRule, WebhookEvent  # noqa: E402
+from billing.models import DeclineRule  # noqa: E402
 from customers.admin import PaymentMethodAdmin as BasePaymentMethodAdmin  # noqa: E402
 from customers.models import PaymentMethod  # noqa: E402
 
@@ -151,19 +151,6 @@ class DeclineRuleAdmin(admin.ModelAdmin):
     list_editable = ("decline_class", "retry_after_hours")
     search_fields = ("code", "description")
     ordering = ("kind", "network", "code")
-
-
-@admin.register(WebhookEvent)
-class WebhookEventAdmin(admin.ModelAdmin):
-    list_display = ("received_at", "gateway", "type", "event_id", "object_id", "result")
-    list_filter = ("gateway", "type")
-    search_fields = ("event_id", "object_id")
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
 
 
 admin.site.unregister(PaymentMethod)

@@ -13,7 +13,7 @@ from import_export.admin import ExportMixin
 from billing.admin import money_display
 from billing.models import Invoice, PaymentAttempt
 from config import exports
-from dunning import links, services
+from dunning import links, receipts, services
 from dunning.models import Campaign, CampaignStep, CaseEvent, DunningCase
 from dunning.resources import DunningCaseResource
 from notifications.models import Notification
@@ -173,7 +173,7 @@ class DunningCaseAdmin(ExportMixin, admin.ModelAdmin):
 
     @admin.action(description=_("Mark paid (received outside the gateway)"), permissions=["change"])
     def mark_paid(self, request, queryset):
-        _run_action(self, request, queryset, services.mark_paid, _("marked paid"))
+        _run_action(self, request, queryset, receipts.mark_paid, _("marked paid"))
 
 
 @admin.register(CaseEvent)

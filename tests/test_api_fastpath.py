@@ -19,7 +19,7 @@ from rest_framework.test import APIClient
 from integrations.api import fastpath
 from integrations.api.serializers import PaymentEventInput
 from integrations.api.views import PaymentEventViewSet
-from integrations.models import ApiKey, IdempotencyRecord, PaymentEvent
+from integrations.models import ApiKey, IdempotencyRecord, InboundEvent
 from tests.factories import InvoiceFactory
 
 T0 = datetime.datetime(2026, 3, 2, 9, 0, tzinfo=datetime.UTC)
@@ -97,9 +97,9 @@ def test_a_plain_event_gets_the_same_answer_and_rows_on_both_paths(defaults, mon
     def post_and_collect():
         with time_machine.travel(T0, tick=False):
             response = send(client, body, key="same-key")
-        event = PaymentEvent.objects.values().get(event_id="evt_same")
+        event = InboundEvent.objects.values().get(event_id="evt_same")
         record = IdempotencyRecord.objects.values().get(key="same-key")
-        PaymentEvent.objects.all().delete()
+        InboundEvent.objects.all().delete()
         IdempotencyRecord.objects.all().delete()
         for row in (event, record):
             row.pop("id")
@@ -151,7 +151,7 @@ def test_a_revoked_or_downgraded_key_is_refused_at_once_though_the_process_has_v
     key.revoke()
     revoked = send(client, {**plain, "id": "k4"})
     assert revoked.status_code == 401 and revoked.json()["error"]["code"] == "authentication_failed"
-    assert sorted(PaymentEvent.objects.values_list("event_id", flat=True)) == ["k1", "k3"]
+    assert sorted(InboundEvent.objects.values_list("event_id", flat=True)) == ["k1", "k3"]
 
 
 @pytest.mark.postgres
@@ -162,7 +162,7 @@ def test_a_wrong_secret_with_a_known_prefix_is_refused(defaults):
     assert send(client, {"id": "s1", "type": "payment_failed", "invoice": invoice.external_id}).status_code == 202
     client.credentials(HTTP_AUTHORIZATION=f"Bearer dk_{key.prefix}_not-the-secret")
     assert send(client, {"id": "s2", "type": "payment_failed", "invoice": invoice.external_id}).status_code == 401
-    assert not PaymentEvent.objects.filter(event_id="s2").exists()
+    assert not InboundEvent.objects.filter(event_id="s2").exists()
 
 
 @pytest.mark.postgres
@@ -180,7 +180,7 @@ def test_a_request_the_fast_path_hands_on_is_throttled_once_not_twice(defaults, 
         assert repeat.status_code == 200 and repeat.json()["duplicate"] is True
         limited = send(client, {**plain, "id": "t3"})
         assert limited.status_code == 429 and limited["Retry-After"] == "60"
-    assert not PaymentEvent.objects.filter(event_id="t3").exists()
+    assert not InboundEvent.objects.filter(event_id="t3").exists()
 
 
 # --- A connection that died between requests ------------------------------------------------------
@@ -200,7 +200,7 @@ def test_a_connection_that_died_between_requests_is_replaced_and_the_event_store
     response = send(client, {**plain, "id": "c2"}, key="after-the-break")
     assert response.status_code == 202
     assert connection.connection.info.backend_pid != pid
-    assert PaymentEvent.objects.filter(event_id="c2").count() == 1
+    assert InboundEvent.objects.filter(event_id="c2").count() == 1
     assert IdempotencyRecord.objects.get(key="after-the-break").status_code == 202
 
 
@@ -226,7 +226,7 @@ def test_a_body_over_the_upload_limit_is_refused_on_both_paths(defaults, monkeyp
     answer = send(client, body, key="big-1")
     full_pipeline_only(monkeypatch)
     assert (send(client, body, key="big-2").status_code, answer.status_code) == (400, 400)
-    assert not PaymentEvent.objects.exists()
+    assert not InboundEvent.objects.exists()
 
 
 @pytest.mark.postgres
@@ -283,5 +283,5 @@ def test_requests_only_the_full_pipeline_answers_get_its_answer(defaults, monkey
         assert answers[0][0] == answers[1][0] == expected, (label, answers)
         if expected == 202:
             assert answers[0][1].startswith(b"{\n") == answers[1][1].startswith(b"{\n") is True, label
-    stored = set(PaymentEvent.objects.values_list("event_id", flat=True))
+    stored = set(InboundEvent.objects.values_list("event_id", flat=True))
     assert stored == {"neg-2-fast", "neg-2-full"}

@@ -10,7 +10,7 @@ import pytest
 import time_machine
 from django.urls import reverse
 
-from dunning import services
+from dunning import receipts, services
 from dunning.models import WorkItem
 from tests.factories import CampaignFactory, CustomerFactory
 from tests.factories_cockpit import make_case, staff_user, utc
@@ -106,7 +106,7 @@ def test_cases_carry_currency_and_recovered_amount_for_the_revenue_chart(client)
     customer = CustomerFactory(currency="EUR")
     case, _ = services.open_case(InvoiceFactory(customer=customer, amount_due=Decimal("42.50")))
     assert case.currency == "EUR"
-    services.mark_paid(case)
+    receipts.mark_paid(case)
     case.refresh_from_db()
     assert case.status == "recovered" and case.recovered_amount == Decimal("42.50")
     from reports.dashboard import dashboard_data

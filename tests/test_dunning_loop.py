@@ -9,7 +9,7 @@ from django.core import mail
 
 from billing.models import Invoice, PaymentAttempt
 from customers.models import Customer
-from dunning import engine, services
+from dunning import engine, receipts, services
 from dunning.models import CaseEvent, DunningCase
 from notifications.models import Notification
 from tests.conftest import T0
@@ -167,7 +167,7 @@ def test_staff_actions_pause_resume_cancel_and_mark_paid_leave_the_actor_on_the_
     services.resume_case(case, actor=staff)
     case.refresh_from_db()
     assert case.next_action_at == clock.now  # the missed day-0 step runs now
-    services.mark_paid(case, actor=staff)
+    receipts.mark_paid(case, actor=staff)
     case.refresh_from_db()
     assert case.status == DunningCase.Status.RECOVERED
     assert list(case.events.filter(actor=staff).values_list("kind", flat=True)) == [

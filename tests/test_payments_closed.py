@@ -9,7 +9,7 @@ import pytest
 
 from billing.gateways import RefundRequest, get_gateway
 from billing.models import CustomerCredit, GatewayRefund, Invoice, PaymentAttempt, SandboxCharge, SandboxRefund
-from dunning import engine, services
+from dunning import engine, receipts, services
 from dunning.models import DunningCase, WorkItem
 from tests.factories import (
     CampaignFactory,
@@ -54,7 +54,7 @@ def hooked(settings):
 
 def test_staff_mark_paid_cancels_the_queued_retry_and_the_worker_never_calls_the_gateway(admin_client):
     case, invoice, attempt = queued_retry("tok_ok:markpaid")
-    services.mark_paid(case, reference="bank transfer")
+    receipts.mark_paid(case, reference="bank transfer")
 
     attempt.refresh_from_db()
     assert attempt.outcome == PaymentAttempt.Outcome.CANCELLED and attempt.completed_at is not None
@@ -143,7 +143,7 @@ def test_a_partial_payment_meanwhile_lowers_the_unsent_charge_to_what_remains():
 def test_a_charge_that_succeeds_after_the_invoice_was_paid_is_refunded_once(hooked):
     case, invoice, attempt = queued_retry("tok_ok:late")
     # The customer pays by bank transfer while the worker's charge is in flight.
-    hooked.before_charge = lambda request: services.mark_paid(DunningCase.objects.get(pk=case.pk))
+    hooked.before_charge = lambda request: receipts.mark_paid(DunningCase.objects.get(pk=case.pk))
     services.process_payment_attempts()
 
     attempt.refresh_from_db()
@@ -168,7 +168,7 @@ def test_a_charge_that_succeeds_after_the_invoice_was_paid_is_refunded_once(hook
 def test_hold_keeps_the_late_charge_as_credit_and_asks_staff(hooked, settings):
     settings.LATE_CHARGE_POLICY = "hold"
     case, invoice, attempt = queued_retry("tok_ok:hold")
-    hooked.before_charge = lambda request: services.mark_paid(DunningCase.objects.get(pk=case.pk))
+    hooked.before_charge = lambda request: receipts.mark_paid(DunningCase.objects.get(pk=case.pk))
     services.process_payment_attempts()
 
     assert not GatewayRefund.objects.exists() and not SandboxRefund.objects.exists()
@@ -186,7 +186,7 @@ def test_an_unknown_outcome_is_still_resolved_after_the_close_and_the_late_succe
     services.process_payment_attempts()
     attempt.refresh_from_db()
     assert (attempt.outcome, attempt.tries) == ("pending", 1)
-    services.mark_paid(case)
+    receipts.mark_paid(case)
     attempt.refresh_from_db()
     assert attempt.outcome == PaymentAttempt.Outcome.PENDING  # never cancelled once sent
     services.process_payment_attempts(now=attempt.lease_until)

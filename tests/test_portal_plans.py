@@ -18,7 +18,7 @@ from rest_framework.test import APIClient
 from billing.imports import ImportOptions, bytes_opener
 from billing.models import Invoice, PaymentAttempt, SandboxCharge
 from customers.models import Customer, PaymentMethod
-from dunning import engine, plans, services
+from dunning import engine, plans, receipts, services
 from dunning.links import make_token
 from dunning.models import DunningCase, WorkItem
 from dunning.plan_models import Instalment, PaymentPlan
@@ -285,7 +285,7 @@ def test_an_instalment_is_paid_only_by_the_payment_that_paid_it(owing, clock):
     # Everything is paid by bank transfer before the first instalment is charged.
     for case in cases:
         services.resume_case(case)
-        services.mark_paid(case)
+        receipts.mark_paid(case)
     assert plans.charge_due_instalments() == 1
     assert not SandboxCharge.objects.exists()
     first = plan.instalments.get(number=1)

@@ -26,7 +26,8 @@ from django.utils import timezone
 from billing.models import GatewayRefund, Invoice, PaymentAttempt, SandboxCharge, SandboxRefund
 from customers.models import Customer, PaymentMethod
 from dunning.models import CampaignStep, CaseEvent, DunningCase, RetryPolicy
-from dunning.services import DunningError, mark_paid
+from dunning.receipts import mark_paid
+from dunning.services import DunningError
 from notifications.defaults import load_default_templates
 from notifications.models import Notification
 from tests.factories import CampaignFactory
