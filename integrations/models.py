@@ -128,8 +128,7 @@ class InboundEvent(models.Model):
 
     source = models.CharField(max_length=32, default=API, help_text=_("api, or the gateway that sent it."))
     event_id = models.CharField(max_length=255, help_text=_("The id its source gave it."))
-    kind = models.CharField(max_length=100, help_text=_("Its type as its source names it (payment_failed, "
-                                                         "invoice.paid...)."))
+    kind = models.CharField(max_length=100)  # its type as its source names it (payment_failed, invoice.paid...)
     api_key = models.ForeignKey(ApiKey, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     payload = models.JSONField(default=dict, blank=True)
     result = models.JSONField(default=dict, blank=True)

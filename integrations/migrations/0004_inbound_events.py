@@ -63,43 +63,44 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
+        # The fields first, under the old name: dropping the unique index of event_id also drops its
+        # PostgreSQL LIKE twin, which is found by the table's name.
+        migrations.AlterField(
+            model_name="paymentevent",
+            name="event_id",
+            field=models.CharField(help_text="The id its source gave it.", max_length=255),
+        ),
+        migrations.AlterField(
+            model_name="paymentevent",
+            name="kind",
+            field=models.CharField(max_length=100),
+        ),
+        migrations.AlterField(
+            model_name="paymentevent",
+            name="payload",
+            field=models.JSONField(blank=True, default=dict),
+        ),
+        migrations.AddField(
+            model_name="paymentevent",
+            name="source",
+            field=models.CharField(default="api", help_text="api, or the gateway that sent it.", max_length=32),
+        ),
+        migrations.AddField(
+            model_name="paymentevent",
+            name="object_id",
+            field=models.CharField(blank=True, max_length=255),
+        ),
+        migrations.AddField(
+            model_name="paymentevent",
+            name="object_created",
+            field=models.DateTimeField(blank=True, null=True),
+        ),
         migrations.RenameModel("PaymentEvent", "InboundEvent"),
         migrations.RenameIndex("inboundevent", new_name="inboundevent_pending_idx",
                                old_name="paymentevent_pending_idx"),
         migrations.AlterModelOptions(
             name="inboundevent",
             options={"ordering": ["-received_at", "-id"], "verbose_name": "inbound event"},
-        ),
-        migrations.AddField(
-            model_name="inboundevent",
-            name="source",
-            field=models.CharField(default="api", help_text="api, or the gateway that sent it.", max_length=32),
-        ),
-        migrations.AlterField(
-            model_name="inboundevent",
-            name="event_id",
-            field=models.CharField(help_text="The id its source gave it.", max_length=255),
-        ),
-        migrations.AlterField(
-            model_name="inboundevent",
-            name="kind",
-            field=models.CharField(
-                help_text="Its type as its source names it (payment_failed, invoice.paid...).", max_length=100),
-        ),
-        migrations.AlterField(
-            model_name="inboundevent",
-            name="payload",
-            field=models.JSONField(blank=True, default=dict),
-        ),
-        migrations.AddField(
-            model_name="inboundevent",
-            name="object_id",
-            field=models.CharField(blank=True, max_length=255),
-        ),
-        migrations.AddField(
-            model_name="inboundevent",
-            name="object_created",
-            field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddConstraint(
             model_name="inboundevent",
