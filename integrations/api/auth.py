@@ -45,7 +45,10 @@ def parse_key(raw: str) -> tuple[str, str] | None:
 
 def usable_key(prefix: str) -> ApiKey | None:
     """The unrevoked key with this prefix (one indexed read)."""
-    return ApiKey.objects.usable().filter(prefix=prefix).first()
+    try:
+        return ApiKey.objects.usable().get(prefix=prefix)
+    except ApiKey.DoesNotExist:
+        return None
 
 
 def key_for(token: str) -> ApiKey | None:

@@ -174,11 +174,6 @@ class PaymentEventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiV
     filterset_class = PaymentEventFilter
     ordering_fields = ("id", "received_at")
 
-    # No transaction around the request: the Idempotency-Key is claimed in its own, then each event is
-    # stored (and applied) in its own (events.ingest) and deduplicated by its id, so a crash between
-    # storing it and storing the response is answered as a duplicate on retry.
-    atomic_post = False
-
     @extend_schema(request=s.PaymentEventInput,
                    responses={202: s.PaymentEventSerializer, 201: s.PaymentEventSerializer,
                               200: s.PaymentEventSerializer},
