@@ -10,11 +10,11 @@ from django.utils.translation import gettext_lazy as _
 from import_export.admin import ExportMixin
 
 from billing import limits
-from billing.models import DeclineRule, GatewayRefund, Invoice, PaymentAttempt, WebhookEvent
+from billing.models import DeclineRule, GatewayRefund, Invoice, PaymentAttempt
 from billing.money import format_money, to_amount
 from billing.resources import InvoiceResource, PaymentAttemptResource
 from core import exports
-from core.admin import AppendOnlyAdminMixin, LargeTableAdminMixin, ReadOnlyAdminMixin
+from core.admin import AppendOnlyAdminMixin, LargeTableAdminMixin
 from core.admin_paging import skip_scan_filter
 from customers.admin import CARD_FIELDS
 from customers.models import PaymentMethod
@@ -132,7 +132,7 @@ class GatewayRefundAdmin(AppendOnlyAdminMixin, admin.ModelAdmin):
     amount_money = money_display(GatewayRefund, "amount")
 
 
-# --- Smart retries: the decline table, webhook log, network counters per card -------------------
+# --- Smart retries: the decline table, network counters per card -------------------
 
 
 @admin.register(DeclineRule)
@@ -146,11 +146,6 @@ class DeclineRuleAdmin(admin.ModelAdmin):
     ordering = ("kind", "network", "code")
 
 
-@admin.register(WebhookEvent)
-class WebhookEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ("received_at", "gateway", "type", "event_id", "object_id", "result")
-    list_filter = ("gateway", "type")
-    search_fields = ("event_id", "object_id")
 
 
 @admin.register(PaymentMethod)

@@ -32,6 +32,7 @@ from babel.numbers import get_currency_precision
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
+from openpyxl import load_workbook
 
 from billing.models import Invoice
 from billing.money import fits_minor_unit, to_amount
@@ -128,8 +129,8 @@ class ImportOptions:
     decimal_comma: bool | None = None  # None: decide per value
     valid_only: bool = False
     dry_run: bool = False
-    # Payments found by re-importing (amount_paid went up) are left to the caller, which applies them
-    # through the dunning service so that an open case is recovered (see integrations.imports).
+    # Payments found by re-importing (amount_paid went up) are left to the caller, which records them
+    # as money received so that an open case is recovered (see integrations.imports).
     defer_payments: bool = False
 
 
@@ -153,7 +154,8 @@ class ImportReport:
     written: bool = False
     written_rows: int = 0
     dunning_candidates: list[tuple[int, int, str]] = field(default_factory=list)  # (line, invoice id, code)
-    deferred_payments: list[tuple[int, int, str]] = field(default_factory=list)  # (line, invoice id, amount)
+    # (line, invoice id, the amount_paid the file reports), applied by the caller as money received
+    deferred_payments: list[tuple[int, int, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     cases_opened: int = 0
 
@@ -373,8 +375,6 @@ def _chain_first(first: str, rest: IO[str]) -> Iterator[str]:
 
 
 def _xlsx_rows(opener: Opener) -> Iterator[tuple[int, list[Any]]]:
-    from openpyxl import load_workbook
-
     with opener() as fh:
         try:
             workbook = load_workbook(fh, read_only=True, data_only=True)
@@ -871,7 +871,7 @@ def _write(chunks: Iterator[list], options: ImportOptions, report: ImportReport,
                         paid_at=paid_at, updated_at=now,
                     )
                     if options.defer_payments and Decimal(paid) > Decimal(cur_paid):
-                        payments.append((line, cur_id, str(Decimal(paid) - Decimal(cur_paid))))
+                        payments.append((line, cur_id, paid))
                         invoice.amount_paid, invoice.status, invoice.paid_at = Decimal(cur_paid), cur_status, None
                     if cur_status == Invoice.Status.PAID:
                         invoice.paid_at = None  # keep the recorded paid_at (excluded below)

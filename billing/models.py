@@ -248,29 +248,4 @@ class DeclineRule(models.Model):
         return f"{self.get_kind_display()} {self.code}{' (' + self.network + ')' if self.network else ''}"
 
 
-class WebhookEvent(models.Model):
-    """A gateway webhook event that was processed: its id is unique, so a replay has no second effect.
-
-    ``object_created`` (the event's own timestamp) lets a handler ignore an update older than the
-    last one applied to the same object when deliveries arrive out of order.
-    """
-
-    gateway = models.CharField(max_length=32)
-    event_id = models.CharField(max_length=255)
-    type = models.CharField(max_length=100, db_index=True)
-    object_id = models.CharField(max_length=255, blank=True, db_index=True)
-    object_created = models.DateTimeField(null=True, blank=True)
-    received_at = models.DateTimeField(default=timezone.now)
-    result = models.CharField(max_length=255, blank=True)
-
-    class Meta:
-        ordering = ["-received_at"]
-        constraints = [
-            models.UniqueConstraint(fields=["gateway", "event_id"], name="webhook_event_unique_id"),
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.gateway} {self.type} {self.event_id}"
-
-
 from billing.ledger_models import CustomerCredit, GatewayRefund, InvoiceFee, PaymentAllocation  # noqa: E402,F401

@@ -6,7 +6,7 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from dunning.stripe_webhooks import stripe_webhook
+from integrations.stripe_webhooks import stripe_webhook
 
 # Swagger UI's assets are served locally (drf-spectacular-sidecar) and its script is a separate file;
 # only its few inline styles need an exception to the site-wide CSP, and only on this page.

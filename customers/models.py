@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import calendar
+import datetime
 import zoneinfo
 
 from django.conf import settings
@@ -141,9 +143,6 @@ class PaymentMethod(TimestampedModel):
 
     def expires_on(self):
         """The last day the card can be used, or None."""
-        import calendar
-        import datetime
-
         if not (self.exp_month and self.exp_year):
             return None
         last_day = calendar.monthrange(self.exp_year, self.exp_month)[1]

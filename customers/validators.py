@@ -5,7 +5,6 @@ from __future__ import annotations
 import zoneinfo
 
 from babel.numbers import list_currencies
-from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.utils.translation import gettext_lazy as _
 
@@ -31,14 +30,3 @@ def validate_timezone(value: str) -> None:
             params={"value": value},
         ) from None
 
-
-def supported_locales() -> list[str]:
-    return [code for code, _name in settings.LANGUAGES]
-
-
-def normalize_locale(value: str | None) -> str:
-    """Map 'es-MX', 'ja_JP' or an unsupported language to one of the supported locales."""
-    if not value:
-        return settings.LANGUAGE_CODE
-    base = value.replace("_", "-").split("-")[0].lower()
-    return base if base in supported_locales() else settings.LANGUAGE_CODE

@@ -192,22 +192,6 @@ def retry_now(case: DunningCase, *, actor=None) -> PaymentAttempt:
     return attempts.process(attempt, SETTLEMENT)
 
 
-def mark_paid(case: DunningCase, *, actor=None, reference: str = "") -> DunningCase:
-    """Staff record that the balance was paid outside the gateway (bank transfer, cheque)."""
-    with transaction.atomic():
-        case = lock_case(case)
-        if not case.is_open:
-            raise DunningError(f"Case #{case.pk} is {case.status}")
-        invoice = case.invoice
-        attempt, _created = billing.record_external_payment(
-            invoice, invoice.amount_remaining, source=PaymentAttempt.Source.MANUAL,
-            idempotency_key=f"mark-paid-{case.pk}-{uuid.uuid4().hex}", reference=reference,
-        )
-        record_payment(invoice, attempt.amount, attempt=attempt, actor=actor)
-    case.refresh_from_db()
-    return case
-
-
 def retry_after_method_update(customer: Customer, payment_method: PaymentMethod, *, actor=None,
                               source: str = PaymentAttempt.Source.PORTAL) -> list[PaymentAttempt]:
     """A new payment method: leave "needs a payment method" and charge every open invoice in dunning

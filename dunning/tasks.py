@@ -3,10 +3,12 @@ workers on two machines (or a re-delivered task) never do the same work twice.""
 
 from __future__ import annotations
 
+from django.contrib.auth import get_user_model
 from django.db import transaction
 from django_q.tasks import async_task
 
 from billing import attempts
+from billing.models import PaymentAttempt
 from customers.models import PaymentMethod
 from dunning import engine, fees, payments, predunning
 from notifications import retention
@@ -42,10 +44,29 @@ def send_predunning_reminders() -> int:
     return queued
 
 
-def retry_after_method_update(payment_method_id: int) -> int:
-    """Charge every open invoice of the method's customer once with the updated method."""
+def retry_after_method_update(payment_method_id: int, actor: str | None = None,
+                              source: str = PaymentAttempt.Source.PORTAL, staff_id: int | None = None) -> list[dict]:
+    """The card-update retry: charge every open invoice of the method's customer once with the new or
+    updated method (dunning.payments.retry_after_method_update). Queued after the commit that saved
+    the method, by the portal and by every inbound event alike (queue_retry_after_method_update,
+    integrations.inbound); each charge is keyed by method and invoice, so a re-delivered task never
+    charges twice. ``staff_id``: the staff member acting through a staff-minted portal link (else
+    ``actor``, a label). Returns each attempt's outcome."""
     method = PaymentMethod.objects.select_related("customer").get(pk=payment_method_id)
-    return len(payments.retry_after_method_update(method.customer, method))
+    if staff_id is not None:
+        actor = get_user_model().objects.get(pk=staff_id)
+    charged = payments.retry_after_method_update(method.customer, method, actor=actor, source=source)
+    return [{"attempt": a.pk, "invoice": a.invoice.external_id, "outcome": a.outcome} for a in charged]
+
+
+def queue_retry_after_method_update(method: PaymentMethod, *, actor=None,
+                                    source: str = PaymentAttempt.Source.PORTAL) -> None:
+    """Run retry_after_method_update in a worker once the current transaction commits (gateway calls
+    never run inside it). ``actor``: a label, a staff user or None."""
+    label = actor if actor is None or isinstance(actor, str) else None
+    staff_id = None if actor is None or isinstance(actor, str) else actor.pk
+    transaction.on_commit(lambda: async_task("dunning.tasks.retry_after_method_update", method.pk, label, source,
+                                             staff_id))
 
 
 def apply_fees() -> int:

@@ -1,4 +1,5 @@
-"""Admin: API keys (shown once) and invoice imports (upload, preview, confirm, progress)."""
+"""Admin: API keys (shown once), the inbox of external events and invoice imports (upload, preview,
+confirm, progress)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from django_q.tasks import async_task
 from billing.imports import NATIVE_COLUMNS, ImportReport
 from core.admin import ReadOnlyAdminMixin
 from integrations import imports
-from integrations.models import ApiKey, ImportJob, PaymentEvent
+from integrations.models import ApiKey, ImportJob, InboundEvent
 
 # --- API keys -------------------------------------------------------------------------------------
 
@@ -73,12 +74,14 @@ class ApiKeyAdmin(admin.ModelAdmin):
         self.message_user(request, _("%d key(s) revoked.") % count, messages.SUCCESS)
 
 
-@admin.register(PaymentEvent)
-class PaymentEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ("received_at", "event_id", "kind", "status", "applied_at", "error", "api_key")
-    list_filter = ("status", "kind")
-    search_fields = ("event_id",)
-    readonly_fields = [f.name for f in PaymentEvent._meta.fields]
+@admin.register(InboundEvent)
+class InboundEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """The inbox: every event received from the API and the gateways' webhooks, and what it did."""
+
+    list_display = ("received_at", "source", "event_id", "kind", "status", "applied_at", "error", "api_key")
+    list_filter = ("source", "status", "kind")
+    search_fields = ("event_id", "object_id")
+    readonly_fields = [f.name for f in InboundEvent._meta.fields]
 
 
 # --- Invoice imports ------------------------------------------------------------------------------

@@ -1,9 +1,10 @@
 """Invoice imports end to end: the billing pipeline, then dunning for the rows that need it.
 
 The admin, the background task and the ``import_invoices`` command all call :func:`import_invoices`.
-Rows that are open, unpaid and past due, or flagged as a failed payment, open a dunning case through
-dunning.cases.open_cases (the same service as everywhere else, in chunks); payments found by re-importing go
-through dunning.payments.record_payment so that an open case is recovered.
+Rows that are open, unpaid and past due, or flagged as a failed payment, open a dunning case
+(integrations.inbound.payments_failed, the same translation as the API's and the webhooks' failures,
+in chunks); payments found by re-importing are money received (integrations.inbound.payment_received:
+a payment attempt row, once per invoice and imported total), so that an open case is recovered.
 """
 
 from __future__ import annotations
@@ -16,15 +17,16 @@ from django.conf import settings
 from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
+from django_q.tasks import async_task
 
 from billing.imports import ImportOptions, ImportReport, Opener, run_import
 from billing.models import Invoice
-from dunning import cases, payments
 from dunning.models import DunningCase
+from integrations import inbound
 from integrations.models import ImportJob
 
 logger = logging.getLogger(__name__)
-CASE_CHUNK = 500  # cases opened per transaction (dunning.cases.open_cases)
+CASE_CHUNK = 500  # cases opened per transaction (integrations.inbound.payments_failed)
 
 
 def import_invoices(opener: Opener, options: ImportOptions, *, actor=None,
@@ -34,9 +36,10 @@ def import_invoices(opener: Opener, options: ImportOptions, *, actor=None,
     if not report.written:
         return report
     actor = actor or "import"
-    for _line, invoice_id, amount in report.deferred_payments:
-        invoice = Invoice.objects.get(pk=invoice_id)
-        payments.record_payment(invoice, Decimal(amount), actor=actor)
+    for _line, invoice_id, paid_total in report.deferred_payments:
+        # Keyed by the total the file reports: importing it again (or a file that says less) adds nothing.
+        inbound.payment_received(Invoice.objects.get(pk=invoice_id), paid_total=Decimal(paid_total),
+                                 idempotency_key=f"import:{invoice_id}:paid:{paid_total}", actor=actor)
     open_ids = set(
         DunningCase.objects.open()
         .filter(invoice_id__in=[c[1] for c in report.dunning_candidates])
@@ -46,8 +49,9 @@ def import_invoices(opener: Opener, options: ImportOptions, *, actor=None,
     numbers = dict(Invoice.objects.filter(pk__in=[c[1] for c in candidates]).values_list("pk", "number"))
     for start in range(0, len(candidates), CASE_CHUNK):
         chunk = candidates[start:start + CASE_CHUNK]
-        failures = [cases.FailedPayment(invoice_id, decline_code=code) for _line, invoice_id, code in chunk]
-        for (line, invoice_id, _code), opened in zip(chunk, cases.open_cases(failures, actor=actor), strict=True):
+        failures = [inbound.Failure(invoice_id, decline_code=code) for _line, invoice_id, code in chunk]
+        for (line, invoice_id, _code), opened in zip(chunk, inbound.payments_failed(failures, actor=actor),
+                                                     strict=True):
             if opened.error is not None:
                 report.warnings.append(f"Line {line}: invoice {numbers.get(invoice_id)} imported, no dunning case "
                                        f"opened: {opened.error}")
@@ -90,8 +94,6 @@ def confirm_job(job: ImportJob, *, actor=None) -> None:
     if not claimed:
         return  # confirmed twice (double click, two tabs): the first one runs it
     if runs_in_background(job):
-        from django_q.tasks import async_task
-
         transaction.on_commit(lambda: async_task("integrations.tasks.run_import_job", job.pk,
                                                  actor.pk if actor else None))
     else:

@@ -1,4 +1,4 @@
-"""API keys, idempotency records, deduplicated payment events and background import jobs."""
+"""API keys, idempotency records, the inbox of external events and background import jobs."""
 
 from __future__ import annotations
 
@@ -99,15 +99,21 @@ class IdempotencyRecord(models.Model):
         return f"{self.key} -> {self.status_code}"
 
 
-class PaymentEvent(models.Model):
-    """A payment event received through the API, deduplicated by the client's event id.
+class InboundEvent(models.Model):
+    """An event received from outside, stored once: deduplicated by its source's own event id.
 
-    ``payment_failed`` events are an inbox: stored as pending by the request, then applied in batches
-    by a worker (integrations.events.apply_pending), each exactly once. The other kinds stop or change
-    dunning and are applied by the request itself.
+    Sources: ``api`` (the merchant's billing system, through POST /api/v1/payment-events/) and each
+    payment gateway by name (its signed webhooks, e.g. ``stripe``). What each event means for
+    invoices, cases and saved methods is integrations.inbound's; this row is the inbox and its log.
+
+    ``payment_failed`` events from the API are a queue: stored as pending by the request, then
+    applied in batches by a worker (integrations.events.apply_pending), each exactly once. Every
+    other event is applied by the request that brought it, in the transaction that stores it.
     """
 
     class Kind(models.TextChoices):
+        """The event types of the REST API (a gateway's events keep the gateway's own type names)."""
+
         PAYMENT_FAILED = "payment_failed", _("Payment failed")
         PAYMENT_SUCCEEDED = "payment_succeeded", _("Payment succeeded")
         REFUNDED = "refunded", _("Refunded")
@@ -118,10 +124,13 @@ class PaymentEvent(models.Model):
         APPLIED = "applied", _("Applied")
         REJECTED = "rejected", _("Rejected")
 
-    event_id = models.CharField(max_length=255, unique=True)
-    kind = models.CharField(max_length=32, choices=Kind.choices)
+    API = "api"  # the source of the REST API's events
+
+    source = models.CharField(max_length=32, default=API, help_text=_("api, or the gateway that sent it."))
+    event_id = models.CharField(max_length=255, help_text=_("The id its source gave it."))
+    kind = models.CharField(max_length=100)  # its type as its source names it (payment_failed, invoice.paid...)
     api_key = models.ForeignKey(ApiKey, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
-    payload = models.JSONField(default=dict)
+    payload = models.JSONField(default=dict, blank=True)
     result = models.JSONField(default=dict, blank=True)
     received_at = models.DateTimeField(default=timezone.now, db_index=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.APPLIED)
@@ -130,16 +139,26 @@ class PaymentEvent(models.Model):
     error = models.TextField(blank=True, help_text=_("Why the event was rejected."))
     tries = models.PositiveSmallIntegerField(default=0, help_text=_("Failed attempts to apply it (internal errors)."))
     applied_at = models.DateTimeField(null=True, blank=True)
+    # A gateway event's object (a payment method, a customer) and when the gateway made the event:
+    # an update older than the last one applied to the same object is not applied (out-of-order delivery).
+    object_id = models.CharField(max_length=255, blank=True)
+    object_created = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-received_at", "-id"]
+        verbose_name = _("inbound event")
+        constraints = [
+            models.UniqueConstraint(fields=["source", "event_id"], name="inbound_event_unique_id"),
+        ]
         indexes = [
             # The worker's queue: only pending rows are in it, so it stays small however many events exist.
-            models.Index(fields=["id"], condition=models.Q(status="pending"), name="paymentevent_pending_idx"),
+            models.Index(fields=["id"], condition=models.Q(status="pending"), name="inboundevent_pending_idx"),
+            # The out-of-order check of gateway updates (integrations.gateway_events); API events have none.
+            models.Index(fields=["object_id"], condition=~models.Q(object_id=""), name="inboundevent_object_idx"),
         ]
 
     def __str__(self) -> str:
-        return f"{self.kind} {self.event_id}"
+        return f"{self.source} {self.kind} {self.event_id}"
 
 
 class ImportJob(TimestampedModel):

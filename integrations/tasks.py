@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from django.contrib.auth import get_user_model
+from datetime import timedelta
 
-from integrations import imports
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.utils import timezone
+
+from billing.models import PaymentAttempt
+from dunning import tasks as dunning_tasks
+from integrations import events, imports
+from integrations.models import IdempotencyRecord, ImportJob, InboundEvent
 
 
 def run_import_job(job_id: int, user_id: int | None = None) -> str:
@@ -14,8 +21,6 @@ def run_import_job(job_id: int, user_id: int | None = None) -> str:
 
 
 def preview_import_job(job_id: int) -> str:
-    from integrations.models import ImportJob
-
     claimed = ImportJob.objects.filter(pk=job_id, status=ImportJob.Status.VALIDATING).first()
     if claimed is None:
         return "nothing to validate"
@@ -25,13 +30,6 @@ def preview_import_job(job_id: int) -> str:
 
 def purge_idempotency_records() -> int:
     """Hourly: forget Idempotency-Keys older than API_IDEMPOTENCY_HOURS (idempotent: a plain delete)."""
-    from datetime import timedelta
-
-    from django.conf import settings
-    from django.utils import timezone
-
-    from integrations.models import IdempotencyRecord
-
     cutoff = timezone.now() - timedelta(hours=settings.API_IDEMPOTENCY_HOURS)
     deleted, _ = IdempotencyRecord.objects.filter(created_at__lt=cutoff).delete()
     return deleted
@@ -39,6 +37,15 @@ def purge_idempotency_records() -> int:
 
 def drain_payment_events(until: float | None = None) -> int:
     """Apply pending payment_failed events in batches (woken by the API, and every minute)."""
-    from integrations.events import drain
+    return events.drain(until)
 
-    return drain(until)
+
+def retry_after_method_update(payment_method_id: int, actor: str | None = None,
+                              source: str = PaymentAttempt.Source.PORTAL, event_id: int | None = None) -> list[dict]:
+    """The card-update retry an inbound event asked for (integrations.inbound.retry_after_commit):
+    dunning's task itself, its outcome noted on the event (``result["retries"]``)."""
+    retries = dunning_tasks.retry_after_method_update(payment_method_id, actor, source)
+    if event_id is not None:
+        event = InboundEvent.objects.get(pk=event_id)
+        InboundEvent.objects.filter(pk=event_id).update(result={**event.result, "retries": retries})
+    return retries

@@ -9,11 +9,11 @@ import factory
 from django.utils import timezone
 from django_q.models import Task
 
-from billing.models import GatewayRefund, Invoice, InvoiceFee, PaymentAttempt, WebhookEvent
+from billing.models import GatewayRefund, Invoice, InvoiceFee, PaymentAttempt
 from customers.models import Customer, PaymentMethod
 from dunning.models import Campaign, CampaignPin, CampaignStep, CampaignVariant
 from dunning.plan_models import Instalment, PaymentPlan
-from integrations.models import ImportJob, PaymentEvent
+from integrations.models import ImportJob, InboundEvent
 from notifications.models import MessageTemplate, Notification, WebhookDelivery, WebhookEndpoint
 
 
@@ -119,15 +119,6 @@ class InvoiceFeeFactory(factory.django.DjangoModelFactory):
     currency = factory.LazyAttribute(lambda o: o.invoice.currency)
 
 
-class WebhookEventFactory(factory.django.DjangoModelFactory):
-    class Meta:
-        model = WebhookEvent
-
-    gateway = "stripe"
-    event_id = factory.Sequence(lambda n: f"evt_{n:06d}")
-    type = "charge.failed"
-
-
 class WebhookEndpointFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = WebhookEndpoint
@@ -181,12 +172,14 @@ class PaymentPlanFactory(factory.django.DjangoModelFactory):
                                           due_date=timezone.now().date() + datetime.timedelta(days=30 * number))
 
 
-class PaymentEventFactory(factory.django.DjangoModelFactory):
+class InboundEventFactory(factory.django.DjangoModelFactory):
+    """An API payment event by default; ``source="stripe", kind="charge.failed"`` for a gateway webhook."""
+
     class Meta:
-        model = PaymentEvent
+        model = InboundEvent
 
     event_id = factory.Sequence(lambda n: f"pe_{n:06d}")
-    kind = PaymentEvent.Kind.PAYMENT_SUCCEEDED
+    kind = InboundEvent.Kind.PAYMENT_SUCCEEDED
 
 
 class ImportJobFactory(factory.django.DjangoModelFactory):

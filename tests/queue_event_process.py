@@ -1,10 +1,11 @@
-"""A stand-alone API writer for the concurrency tests: queues one payment_failed event with its
-Idempotency-Key record in one statement, in its own process.
+"""A stand-alone API client for the concurrency tests: posts one payment_failed event with an
+Idempotency-Key to the API (in process, through Django's test client), in its own process.
 
-Usage: python tests/queue_event_process.py START_AT_EPOCH API_KEY_ID IDEMPOTENCY_KEY EVENT_ID INVOICE
-Prints True when it stored the event, False when the ordinary path must answer.
+Usage: python tests/queue_event_process.py START_AT_EPOCH API_KEY IDEMPOTENCY_KEY EVENT_ID INVOICE
+Prints True when the event was accepted (202), False when it was refused (409: the key is taken).
 """
 
+import json
 import os
 import sys
 import time
@@ -16,12 +17,14 @@ import django  # noqa: E402
 
 django.setup()
 
-from integrations import events  # noqa: E402
-from integrations.models import ApiKey  # noqa: E402
+from django.test import Client  # noqa: E402
 
-start_at, key_id, idem_key, event_id, invoice = sys.argv[1:6]
-api_key = ApiKey.objects.get(pk=int(key_id))
-event = events.pending_failure(event_id, {"invoice": invoice}, api_key)
-claim = events.Claim(idem_key, f"hash-of-{event_id}", "POST", "/api/v1/payment-events/")
+start_at, api_key, idem_key, event_id, invoice = sys.argv[1:6]
+client = Client()
+body = json.dumps({"id": event_id, "type": "payment_failed", "invoice": invoice})
 time.sleep(max(float(start_at) - time.time(), 0))
-print(events.queue_failure_with_key(event, claim, {"id": event_id, "status": "pending"}) is not None)
+response = client.post("/api/v1/payment-events/", body, content_type="application/json",
+                       HTTP_AUTHORIZATION=f"Bearer {api_key}", HTTP_IDEMPOTENCY_KEY=idem_key)
+if response.status_code not in (202, 409):
+    raise SystemExit(f"unexpected answer {response.status_code}: {response.content!r}")
+print(response.status_code == 202)

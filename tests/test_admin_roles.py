@@ -30,13 +30,12 @@ from tests.factories import (
     CampaignVariantFactory,
     GatewayRefundFactory,
     ImportJobFactory,
+    InboundEventFactory,
     InvoiceFeeFactory,
-    PaymentEventFactory,
     PaymentMethodFactory,
     PaymentPlanFactory,
     TaskFactory,
     WebhookDeliveryFactory,
-    WebhookEventFactory,
 )
 from tests.factories_cockpit import staff_user
 from tests.factories_integrations import api_key
@@ -62,10 +61,10 @@ def demo():
     PlanLimitFactory(currency="USD")
     InvoiceFeeFactory(invoice=Invoice.objects.filter(currency="EUR").first())
     GatewayRefundFactory(attempt__invoice=Invoice.objects.filter(currency="JPY").first())
-    WebhookEventFactory()
+    InboundEventFactory(source="stripe", event_id="evt_000001", kind="charge.failed")
     WebhookDeliveryFactory()
     key, _secret = api_key()
-    PaymentEventFactory(api_key=key)
+    InboundEventFactory(api_key=key)
     ImportJobFactory()
     TaskFactory(success=True)
     TaskFactory(success=False)

@@ -31,13 +31,13 @@ def test_any_matches_in_for_keys_and_foreign_keys_with_duplicates_none_and_empty
 def test_any_is_only_for_integer_fields_and_leaves_a_json_key_named_any_alone():
     from django.core.exceptions import FieldError
 
-    from integrations.models import PaymentEvent
+    from integrations.models import InboundEvent
 
     with pytest.raises(FieldError):
         list(Customer.objects.filter(email__any=["a@example.com"]))
-    PaymentEvent.objects.create(event_id="e1", kind="payment_failed", payload={"any": "x"})
-    PaymentEvent.objects.create(event_id="e2", kind="payment_failed", payload={"other": "x"})
-    assert list(PaymentEvent.objects.filter(payload__any="x").values_list("event_id", flat=True)) == ["e1"]
+    InboundEvent.objects.create(event_id="e1", kind="payment_failed", payload={"any": "x"})
+    InboundEvent.objects.create(event_id="e2", kind="payment_failed", payload={"other": "x"})
+    assert list(InboundEvent.objects.filter(payload__any="x").values_list("event_id", flat=True)) == ["e1"]
 
 
 def test_any_sends_one_parameter_on_postgresql():

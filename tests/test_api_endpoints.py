@@ -12,7 +12,7 @@ from rest_framework.test import APIClient
 from billing.models import Invoice, PaymentAttempt
 from dunning.cases import open_case
 from dunning.models import CaseEvent, DunningCase
-from integrations.models import ApiKey, IdempotencyRecord, PaymentEvent
+from integrations.models import ApiKey, IdempotencyRecord, InboundEvent
 from notifications.models import Channel, Notification
 from tests.factories import CustomerFactory, InvoiceFactory, PaymentMethodFactory
 from tests.factories_integrations import api_key
@@ -28,7 +28,7 @@ def world(defaults):
     case, _ = open_case(invoice, decline_code="insufficient_funds")
     note = Notification.objects.create(customer=customer, channel=Channel.INAPP, recipient="x",
                                        template_code="reminder", dedupe_key="n1", body_text="Please update your card")
-    event = PaymentEvent.objects.create(event_id="evt_seed", kind=PaymentEvent.Kind.PAYMENT_FAILED)
+    event = InboundEvent.objects.create(event_id="evt_seed", kind=InboundEvent.Kind.PAYMENT_FAILED)
     return {"customer": customer, "method": method, "invoice": invoice, "case": case, "campaign": defaults,
             "note": note, "event": event}
 
@@ -235,7 +235,7 @@ def test_event_for_unknown_invoice_is_a_field_error_and_is_not_stored(world):
     response = post(client_for(secret), "/api/v1/payment-events/", {"id": "evt_x", "type": "payment_failed",
                                                                      "invoice": "nope"})
     assert response.status_code == 400 and "invoice" in response.json()["error"]["fields"]
-    assert not PaymentEvent.objects.filter(event_id="evt_x").exists()
+    assert not InboundEvent.objects.filter(event_id="evt_x").exists()
 
 
 def test_case_actions_and_illegal_transitions(world):
@@ -457,7 +457,7 @@ def test_a_bad_payment_method_in_an_event_names_the_nested_fields(world):
     assert response.status_code == 400
     [message] = response.json()["error"]["fields"]["payment_method"]
     assert all(f"{name}: " in message for name in ("token", "last4", "exp_month")), message
-    assert not PaymentEvent.objects.filter(event_id="evt_pm_bad").exists()
+    assert not InboundEvent.objects.filter(event_id="evt_pm_bad").exists()
 
 
 def test_the_hand_built_event_body_matches_the_declared_fields(world):

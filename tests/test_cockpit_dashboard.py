@@ -12,7 +12,7 @@ from django.urls import reverse
 
 from dunning.cases import open_case
 from dunning.models import WorkItem
-from dunning.payments import mark_paid
+from dunning.receipts import mark_paid
 from dunning.workqueue import create_work_item
 from tests.factories import CampaignFactory, CustomerFactory
 from tests.factories_cockpit import make_case, staff_user, utc

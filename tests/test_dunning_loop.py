@@ -13,7 +13,8 @@ from dunning import engine
 from dunning.cases import cancel_case, open_case, pause_case, resume_case
 from dunning.errors import DunningError
 from dunning.models import CaseEvent, DunningCase
-from dunning.payments import mark_paid, record_payment, retry_now
+from dunning.payments import record_payment, retry_now
+from dunning.receipts import mark_paid
 from notifications.models import Notification
 from tests.conftest import T0
 from tests.factories import CustomerFactory, InvoiceFactory, PaymentMethodFactory

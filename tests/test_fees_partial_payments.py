@@ -118,8 +118,8 @@ def test_receive_payment_applies_a_repeated_import_row_or_api_call_once(defaults
         receive_payment(invoice, Decimal("40.00"), idempotency_key="api:pay-1", actor="api:key-a")
     assert_partial(case, invoice, "50.00")
     assert case.events.filter(kind="payment.partial").count() == 1
-    _attempt, applied = receive_payment(invoice, Decimal("60.00"), idempotency_key="import:row-2")
-    assert applied
+    applied = receive_payment(invoice, Decimal("60.00"), idempotency_key="import:row-2")
+    assert applied.created and applied.attempt.amount == Decimal("60.00")
     case.refresh_from_db()
     assert case.status == DunningCase.Status.RECOVERED
     assert CustomerCredit.objects.get().amount == Decimal("10.00")

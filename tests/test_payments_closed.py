@@ -13,7 +13,8 @@ from billing.models import CustomerCredit, GatewayRefund, Invoice, PaymentAttemp
 from dunning import engine
 from dunning.cases import cancel_case, open_case
 from dunning.models import DunningCase, WorkItem
-from dunning.payments import SETTLEMENT, mark_paid, record_payment
+from dunning.payments import SETTLEMENT, record_payment
+from dunning.receipts import mark_paid
 from tests.factories import (
     CampaignFactory,
     CampaignStepFactory,

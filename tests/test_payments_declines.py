@@ -120,7 +120,7 @@ def test_the_staff_roles_cover_the_decline_table_and_retry_policies():
     def codes(name):
         return set(Group.objects.get(name=name).permissions.values_list("codename", flat=True))
 
-    assert {"change_declinerule", "add_retrypolicy", "change_retrypolicy", "view_webhookevent"} <= codes(
+    assert {"change_declinerule", "add_retrypolicy", "change_retrypolicy", "view_inboundevent"} <= codes(
         "Collections manager")
     for reader in ("Collections agent", "Auditor"):
         assert {"view_declinerule", "view_retrypolicy"} <= codes(reader)

@@ -98,7 +98,7 @@ def test_admin_pages_for_retry_settings_render(client, defaults):
     assert page.status_code == 200
     assert "Retry timing" in page.content.decode()
     assert RetryPolicy.objects.get(campaign=defaults).local_hour == 10
-    for url in ("/admin/billing/webhookevent/", "/admin/billing/declinerule/?decline_class__exact=hard",
+    for url in ("/admin/integrations/inboundevent/", "/admin/billing/declinerule/?decline_class__exact=hard",
                 "/admin/dunning/dunningcase/?retry_state__exact=needs_payment_method",
                 "/admin/customers/paymentmethod/?charge_blocked_at__isempty=0"):
         assert client.get(url).status_code == 200, url

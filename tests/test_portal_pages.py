@@ -66,19 +66,29 @@ def test_suspended_and_active_statuses(client, failing):
     assert "Everything is in order." in body and "You have no open invoices" in body
 
 
-def test_updating_the_card_retries_every_open_invoice_and_shows_each_result(client, failing, caplog):
+def test_updating_the_card_retries_every_open_invoice_and_shows_each_result(client, failing, caplog,
+                                                                            django_capture_on_commit_callbacks):
     customer, invoice, case = failing
     second = InvoiceFactory(customer=customer, amount_due=Decimal("30.00"))
     open_case(second)
     caplog.set_level(logging.DEBUG)
     page = client.get(url("payment_method", customer)).content.decode()
     key = page.split('name="idempotency_key" value="', 1)[1].split('"', 1)[0]
-    with CaptureQueriesContext(connection) as queries:
+    with CaptureQueriesContext(connection) as queries, django_capture_on_commit_callbacks() as after_commit:
         response = client.post(url("payment_method", customer), {
             "idempotency_key": key, "card_number": "4242 4242 4242 4242", "exp_month": "4", "exp_year": "2031",
             "cvc": "123"})
     assert response.status_code == 302
+    # The retry runs in a worker after the commit: until it lands, each invoice is shown as processing.
+    waiting = client.get(response["Location"]).content.decode()
+    assert waiting.count("Processing") == 2 and invoice.number in waiting and second.number in waiting
+    assert "Paid" not in waiting and not SandboxCharge.objects.exists()
+    with CaptureQueriesContext(connection) as worker_queries:
+        for callback in after_commit:
+            callback()
+    queries.captured_queries.extend(worker_queries.captured_queries)
     result = client.get(response["Location"]).content.decode()
+    assert "Processing" not in result
     assert result.count("Paid") >= 2 and invoice.number in result and second.number in result
     invoice.refresh_from_db()
     case.refresh_from_db()
@@ -117,11 +127,13 @@ def test_a_card_declined_at_setup_is_not_saved_and_the_customer_is_told_why(clie
     assert customer.payment_methods.count() == 1
 
 
-def test_a_card_that_declines_only_when_charged_is_saved_and_the_result_says_not_paid(client, failing):
+def test_a_card_that_declines_only_when_charged_is_saved_and_the_result_says_not_paid(
+        client, failing, django_capture_on_commit_callbacks):
     customer, invoice, case = failing
-    response = client.post(url("payment_method", customer), {
-        "idempotency_key": "k", "card_number": "4000000000000341", "exp_month": "4", "exp_year": "2031",
-        "cvc": "123"})
+    with django_capture_on_commit_callbacks(execute=True):  # the retry runs in a worker after the commit
+        response = client.post(url("payment_method", customer), {
+            "idempotency_key": "k", "card_number": "4000000000000341", "exp_month": "4", "exp_year": "2031",
+            "cvc": "123"})
     body = client.get(response["Location"]).content.decode()
     assert "Not paid" in body and "declined by your bank" in body
     case.refresh_from_db()
@@ -276,7 +288,8 @@ class FakeStripeGateway(SandboxGateway):
         return TokenizedCard("tok_ok:pm_1", "visa", "4242", 1, 2032)
 
 
-def test_stripe_configured_uses_elements_and_extends_the_policy(client, failing, settings):
+def test_stripe_configured_uses_elements_and_extends_the_policy(client, failing, settings,
+                                                                django_capture_on_commit_callbacks):
     settings.PAYMENT_GATEWAY = "tests.test_portal_pages.FakeStripeGateway"
     _load.cache_clear()
     customer, invoice, case = failing
@@ -285,7 +298,8 @@ def test_stripe_configured_uses_elements_and_extends_the_policy(client, failing,
         body = response.content.decode()
         assert 'src="https://js.stripe.com/v3/"' in body and 'name="card_number"' not in body
         assert "https://js.stripe.com" in response["Content-Security-Policy"]
-        saved = client.post(url("payment_method", customer), {"setup_intent": "seti_1"})
+        with django_capture_on_commit_callbacks(execute=True):  # the retry runs in a worker after the commit
+            saved = client.post(url("payment_method", customer), {"setup_intent": "seti_1"})
         assert saved.status_code == 302
         method = customer.default_payment_method
         assert (method.gateway, method.token, method.last4) == ("stripe", "tok_ok:pm_1", "4242")

@@ -23,8 +23,9 @@ from dunning import engine, plans
 from dunning.cases import open_case, resume_case
 from dunning.links import make_token
 from dunning.models import DunningCase, WorkItem
-from dunning.payments import SETTLEMENT, mark_paid
+from dunning.payments import SETTLEMENT
 from dunning.plan_models import Instalment, PaymentPlan
+from dunning.receipts import mark_paid
 from integrations.imports import import_invoices
 from tests.factories import CustomerFactory, InvoiceFactory, PaymentMethodFactory
 from tests.factories_integrations import api_key, invoice_row, native_csv

@@ -27,7 +27,7 @@ from billing.models import GatewayRefund, Invoice, PaymentAttempt, SandboxCharge
 from customers.models import Customer, PaymentMethod
 from dunning.errors import DunningError
 from dunning.models import CampaignStep, CaseEvent, DunningCase, RetryPolicy
-from dunning.payments import mark_paid
+from dunning.receipts import mark_paid
 from notifications.defaults import load_default_templates
 from notifications.models import Notification
 from tests.factories import CampaignFactory

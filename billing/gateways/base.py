@@ -122,7 +122,7 @@ class MethodUpdateSession:
 
 @dataclass(frozen=True)
 class GatewayEvent:
-    """A webhook turned into a domain event (see dunning.gateway_events for what each kind does)."""
+    """A webhook turned into a domain event (see integrations.gateway_events for what each kind does)."""
 
     PAYMENT_SUCCEEDED = "payment_succeeded"
     PAYMENT_FAILED = "payment_failed"

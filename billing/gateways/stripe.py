@@ -6,7 +6,7 @@
 - Method updates: a SetupIntent (usage off_session) whose client secret the portal gives to Stripe
   Elements; the resulting method arrives by webhook (setup_intent.succeeded).
 - Webhooks: ``Stripe-Signature`` verified with ``stripe.Webhook.construct_event``; events become
-  GatewayEvents handled by dunning.gateway_events.
+  GatewayEvents handled by integrations.gateway_events.
 
 Customers and invoices are matched by ``external_id`` = the Stripe id (cus_..., in_...), saved
 methods by ``PaymentMethod.token`` = pm_... . ``STRIPE_API_BASE`` points the SDK elsewhere (tests

@@ -15,7 +15,7 @@ from billing.models import Invoice, PaymentAttempt
 from core import exports
 from core.admin import AppendOnlyAdminMixin, LargeTableAdminMixin
 from core.admin_paging import skip_scan_filter
-from dunning import cases, links, payments
+from dunning import cases, links, payments, receipts
 from dunning.admin.workqueue import WorkItemInline
 from dunning.errors import DunningError
 from dunning.models import CampaignStep, CaseEvent, DunningCase, case_key
@@ -158,7 +158,7 @@ class DunningCaseAdmin(ExportMixin, LargeTableAdminMixin, admin.ModelAdmin):
 
     @admin.action(description=_("Mark paid (received outside the gateway)"), permissions=["change"])
     def mark_paid(self, request, queryset):
-        _run_action(self, request, queryset, payments.mark_paid, _("marked paid"))
+        _run_action(self, request, queryset, receipts.mark_paid, _("marked paid"))
 
 
 @admin.register(CaseEvent)

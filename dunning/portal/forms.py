@@ -66,10 +66,6 @@ class PayForm(IdempotentForm):
     pass
 
 
-class DismissForm(forms.Form):
-    pass
-
-
 class PlanForm(forms.Form):
     months = forms.TypedChoiceField(
         label=_("Number of monthly instalments"), coerce=int,

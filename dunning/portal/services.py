@@ -12,15 +12,15 @@ import logging
 import time
 from dataclasses import dataclass
 
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from billing import attempts
 from billing import services as billing
-from billing.gateways import get_gateway
 from billing.models import Invoice, PaymentAttempt
+from customers import services as customers
 from customers.models import Customer, PaymentMethod
-from dunning import payments
+from dunning import payments, tasks
 from dunning.errors import DunningError
 from dunning.messages import upcoming_dates
 from dunning.models import CampaignStep, DunningCase, WorkItem, case_key
@@ -127,28 +127,25 @@ def dismiss_message(customer: Customer, notification_id: int) -> None:
 
 # --- Payment methods ------------------------------------------------------------------------------
 
-def save_payment_method(customer: Customer, *, token: str, brand: str, last4: str, exp_month: int | None,
-                        exp_year: int | None, gateway: str, actor=PORTAL_ACTOR) -> PaymentMethod:
-    """Make a tokenized card the default method. Only the token, brand, last 4 and expiry are kept."""
+def update_payment_method(customer: Customer, *, token: str, brand: str, last4: str, exp_month: int | None,
+                          exp_year: int | None, gateway: str, actor=PORTAL_ACTOR) -> PaymentMethod:
+    """Make a card the customer entered (tokenized by the gateway) the default method; then every open
+    invoice in dunning is retried with it once, in a worker after the commit (the result page shows
+    each invoice as processing until its answer lands). Only the token, brand, last 4 and expiry are kept."""
     with transaction.atomic():
-        customer = Customer.objects.select_for_update().get(pk=customer.pk)
-        existing = PaymentMethod.objects.filter(gateway=gateway, token=token).first()
-        if existing is not None:
-            if existing.customer_id != customer.pk:
-                raise IntegrityError("payment method token belongs to another customer")
-            return existing
-        customer.payment_methods.filter(is_default=True).update(is_default=False, updated_at=timezone.now())
-        method = PaymentMethod.objects.create(
-            customer=customer, gateway=gateway, token=token, kind=PaymentMethod.Kind.CARD, brand=brand,
-            last4=last4, exp_month=exp_month, exp_year=exp_year, is_default=True,
-        )
-        for case in DunningCase.objects.open().filter(customer=customer):
-            log(case, EventKind.CUSTOMER_PAYMENT_METHOD_UPDATED, f"New payment method {method} (portal)",
-                actor=actor, payload=_payload(actor, {"payment_method": method.pk}))
+        saved = customers.save_method(customer, gateway=gateway, token=token, kind=PaymentMethod.Kind.CARD,
+                                      brand=brand, last4=last4, exp_month=exp_month, exp_year=exp_year)
+        method = saved.method
+        if saved.created or saved.became_default or saved.details_changed:
+            for case in DunningCase.objects.open().filter(customer=customer):
+                log(case, EventKind.CUSTOMER_PAYMENT_METHOD_UPDATED, f"New payment method {method} (portal)",
+                    actor=actor, payload=_payload(actor, {"payment_method": method.pk}))
+        tasks.queue_retry_after_method_update(method, actor=actor)
     return method
 
 
 def method_update_attempts(customer: Customer, method: PaymentMethod) -> list[PaymentAttempt]:
+    """The charges the card-update retry made with this method, one per invoice."""
     return list(
         PaymentAttempt.objects.filter(invoice__customer=customer, payment_method=method,
                                       idempotency_key__startswith=f"method-update:{method.pk}:")
@@ -156,12 +153,16 @@ def method_update_attempts(customer: Customer, method: PaymentMethod) -> list[Pa
     )
 
 
-def update_payment_method(customer: Customer, *, actor=PORTAL_ACTOR,
-                          **card) -> tuple[PaymentMethod, list[PaymentAttempt]]:
-    """Save the new card, then retry every open invoice in dunning with it at once."""
-    method = save_payment_method(customer, actor=actor, **card)
-    charged = payments.retry_after_method_update(customer, method, actor=actor)
-    return method, charged
+def method_update_pending(customer: Customer, method: PaymentMethod) -> list[Invoice]:
+    """The invoices in dunning when the method was saved that its retry has not charged yet (the task
+    has not run): shown as processing, and the customer can reload the page for the answer."""
+    charged = PaymentAttempt.objects.filter(invoice__customer=customer,
+                                            idempotency_key__startswith=f"method-update:{method.pk}:")
+    return list(
+        Invoice.objects.filter(dunning_cases__in=DunningCase.objects.open().filter(
+            customer=customer, created_at__lte=method.updated_at))
+        .exclude(pk__in=charged.values("invoice_id")).distinct().order_by("due_date", "id")
+    )
 
 
 # --- Pay now --------------------------------------------------------------------------------------
@@ -251,6 +252,3 @@ def set_preferences(customer: Customer, *, locale: str, opt_out_email: bool, opt
                 actor=actor, payload=_payload(actor, changed))
     return customer
 
-
-def gateway_name() -> str:
-    return getattr(get_gateway(), "name", "")

@@ -218,7 +218,7 @@ def _save_card(request, customer, token, gateway, form):
         form.add_error("card_number", _("This card was declined. Please check the details or use another card."))
         return None
     try:
-        method, _attempts = services.update_payment_method(
+        method = services.update_payment_method(
             customer, token=card.token, brand=card.brand, last4=card.last4, exp_month=card.exp_month,
             exp_year=card.exp_year, gateway=gateway.name, actor=request.portal_actor,
         )
@@ -244,7 +244,7 @@ def _stripe_page(request, customer, token, gateway):
         except GatewayError:
             messages.error(request, _("This card was declined. Please check the details or use another card."))
             return redirect(_url("payment_method", token))
-        method, _attempts = services.update_payment_method(
+        method = services.update_payment_method(
             customer, token=card.token, brand=card.brand, last4=card.last4, exp_month=card.exp_month,
             exp_year=card.exp_year, gateway=gateway.name, actor=request.portal_actor,
         )
@@ -263,6 +263,7 @@ def payment_method_result(request, customer, token, method_id: int):
     method = customer.payment_methods.get(pk=method_id)
     return _page(request, customer, token, "payment_method_result.html", method=method,
                  attempts=services.method_update_attempts(customer, method),
+                 pending=services.method_update_pending(customer, method),
                  invoices=services.open_invoices(customer), decline_text=decline_text)
 
 

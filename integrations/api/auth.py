@@ -10,13 +10,12 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import exceptions, permissions, throttling
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 
-from integrations import fastsql
 from integrations.models import KEY_PREFIX, ApiKey, hash_secret
 
 
@@ -44,21 +43,12 @@ def parse_key(raw: str) -> tuple[str, str] | None:
     return parts[1], parts[2]
 
 
-# In the model's field order, as Model.from_db() expects for a partial row.
-KEY_FIELDS = ("id", "name", "prefix", "secret_hash", "scope", "last_used_at")
-
-
 def usable_key(prefix: str) -> ApiKey | None:
-    """The unrevoked key with this prefix: one indexed read, written as plain SQL because every API
-    request runs it (the ORM's query building cost more than the query itself)."""
-    if connection.vendor != "postgresql":  # SQLite returns datetimes as text to a plain cursor
-        return ApiKey.objects.usable().filter(prefix=prefix).first()
-    table = ApiKey._meta.db_table
-    row = fastsql.fetchone(f"SELECT {', '.join(KEY_FIELDS)} FROM {table} "  # noqa: S608 (constant names)
-                           "WHERE prefix = %s AND revoked_at IS NULL", [prefix])
-    if row is None:
+    """The unrevoked key with this prefix (one indexed read)."""
+    try:
+        return ApiKey.objects.usable().get(prefix=prefix)
+    except ApiKey.DoesNotExist:
         return None
-    return ApiKey.from_db(connection.alias, KEY_FIELDS, row)
 
 
 def key_for(token: str) -> ApiKey | None:
@@ -75,44 +65,12 @@ def key_for(token: str) -> ApiKey | None:
     return key
 
 
-def note_use(key: ApiKey, last_used_at=None) -> None:
-    """Record when the key was last used (``last_used_at``: as read by the request, default the key's
-    own), at most once a minute per key; after the request's transaction, so that concurrent requests
-    never queue on the key's row."""
-    last_used_at = key.last_used_at if last_used_at is None else last_used_at
+def note_use(key: ApiKey) -> None:
+    """Record when the key was last used, at most once a minute per key; after the request's
+    transaction, so that concurrent requests never queue on the key's row."""
     now = timezone.now()
-    if last_used_at is None or last_used_at < now - timedelta(minutes=1):
+    if key.last_used_at is None or key.last_used_at < now - timedelta(minutes=1):
         transaction.on_commit(lambda: ApiKey.objects.filter(pk=key.pk).update(last_used_at=now))
-
-
-# Keys verified by this process, by prefix, for the payment-event fast path only (integrations.api.
-# fastpath): its statement re-checks that the key is still unrevoked and read-write, so a copy read
-# earlier saves a round trip without delaying a revocation. Read-only copies shared by the threads.
-_verified: dict[str, ApiKey] = {}
-VERIFIED_MAX = 1000
-
-
-def verified_key_for(token: str) -> ApiKey | None:
-    """key_for, from this process's copy when the secret matches it (see _verified). The caller's
-    statement must check the key is still usable; on any refusal the caller calls forget_key()."""
-    parsed = parse_key(token)
-    if parsed is None:
-        return None
-    digest = hash_secret(parsed[1])
-    key = _verified.get(parsed[0])
-    if key is not None and hmac.compare_digest(key.secret_hash, digest):
-        return key
-    key = usable_key(parsed[0])
-    if key is None or not hmac.compare_digest(key.secret_hash, digest):
-        return None
-    if len(_verified) >= VERIFIED_MAX:
-        _verified.clear()
-    _verified[key.prefix] = key
-    return key
-
-
-def forget_key(key: ApiKey) -> None:
-    _verified.pop(key.prefix, None)
 
 
 def address_ident(request) -> str:
@@ -127,7 +85,7 @@ def count_keyless(request) -> None:
     refused key ends the request there, so such requests are counted here; the mark on the request
     keeps KeyRateThrottle from counting an anonymous request a second time."""
     allowed, retry_after = hit(address_ident(request))
-    request._request.api_throttle_hit = (allowed, retry_after)
+    request.api_throttle_hit = (allowed, retry_after)
     if not allowed:
         raise exceptions.Throttled(wait=retry_after)
 
@@ -225,8 +183,8 @@ class KeyRateThrottle(throttling.SimpleRateThrottle):
         return settings.API_THROTTLE_RATE
 
     def allow_request(self, request, view):
-        # A request the fast path (integrations.api.fastpath) already counted is not counted twice.
-        counted = getattr(request._request, "api_throttle_hit", None)
+        # A request without a valid key was counted by count_keyless already: not counted twice.
+        counted = getattr(request, "api_throttle_hit", None)
         allowed, self._retry_after = counted or hit(self.get_cache_key(request, view))
         return allowed
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
 from rest_framework import exceptions, status
-from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_handler
 
 from dunning.errors import DunningError
@@ -56,6 +55,3 @@ def exception_handler(exc, context):
     response.data = error_body(response.status_code, str(code), message, fields)
     return response
 
-
-def error_response(status_code: int, code: str, message: str, fields: dict | None = None) -> Response:
-    return Response(error_body(status_code, code, message, fields), status=status_code)

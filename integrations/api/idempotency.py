@@ -39,7 +39,7 @@ class Replay(exceptions.APIException):
 
 
 def request_hash(request) -> str:
-    return body_hash(request.method, request.path, request._request.body)
+    return body_hash(request.method, request.path, request.body)
 
 
 def body_hash(method: str, path: str, body: bytes | None) -> str:
@@ -152,9 +152,6 @@ class IdempotentMixin:
 
     _idempotency_record = None
     atomic_post = True
-    # A view that writes its final idempotency record itself on a fast path sets this, and calls
-    # self.claim_idempotency(request) when it takes the ordinary path.
-    defer_idempotency = False
 
     def dispatch(self, request, *args, **kwargs):
         if request.method == "POST" and self.atomic_post:
@@ -165,11 +162,8 @@ class IdempotentMixin:
     def initial(self, request, *args, **kwargs):
         super().initial(request, *args, **kwargs)
         # Only for views that take a POST: any other gets its 405 from DRF, untouched.
-        if request.method == "POST" and hasattr(self, "post") and not self.defer_idempotency:
+        if request.method == "POST" and hasattr(self, "post"):
             self._idempotency_record = begin(request)
-
-    def claim_idempotency(self, request) -> None:
-        self._idempotency_record = begin(request)
 
     def handle_exception(self, exc):
         if isinstance(exc, Replay):

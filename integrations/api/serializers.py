@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import datetime
 from decimal import Decimal
 
@@ -14,7 +13,7 @@ from billing.models import Invoice, PaymentAttempt
 from billing.money import to_amount
 from customers.models import Customer, PaymentMethod
 from dunning.models import Campaign, CampaignStep, CaseEvent, DunningCase
-from integrations.models import PaymentEvent
+from integrations.models import InboundEvent
 from notifications.models import Notification
 
 
@@ -211,7 +210,7 @@ class PaymentMethodField(serializers.Field):
 
 class PaymentEventInput(serializers.Serializer):
     id = serializers.CharField(max_length=255, help_text="Your event id; a repeated id is applied once.")
-    type = serializers.ChoiceField(choices=PaymentEvent.Kind.choices)
+    type = serializers.ChoiceField(choices=InboundEvent.Kind.choices)
     invoice = serializers.CharField(max_length=100, required=False,
                                     help_text="Invoice external id (payment_failed, payment_succeeded, refunded).")
     customer = serializers.CharField(max_length=100, required=False,
@@ -225,19 +224,13 @@ class PaymentEventInput(serializers.Serializer):
     occurred_at = serializers.DateTimeField(required=False, default_timezone=datetime.UTC)
     payment_method = PaymentMethodField(required=False)
 
-    def get_fields(self):
-        # Shallow copies instead of DRF's deep copy (which re-creates every field on every request, a
-        # tenth of this busiest endpoint's time): binding sets only per-copy attributes, and none of
-        # these fields is a nested serializer holding state of its own.
-        return {name: copy.copy(field) for name, field in self._declared_fields.items()}
-
     def validate(self, attrs):
         kind = attrs["type"]
-        if kind == PaymentEvent.Kind.PAYMENT_METHOD_UPDATED:
+        if kind == InboundEvent.Kind.PAYMENT_METHOD_UPDATED:
             missing = [f for f in ("customer", "payment_method") if not attrs.get(f)]
         else:
             missing = [] if attrs.get("invoice") else ["invoice"]
-        if kind == PaymentEvent.Kind.REFUNDED and attrs.get("amount") is None:
+        if kind == InboundEvent.Kind.REFUNDED and attrs.get("amount") is None:
             missing.append("amount")
         if missing:
             raise serializers.ValidationError({f: [f"Required for {kind} events."] for f in missing})
@@ -248,8 +241,8 @@ class PaymentEventSerializer(serializers.Serializer):
     # Declared field by field (not a ModelSerializer): every event POST renders one, and building the
     # fields from the model on each call was a visible share of the request.
     id = serializers.CharField(source="event_id", read_only=True)
-    type = serializers.ChoiceField(source="kind", choices=PaymentEvent.Kind.choices, read_only=True)
-    status = serializers.ChoiceField(choices=PaymentEvent.Status.choices, read_only=True,
+    type = serializers.ChoiceField(source="kind", choices=InboundEvent.Kind.choices, read_only=True)
+    status = serializers.ChoiceField(choices=InboundEvent.Status.choices, read_only=True,
                                      help_text="pending until a worker applies it (payment_failed), then applied "
                                                "or rejected (see error).")
     received_at = UTCDateTimeField(read_only=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime
 
-from django.db import connection, models
+from django.db import models
 from django.db.models import Count, Q, Sum
 from django.http import JsonResponse
 from django.utils import timezone
@@ -23,11 +23,11 @@ from billing.money import to_amount
 from customers.models import Customer, PaymentMethod
 from dunning import cases, payments
 from dunning.models import Campaign, DunningCase
+from dunning.privacy import export_customer
 from integrations import events
-from integrations.api import fastpath, idempotency
 from integrations.api import serializers as s
 from integrations.api.idempotency import HEADER, KEY_PATTERN, IdempotentMixin
-from integrations.models import PaymentEvent
+from integrations.models import InboundEvent
 from notifications.models import Channel, Notification
 
 IDEMPOTENCY_PARAM = OpenApiParameter(
@@ -92,8 +92,6 @@ class CustomerViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.C
                                "invoices, attempts, messages, timeline), as in the admin's JSON export.")
     @action(detail=True, methods=["get"])
     def export(self, request, pk=None):
-        from dunning.privacy import export_customer
-
         return Response(export_customer(self.get_object()))
 
 
@@ -156,34 +154,25 @@ def _field_error(field: str, message: str) -> Response:
 
 # --- Payment events ----------------------------------------------------------------------------------
 
+class PaymentEventFilter(APIFilterSet):
+    kind = filters.ChoiceFilter(choices=InboundEvent.Kind.choices)
+
+    class Meta:
+        model = InboundEvent
+        fields = ("kind", "status")
+
+
 class PaymentEventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
     """Payment events from your billing system: payment_failed opens (or updates) a dunning case,
     payment_succeeded records the money and recovers the case, refunded lowers what was paid,
     payment_method_updated saves the new method and retries the open cases with it."""
 
-    queryset = PaymentEvent.objects.all()
+    queryset = InboundEvent.objects.filter(source=InboundEvent.API)
     serializer_class = s.PaymentEventSerializer
     lookup_field = "event_id"
     lookup_value_regex = "[^/]+"
-    filterset_fields = ("kind", "status")
+    filterset_class = PaymentEventFilter
     ordering_fields = ("id", "received_at")
-
-    # payment_failed events on PostgreSQL write their Idempotency-Key record together with the event
-    # (events.queue_failure_with_key): one statement, atomic by itself, so no transaction around the
-    # request (two round trips fewer). Every other request claims the key the ordinary way, outside a
-    # transaction too: each event is applied in its own (events.ingest) and deduplicated by its id, so
-    # a crash between applying it and storing the response is answered as a duplicate on retry.
-    defer_idempotency = True
-    atomic_post = False
-
-    def dispatch(self, request, *args, **kwargs):
-        # A plain payment_failed is answered without REST framework's pipeline (integrations.api.fastpath);
-        # everything else, or anything that path declines, runs the full pipeline below.
-        if request.method == "POST" and self.action_map.get("post") == "create":
-            response = fastpath.accept_payment_failed(request)
-            if response is not None:
-                return response
-        return super().dispatch(request, *args, **kwargs)
 
     @extend_schema(request=s.PaymentEventInput,
                    responses={202: s.PaymentEventSerializer, 201: s.PaymentEventSerializer,
@@ -193,25 +182,14 @@ class PaymentEventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiV
                                "(GET the event for its status and result); 201 when applied at once (the other "
                                "types); 200 with duplicate=true when this event id was already received.")
     def create(self, request, *args, **kwargs):
-        key = idempotency.key_of(request)
         data = s.PaymentEventInput(data=request.data)
-        if (data.is_valid() and data.validated_data["type"] == PaymentEvent.Kind.PAYMENT_FAILED
-                and connection.vendor == "postgresql"):
-            v = dict(data.validated_data)
-            event_id, _type = v.pop("id"), v.pop("type")
-            event = events.pending_failure(event_id, v, request.auth)
-            body = s.PaymentEventSerializer(event).data
-            claim = events.Claim(key, idempotency.request_hash(request), request.method, request.path)
-            if events.queue_failure_with_key(event, claim, body) is not None:
-                return Response(body, status=status.HTTP_202_ACCEPTED)
-        self.claim_idempotency(request)  # a replay or a 409 ends here
         data.is_valid(raise_exception=True)
         v = dict(data.validated_data)
         outcome = events.ingest(v.pop("id"), v.pop("type"), v, api_key=request.auth)
         body = s.PaymentEventSerializer(outcome.event, context={"duplicate": outcome.duplicate}).data
         if outcome.duplicate:
             code = status.HTTP_200_OK
-        elif outcome.event.status == PaymentEvent.Status.PENDING:
+        elif outcome.event.status == InboundEvent.Status.PENDING:
             code = status.HTTP_202_ACCEPTED
         else:
             code = status.HTTP_201_CREATED

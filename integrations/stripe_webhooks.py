@@ -1,4 +1,4 @@
-"""POST /webhooks/stripe/: Stripe's events, verified by signature, applied once (dunning.gateway_events)."""
+"""POST /webhooks/stripe/: Stripe's events, verified by signature, applied once (integrations.gateway_events)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from django.views.decorators.http import require_POST
 
 from billing.gateways import InvalidWebhook
 from billing.gateways.stripe import StripeGateway
-from dunning import gateway_events
+from integrations import gateway_events
 
 logger = logging.getLogger(__name__)
 _gateway = StripeGateway()
