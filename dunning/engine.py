@@ -29,7 +29,6 @@ from dunning import consolidation, retries, webhook_events
 from dunning.models import CampaignStep, CaseEvent, DunningCase, WorkItem
 from notifications import services as outbox
 from notifications import webhooks
-from notifications.models import Notification
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +49,7 @@ class Batch:
     events: list[tuple] = field(default_factory=list)
     # (attempt values in ATTEMPT_COLUMNS order, its "step.retry" event as in events)
     attempts: list[tuple[tuple, tuple]] = field(default_factory=list)
-    notifications: list[outbox.OutboxRow | Notification] = field(default_factory=list)
+    notifications: list[outbox.OutboxRow] = field(default_factory=list)
     suspend_customers: set[int] = field(default_factory=set)
     uncollectible_invoices: set[int] = field(default_factory=set)
     methods: dict[int, PaymentMethod] = field(default_factory=dict)
@@ -264,7 +263,7 @@ def _flush(batch: Batch, cases: list[DunningCase]) -> None:
     if batch.attempts:
         ids = bulk.insert_rows(PaymentAttempt, ATTEMPT_COLUMNS, [a for a, _e in batch.attempts], returning=True)
         events += [(*e, now, "engine", pk) for (_a, e), pk in zip(batch.attempts, ids, strict=True)]
-    outbox.queue_rows(batch.notifications, now)
+    outbox.queue(batch.notifications, now)
     if batch.work_items:
         WorkItem.objects.bulk_create(batch.work_items, ignore_conflicts=True)  # dedupe_key: once per step
     if batch.suspend_customers:
