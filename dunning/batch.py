@@ -24,7 +24,6 @@ from dunning.models import CampaignStep, DunningCase, WorkItem
 from dunning.timeline import EventKind, entry, log_entries
 from notifications import services as outbox
 from notifications import webhooks
-from notifications.models import Notification
 
 ENGINE = "engine"  # the actor of everything a batch writes
 
@@ -53,7 +52,7 @@ class Batch:
     events: list[tuple] = field(default_factory=list)
     # (attempt values in ATTEMPT_COLUMNS order, its "step.retry" event: (case_id, kind, message, step_id, payload))
     attempts: list[tuple[tuple, tuple]] = field(default_factory=list)
-    notifications: list[outbox.OutboxRow | Notification] = field(default_factory=list)
+    notifications: list[outbox.OutboxRow] = field(default_factory=list)
     suspend_customers: set[int] = field(default_factory=set)
     uncollectible_invoices: set[int] = field(default_factory=set)
     methods: dict[int, PaymentMethod] = field(default_factory=dict)
@@ -82,7 +81,7 @@ def flush(batch: Batch, cases: list[DunningCase]) -> None:
         events += [entry(case_id, kind, message, at=now, actor=ENGINE, payload=payload, step_id=step_id,
                          attempt_id=pk)
                    for (_a, (case_id, kind, message, step_id, payload)), pk in zip(batch.attempts, ids, strict=True)]
-    outbox.queue_rows(batch.notifications, now)
+    outbox.queue(batch.notifications, now)
     if batch.work_items:
         WorkItem.objects.bulk_create(batch.work_items, ignore_conflicts=True)  # dedupe_key: once per step
     if batch.suspend_customers:

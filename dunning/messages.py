@@ -209,7 +209,7 @@ def queue_messages(batch, case: DunningCase, step: CampaignStep) -> None:
                             f"{step.template_code} ({channel}) covers this invoice",
                             step, channel=channel, invoices=numbers, leader=leader.pk)
                 continue
-            row = outbox.build_row(
+            row = outbox.build(
                 case.customer, channel=channel, template_code=step.template_code,
                 context={**ctx, "contact_name": target.name}, dedupe_key=key,
                 reference=case_key(leader.pk), send_after=batch.now, recipient=target.address, locale=target.locale,

@@ -28,14 +28,14 @@ from notifications.models import Channel, Notification
 CHUNK = 1000
 
 
-def _queue_new(rows: list[Notification]) -> int:
+def _queue_new(rows: list[outbox.OutboxRow]) -> int:
     """Queue the rows whose dedupe key is new; returns how many were new."""
     if not rows:
         return 0
     existing = set(Notification.objects.filter(dedupe_key__in=[r.dedupe_key for r in rows])
                    .values_list("dedupe_key", flat=True))
     fresh = [r for r in rows if r.dedupe_key not in existing]
-    outbox.queue_many(fresh)
+    outbox.queue(fresh)
     return len(fresh)
 
 
@@ -61,7 +61,7 @@ def card_expiry_reminders(now: datetime.datetime | None = None) -> int:
         .select_related("customer")
         .order_by("pk")
     )
-    rows: list[Notification] = []
+    rows: list[outbox.OutboxRow] = []
     queued = 0
     for method in methods.iterator(chunk_size=CHUNK):
         days_left = (method.expires_on() - today).days

@@ -244,7 +244,6 @@ def needs_method_effects(case: DunningCase, method: PaymentMethod | None, now: d
                            dedupe_key=case_key(case.pk, "needs-method", tag, channel),
                            reference=case_key(case.pk), send_after=now)
         if row is not None:
-            row.created_at = now
             rows.append(row)
     item = WorkItem(customer=case.customer, case=case, kind=WorkItem.Kind.NEEDS_PAYMENT_METHOD,
                     title=f"{case.customer.name}: payment method cannot be charged ({case.invoice.number})",
@@ -289,7 +288,7 @@ def after_decline(case: DunningCase, attempt: PaymentAttempt | None, *, at: date
                 f"Retries stopped ({decline_class}); waiting for a new payment method", at=at,
                 attempt=attempt, payload={"decline_class": decline_class})
             rows, item = needs_method_effects(case, method, at, message_context(case, at))
-            outbox.queue_many(rows)
+            outbox.queue(rows, at)
             create_work_item(case.customer, item.kind, item.title, body=item.body, case=case,
                              dedupe_key=item.dedupe_key, at=at)
         elif decline_class == declines.RETRY_SOON and attempt is not None:

@@ -9,6 +9,18 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from customers.models import Customer, TimestampedModel
+from notifications.rendering import TemplateRenderError, check_template
+
+# What outbound webhooks can announce (notifications.webhooks); an endpoint subscribes to some of them.
+EVENT_TYPES = [
+    "case.opened",
+    "case.step_completed",
+    "payment.recovered",
+    "customer.suspended",
+    "customer.reinstated",
+    "case.exhausted",
+    "webhook.test",
+]
 
 
 def _new_webhook_secret() -> str:
@@ -20,6 +32,16 @@ class Channel(models.TextChoices):
     SMS = "sms", _("SMS")
     INAPP = "inapp", _("In-app message")
     WEBHOOK = "webhook", _("Webhook")
+
+
+class MessageTemplateQuerySet(models.QuerySet):
+    def find(self, code: str, channel: str, locale: str) -> MessageTemplate | None:
+        """The template in this language, else the site's default language, else English."""
+        for candidate in dict.fromkeys([locale, settings.LANGUAGE_CODE, "en"]):
+            found = self.filter(code=code, channel=channel, locale=candidate).first()
+            if found:
+                return found
+        return None
 
 
 class MessageTemplate(TimestampedModel):
@@ -35,6 +57,8 @@ class MessageTemplate(TimestampedModel):
     body_text = models.TextField()
     body_html = models.TextField(blank=True, help_text=_("Optional HTML body for email; plain text is always sent."))
 
+    objects = MessageTemplateQuerySet.as_manager()
+
     class Meta:
         ordering = ["code", "channel", "locale"]
         constraints = [
@@ -45,8 +69,6 @@ class MessageTemplate(TimestampedModel):
         return f"{self.code} / {self.channel} / {self.locale}"
 
     def clean(self) -> None:
-        from notifications.rendering import TemplateRenderError, check_template
-
         try:
             check_template(self)
         except TemplateRenderError as exc:
@@ -158,8 +180,6 @@ class WebhookEndpoint(TimestampedModel):
         return self.description or self.url
 
     def clean(self) -> None:
-        from notifications.webhooks import EVENT_TYPES
-
         if not isinstance(self.events, list) or any(e not in EVENT_TYPES for e in self.events):
             raise ValidationError({"events": _("Use a list of event types from: %s.") % ", ".join(EVENT_TYPES)})
 

@@ -5,10 +5,10 @@ The rules are applied in two places, both batch-friendly:
 
 * when a message is built (``plan_channels`` and ``first_allowed_at``): pure functions of the
   customer row the caller already loaded, so the engine's batch loop runs no extra query;
-* just before the sender hands a row to the provider (``SendGate``: one query per batch, one per
-  capped row): send, wait, merge into a newer message, or switch channel. For a message the contact
-  cap may hold back, the sender counts the customer's contacts and records its attempt under the
-  customer's row lock, so two senders never both take the last slot (notifications.services).
+* when the sender claims a batch of rows (``SendGate``, in the claim's transaction: a few queries per
+  batch): send, wait, merge into a newer message, or switch channel. For messages the contact cap
+  may hold back, the claim locks their customers, counts their contacts and leases the rows it
+  clears before it commits, so two senders never both take the last slot (notifications.services).
 
 The legal-notice rule (docs/notifications.md): template codes in NOTIFY_LEGAL_NOTICE_CODES (by
 default the final notice and the suspension notice) must reach the customer, so they are sent
@@ -179,26 +179,34 @@ def _contact_key(row: Notification) -> tuple[str, str, str]:
 
 def cap_can_hold(row: Notification) -> bool:
     """Whether the contact cap may hold this message back (not a transactional message nor a legal
-    notice). The sender serializes such a message's cap check and attempt per customer."""
+    notice). The sender serializes the cap decisions of such messages per customer."""
     return (bool(settings.NOTIFY_CONTACT_CAP) and row.channel in CUSTOMER_CHANNELS
             and not (is_transactional(row.template_code) or is_legal_notice(row.template_code)))
 
 
-# Messages that may have reached the customer: sent, or handed to the provider (a 'sending' row with
-# attempted_at, or 'unknown'). The cap counts them all, from the moment of the attempt.
-MAYBE_SENT = Q(status=Notification.Status.SENT) | Q(status=Notification.Status.UNKNOWN) | Q(
-    status=Notification.Status.SENDING, attempted_at__isnull=False)
+def _counts_as_contact(row: Notification) -> bool:
+    return row.channel in CUSTOMER_CHANNELS and not is_transactional(row.template_code)
+
+
+# Messages that may have reached the customer, or are about to: sent, of unknown fate, or 'sending'
+# (a sender cleared them through this gate and holds them). The cap counts them all, from the moment
+# of the attempt, else of the clearance (a cleared row's last update).
+MAYBE_SENT = Q(status__in=[Notification.Status.SENT, Notification.Status.UNKNOWN, Notification.Status.SENDING])
 
 
 @dataclass
 class SendGate:
-    """Decisions for a claimed batch of outbox rows: one query per batch for newer messages of the
-    same cause, and one per capped row for its customer's contacts (``count_contacts``, read under
-    the customer's lock just before the decision)."""
+    """Decisions for a claimed batch of outbox rows, made in the claim's transaction: one query for
+    newer messages of the same cause and, for rows the cap may hold, one that locks their customers
+    (reading their current preferences) and one that counts their contacts. A second sender's batch
+    waits for those locks, then counts the rows this batch cleared: two senders never both take the
+    last slot."""
 
     now: datetime.datetime
+    # customer id -> the customer as read under its lock
+    customers: dict[int, Customer] = field(default_factory=dict)
     # customer id -> {contact key: first contact} within the cap window
-    contacts: dict[int, dict[tuple[str, str], datetime.datetime]] = field(default_factory=dict)
+    contacts: dict[int, dict[tuple[str, str, str], datetime.datetime]] = field(default_factory=dict)
     # (customer, channel, reference) -> newer messages (queued or sent) of the same cause
     newer: dict[tuple[int, str, str], list[Notification]] = field(default_factory=dict)
 
@@ -214,25 +222,46 @@ class SendGate:
             ).only("id", "customer_id", "channel", "reference", "template_code", "created_at", "status").order_by()
             for row in later:
                 gate.newer.setdefault((row.customer_id, row.channel, row.reference), []).append(row)
+        capped = sorted({r.customer_id for r in rows if cap_can_hold(r)})
+        if capped:
+            # In id order, so that two senders locking overlapping customers never deadlock. NO KEY:
+            # rows referencing a customer (a message being queued for them) are not held up.
+            gate.customers = {c.pk: c for c in
+                              Customer.objects.select_for_update(no_key=True).filter(pk__in=capped).order_by("pk")}
+            gate._count_contacts(capped)
         return gate
 
-    def count_contacts(self, customer_id: int) -> None:
-        """(Re)read the customer's contacts in the cap window, including messages being sent now."""
+    def _count_contacts(self, customer_ids: list[int]) -> None:
+        """Read the customers' contacts in the cap window (after their locks: a statement of its own,
+        so that it sees what the sender that held them committed)."""
         since = self.now - datetime.timedelta(days=settings.NOTIFY_CONTACT_CAP_DAYS)
         sent = (
-            Notification.objects.filter(MAYBE_SENT, customer_id=customer_id, channel__in=CUSTOMER_CHANNELS)
+            Notification.objects.filter(MAYBE_SENT, customer_id__in=customer_ids, channel__in=CUSTOMER_CHANNELS)
             .exclude(template_code__in=settings.NOTIFY_TRANSACTIONAL_CODES)
-            .annotate(contacted_at=Coalesce("sent_at", "attempted_at"))
+            .annotate(contacted_at=Coalesce("sent_at", "attempted_at", "updated_at"))
             .filter(contacted_at__gt=since)
-            .only("id", "customer_id", "reference", "template_code", "sent_at", "attempted_at", "created_at")
+            .only("id", "customer_id", "reference", "template_code", "created_at")
             .order_by()
         )
-        keys = self.contacts[customer_id] = {}
+        for customer_id in customer_ids:
+            self.contacts[customer_id] = {}
         for row in sent:
+            keys = self.contacts[row.customer_id]
             key = _contact_key(row)
             keys[key] = min(keys.get(key, row.contacted_at), row.contacted_at)
 
-    def check(self, row: Notification, customer: Customer) -> Decision:
+    def check(self, row: Notification) -> Decision:
+        """What to do with this row now. A row cleared to send counts as a contact of its customer for
+        the rest of the batch."""
+        customer = row.customer = self.customers.get(row.customer_id, row.customer)
+        decision = self._decide(row, customer)
+        if decision.action == "send" and _counts_as_contact(row):
+            keys = self.contacts.setdefault(row.customer_id, {})
+            key = _contact_key(row)
+            keys[key] = min(keys.get(key, self.now), self.now)
+        return decision
+
+    def _decide(self, row: Notification, customer: Customer) -> Decision:
         if row.channel not in CUSTOMER_CHANNELS:
             return Decision("send")
         reason = unusable_reason(customer, row.channel, row.template_code)
@@ -290,7 +319,3 @@ class SendGate:
         window = datetime.timedelta(days=settings.NOTIFY_CONTACT_CAP_DAYS)
         oldest = sorted(contacts.values())[len(contacts) - cap]
         return max(oldest + window, self.now + datetime.timedelta(minutes=1))
-
-def cap_filter() -> Q:
-    """Messages counted by the contact cap (for reports and the admin)."""
-    return Q(channel__in=CUSTOMER_CHANNELS) & ~Q(template_code__in=settings.NOTIFY_TRANSACTIONAL_CODES)

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from babel import Locale
 from babel.dates import format_date
@@ -17,7 +18,8 @@ from django.template import Context, Engine, TemplateSyntaxError
 from django.utils.html import escape
 from django.utils.safestring import mark_safe
 
-from notifications.models import MessageTemplate
+if TYPE_CHECKING:  # the models check templates with this module: it imports none of them
+    from notifications.models import MessageTemplate
 
 INVALID = "\x00INVALID:%s\x00"
 
@@ -269,18 +271,3 @@ def _layout_source() -> str:
 def check_template(template: MessageTemplate) -> None:
     """Render with sample data; raises TemplateRenderError naming the field and the problem."""
     render_parts(template, dict(SAMPLE_CONTEXT), template.locale or "en")
-
-
-def find_template(code: str, channel: str, locale: str, cache: dict | None = None) -> MessageTemplate | None:
-    """The template in the customer's language, else English."""
-    key = (code, channel, locale)
-    if cache is not None and key in cache:
-        return cache[key]
-    found = None
-    for candidate in dict.fromkeys([locale, settings.LANGUAGE_CODE, "en"]):
-        found = MessageTemplate.objects.filter(code=code, channel=channel, locale=candidate).first()
-        if found:
-            break
-    if cache is not None:
-        cache[key] = found
-    return found

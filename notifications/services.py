@@ -6,6 +6,7 @@ import logging
 import os
 import socket
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -22,17 +23,17 @@ from core import bulk
 from customers.models import Customer
 from notifications import policy
 from notifications.channels import DeliveryError, deliver, is_idempotent
-from notifications.models import Channel, Notification
-from notifications.rendering import TemplateRenderError, find_template, render_parts
+from notifications.models import Channel, MessageTemplate, Notification
+from notifications.rendering import TemplateRenderError, render_parts
 
 logger = logging.getLogger(__name__)
 
-# Sent after a message changes state (sent, failed, cancelled, delivered, bounced...), so the
+# Sent after a message changes state (failed, deferred, unknown, delivered, bounced...), so the
 # part that caused it (a dunning case) can note it on its own timeline.
 # kwargs: notification, kind (str), detail (str), at (when it happened: the sender's clock)
 notification_event = Signal()
-# Sent once per group of messages marked sent (kwargs: notifications, a list), so a listener can
-# record them with one query; notification_event(kind="sent") still follows for each message.
+# Sent once per batch of messages marked sent (kwargs: notifications, a list), so a listener can
+# record them with one query: a sent message is announced here only, not by notification_event.
 notifications_sent = Signal()
 
 MAX_ATTEMPTS = 6
@@ -50,7 +51,7 @@ def recipient_for(customer: Customer, channel: str) -> str:
 
 @dataclass(slots=True)
 class OutboxRow:
-    """An unsaved outbox row as plain values (the engine writes many of them with core.bulk)."""
+    """An unsaved outbox row as plain values (``build`` makes one, ``queue`` writes many in one insert)."""
 
     customer_id: int
     channel: str
@@ -71,7 +72,7 @@ class OutboxRow:
                 self.dedupe_key, self.reference, self.send_after)
 
 
-def build_row(
+def build(
     customer: Customer,
     *,
     channel: str,
@@ -83,8 +84,13 @@ def build_row(
     recipient: str | None = None,
     locale: str | None = None,
 ) -> OutboxRow | None:
-    """What ``build`` returns, as an OutboxRow (no model instance): the recipient (the customer's own
-    address for the channel unless given), and the time it may be sent (quiet hours)."""
+    """An unsaved outbox row (write it with ``queue``), or None when the customer has no address for
+    the channel. It may be sent from ``send_after`` (default: now), or when that falls in the
+    customer's quiet hours, from their end (``policy_note`` says so). Runs no query.
+
+    ``recipient``/``locale`` address someone else of the customer (a billing contact, see
+    notifications.recipients) instead of the customer's own address and language.
+    """
     recipient = recipient or recipient_for(customer, channel)
     if not recipient:
         return None
@@ -99,63 +105,15 @@ def build_row(
                      reference, allowed, note)
 
 
-def build(customer: Customer, **options) -> Notification | None:
-    """An unsaved outbox row, or None when the customer has no address for the channel. ``options``
-    are build_row's: ``channel``, ``template_code``, ``context``, ``dedupe_key`` and optionally
-    ``reference``, ``send_after``, ``recipient`` and ``locale``.
-
-    ``recipient``/``locale`` address someone else of the customer (a billing contact, see
-    notifications.recipients) instead of the customer's own address and language.
-    """
-    row = build_row(customer, **options)
-    if row is None:
-        return None
-    notification = Notification(**dict(zip(OutboxRow.COLUMNS, row.values(), strict=True)))
-    notification.customer = customer
-    notification.policy_note = row.policy_note
-    return notification
-
-
-def plan(
-    customer: Customer,
-    channels: list[str],
-    *,
-    template_code: str,
-    context: dict,
-    dedupe_prefix: str,
-    reference: str = "",
-    send_after: datetime | None = None,
-) -> list[tuple[policy.ChannelChoice, Notification | None]]:
-    """Unsaved outbox rows for one message on the requested channels, after the respect rules:
-    an opted-out, bounced or missing channel falls back to another (see notifications.policy).
-    Runs no query. Each pair is (choice, row); row is None when nothing could carry the message."""
-    planned = []
-    for choice in policy.plan_channels(customer, channels, template_code):
-        row = None
-        if choice.channel:
-            row = build(customer, channel=choice.channel, template_code=template_code, context=context,
-                        dedupe_key=f"{dedupe_prefix}:{choice.channel}", reference=reference, send_after=send_after)
-        planned.append((choice, row))
-    return planned
-
-
-def queue_many(rows: list[Notification]) -> None:
-    """Write outbox rows; a row whose dedupe key exists already is silently kept as it was."""
-    if rows:
-        Notification.objects.bulk_create(rows, ignore_conflicts=True)
-
-
-def queue_rows(rows: list[OutboxRow | Notification], now: datetime | None = None) -> None:
-    """``queue_many`` for OutboxRows (unsaved Notifications are accepted too): one insert of column
-    tuples (core.bulk), a row whose dedupe key exists already is skipped. ``now`` is when they
-    were queued (the caller's clock, as the rest of its batch), by default the current time."""
-    if rows:
-        columns = (*OutboxRow.COLUMNS, "created_at")
+def queue(rows: Iterable[OutboxRow], now: datetime | None = None) -> None:
+    """Write outbox rows with one insert (core.bulk); a row whose dedupe key exists already is kept
+    as it was. ``now`` is when they were queued (the caller's clock, as the rest of its batch), by
+    default the current time."""
+    values = [row.values() for row in rows]
+    if values:
         queued_at = now or timezone.now()
-        values = [(*row.values(), queued_at) if isinstance(row, OutboxRow)
-                  else (*(getattr(row, c) for c in OutboxRow.COLUMNS), queued_at)
-                  for row in rows]
-        bulk.insert_rows(Notification, columns, values, ignore_conflicts=True)
+        bulk.insert_rows(Notification, (*OutboxRow.COLUMNS, "created_at"), [(*v, queued_at) for v in values],
+                         ignore_conflicts=True)
 
 
 def cancel_queued(reference: str, *, reason: str = "") -> int:
@@ -165,8 +123,16 @@ def cancel_queued(reference: str, *, reason: str = "") -> int:
     )
 
 
-def _lease() -> timedelta:
-    return timedelta(seconds=settings.NOTIFY_SEND_LEASE_SECONDS)
+# --- The sender ---------------------------------------------------------------------------------
+#
+# A batch is the unit of work: claimed and put through the respect rules in one transaction, then
+# each row is handed to its provider in turn, and the batch is recorded as sent at its end. The
+# only per-message write is the one that makes a crash cost at most one message: a row's attempt
+# (``attempted_at``, committed before its provider call), which also records the previous row's
+# outcome (``sent_at``, provider id, rendered text).
+
+def _lease(now: datetime) -> datetime:
+    return now + timedelta(seconds=settings.NOTIFY_SEND_LEASE_SECONDS)
 
 
 def worker_id() -> str:
@@ -174,59 +140,70 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-def claim_queued(now: datetime, limit: int, *, worker: str) -> list[int]:
-    """Lease up to ``limit`` due rows to ``worker`` (queued -> sending, no attempt yet)."""
+def claim_queued(now: datetime, limit: int, *, worker: str) -> list[Notification]:
+    """Lease up to ``limit`` due rows to ``worker`` after the respect rules, in one transaction: rows
+    cleared to go now become 'sending' (no attempt yet) and are returned in id order, with their
+    customers; the others are deferred, merged, rerouted or skipped (``_hold``)."""
     with transaction.atomic():
-        ids = list(
+        rows = list(
             Notification.objects.queued()
             .filter(send_after__lte=now)
             .order_by("send_after", "id")
-            .select_for_update(skip_locked=True)
-            .values_list("pk", flat=True)[:limit]
+            .select_related("customer")
+            .select_for_update(skip_locked=True, of=("self",))[:limit]
         )
-        if ids:
-            Notification.objects.filter(pk__in=ids).update(
-                status=Notification.Status.SENDING, claimed_by=worker, lease_until=now + _lease(),
-                attempted_at=None, updated_at=now,
-            )
-    return ids
+        rows.sort(key=lambda row: row.pk)
+        gate = policy.SendGate.for_rows(rows, now)
+        cleared: list[Notification] = []
+        held: list[tuple[Notification, policy.Decision]] = []
+        for row in rows:
+            decision = gate.check(row)
+            if decision.action == "send":
+                cleared.append(row)
+            else:
+                held.append((row, decision))
+        if cleared:
+            changes = {"status": Notification.Status.SENDING, "claimed_by": worker, "lease_until": _lease(now),
+                       "attempted_at": None, "updated_at": now}
+            Notification.objects.filter(pk__in=[row.pk for row in cleared]).update(**changes)
+            for row in cleared:
+                for name, value in changes.items():
+                    setattr(row, name, value)
+        _hold(held, now)
+    return cleared
 
 
 def send_queued(now: datetime | None = None, limit: int = 200) -> int:
     """Send due messages; returns how many were sent.
 
-    The batch is leased to this run, then each row in turn: the respect rules decide (under the
-    customer's row lock when the contact cap may hold the message back) and the row records its
-    attempt (``attempted_at``) in the same transaction; the provider is called outside any lock; the
-    row is recorded as sent with the next row's attempt. A sender killed mid-batch leaves at most one
-    row whose fate is unknown; its rows not yet attempted go back to the queue when the lease ends
-    (``release_stuck``).
+    The batch is claimed under the respect rules (``claim_queued``), then each row in turn records
+    its attempt (``attempted_at``, committed, with the previous row's outcome) and is handed to the
+    provider outside any lock; at the end the batch is marked sent (``_mark_sent``). A sender killed
+    mid-batch leaves at most one row whose fate is unknown; its rows not yet attempted go back to the
+    queue and those the provider took are marked sent when the lease ends (``release_stuck``).
     """
     now = now or timezone.now()
     worker = worker_id()
-    ids = claim_queued(now, limit, worker=worker)
-    if not ids:
+    rows = claim_queued(now, limit, worker=worker)
+    if not rows:
         return 0
-    rows = list(Notification.objects.filter(pk__in=ids).select_related("customer").order_by("pk"))
-    template_cache: dict = {}
-    # Rows the provider took, recorded as sent in the same transaction as the next row's attempt:
-    # one commit per message, and a kill leaves at most one row of unknown fate.
-    done: list[Notification] = []
+    templates: dict[tuple[str, str, str], MessageTemplate | None] = {}
+    handed: list[Notification] = []  # rows the provider took
+    unrecorded: list[Notification] = []  # ... whose outcome is written with the next row's attempt
     sent = 0
     mail_connection = get_connection()
     mail_connection.open()
     try:
-        gate = policy.SendGate.for_rows(rows, now)
         for row in rows:
-            started = _start_attempt(row, now, worker, gate, done)
-            sent += len(done)
-            done.clear()
-            if started:
-                _send_one(row, now, worker, template_cache, mail_connection, done)
+            if _start_attempt(row, now, worker, unrecorded) and _send_one(row, now, worker, templates,
+                                                                          mail_connection):
+                handed.append(row)
+                unrecorded.append(row)
     finally:
         mail_connection.close()
         with transaction.atomic():
-            sent += _record_sent(done, worker)
+            _record_outcomes(unrecorded, worker)
+            sent = _mark_sent(handed)
             # Rows this run did not get to (an error stopped it): back to the queue now, not at lease end.
             _unclaimed(worker).update(status=Notification.Status.QUEUED, claimed_by="", lease_until=None)
     return sent
@@ -237,78 +214,80 @@ def _unclaimed(worker: str):
                                        attempted_at__isnull=True)
 
 
-def _start_attempt(row: Notification, now: datetime, worker: str, gate: policy.SendGate,
-                   done: list[Notification]) -> bool:
-    """Record the rows in ``done`` as sent, apply the respect rules to a leased row and, if it is to go
-    now, record the attempt, all in one transaction. False when the row is held back (deferred,
-    merged, rerouted, skipped) or its lease was lost."""
+def _start_attempt(row: Notification, now: datetime, worker: str, unrecorded: list[Notification]) -> bool:
+    """Write the outcomes of ``unrecorded`` and record this row's attempt, in one transaction. False
+    when the row's lease was lost (another sender took it)."""
     with transaction.atomic():
-        _record_sent(done, worker)
-        if policy.cap_can_hold(row):
-            # The cap check and the attempt that fills the slot are serialized per customer: a second
-            # sender waits here, then counts this attempt. The lock also reads the customer's current
-            # preferences.
-            customer = Customer.objects.select_for_update().filter(pk=row.customer_id).first()
-            if customer is None:
-                return False
-            row.customer = customer
-            gate.count_contacts(row.customer_id)
-        decision = gate.check(row, row.customer)
-        if decision.action != "send":
-            _hold(row, now, decision, worker)
-            return False
+        _record_outcomes(unrecorded, worker)
         started = _unclaimed(worker).filter(pk=row.pk).update(
-            attempted_at=now, attempts=F("attempts") + 1, lease_until=now + _lease(), updated_at=now
+            attempted_at=now, attempts=F("attempts") + 1, updated_at=now
         )
     if started != 1:
-        return False  # the lease ran out and another sender took the row
+        return False
     row.attempted_at = now
     row.attempts += 1
     return True
 
 
-def _record_sent(rows: list[Notification], worker: str) -> int:
-    """Mark rows the provider took as sent (inside the caller's transaction), with their signals."""
+OUTCOME_FIELDS = ["sent_at", "provider_message_id", "subject", "body_text", "last_error", "updated_at"]
+
+
+def _record_outcomes(rows: list[Notification], worker: str) -> None:
+    """Write what the provider said for rows it took (inside the caller's transaction); the row stays
+    'sending' until its batch is marked sent."""
     for row in rows:
         # Whoever made the call knows it went out: this also corrects a row that a lease expiry marked
         # 'unknown' while the provider was slow to answer.
         Notification.objects.filter(pk=row.pk, claimed_by=worker).update(
-            **{name: getattr(row, name) for name in SENT_FIELDS}
+            **{name: getattr(row, name) for name in OUTCOME_FIELDS}
         )
+    rows.clear()
+
+
+def _mark_sent(rows: list[Notification]) -> int:
+    """Mark rows the provider took (their outcome written) as sent, once each, and tell the listeners
+    (``notifications_sent``), inside the caller's transaction. Returns how many it marked."""
+    if not rows:
+        return 0
+    pending = (Notification.objects.select_for_update()
+               .filter(pk__in=[row.pk for row in rows], sent_at__isnull=False,
+                       status__in=[Notification.Status.SENDING, Notification.Status.UNKNOWN]))
+    ids = set(pending.values_list("pk", flat=True))
+    rows = [row for row in rows if row.pk in ids]
     if rows:
-        notifications_sent.send(Notification, notifications=list(rows))
+        Notification.objects.filter(pk__in=ids).update(status=Notification.Status.SENT, lease_until=None)
         for row in rows:
-            notification_event.send(Notification, notification=row, kind="sent", detail="", at=row.sent_at)
+            row.status, row.lease_until = Notification.Status.SENT, None
+        notifications_sent.send(Notification, notifications=rows)
     return len(rows)
 
 
-SENT_FIELDS = ["status", "sent_at", "provider_message_id", "subject", "body_text", "last_error", "lease_until",
-               "updated_at"]
+HOLD_KINDS = {"defer": "deferred", "merge": "merged", "switch": "rerouted", "drop": "skipped"}
 
 
-def _hold(row: Notification, now: datetime, decision: policy.Decision, worker: str) -> None:
-    """Apply a respect-rule decision to a leased row that is not sent now (inside the caller's
-    transaction)."""
-    changes = {"last_error": decision.reason[:2000], "claimed_by": "", "lease_until": None, "updated_at": now}
-    if decision.action == "defer":
-        changes.update(status=Notification.Status.QUEUED, send_after=decision.until)
-        kind = "deferred"
-    elif decision.action == "merge":
-        changes["status"] = Notification.Status.CANCELLED
-        kind = "merged"
-    else:  # "switch" or "drop": the channel cannot be used any more
-        changes["status"] = Notification.Status.CANCELLED
-        kind = "rerouted" if decision.action == "switch" else "skipped"
-    if not _unclaimed(worker).filter(pk=row.pk).update(**changes):
+def _hold(held: list[tuple[Notification, policy.Decision]], now: datetime) -> None:
+    """Apply the respect-rule decisions to claimed rows that are not sent now (inside the claim's
+    transaction, the rows still 'queued' and locked): deferred rows wait, the others are cancelled;
+    a row that switches channel is queued again on the new one."""
+    if not held:
         return
-    for name, value in changes.items():
-        setattr(row, name, value)
-    if decision.action == "switch":
-        replacement = build(row.customer, channel=decision.channel, template_code=row.template_code,
-                            context=row.context, dedupe_key=_rerouted_key(row, decision.channel),
-                            reference=row.reference, send_after=now)
-        queue_many([replacement] if replacement else [])
-    notification_event.send(Notification, notification=row, kind=kind, detail=decision.reason, at=now)
+    replacements = []
+    for row, decision in held:
+        row.last_error, row.updated_at = decision.reason[:2000], now
+        if decision.action == "defer":
+            row.send_after = decision.until
+        else:  # merged into a newer message, or the channel cannot be used any more
+            row.status = Notification.Status.CANCELLED
+        if decision.action == "switch":
+            replacements.append(build(row.customer, channel=decision.channel, template_code=row.template_code,
+                                      context=row.context, dedupe_key=_rerouted_key(row, decision.channel),
+                                      reference=row.reference, send_after=now))
+    Notification.objects.bulk_update([row for row, _decision in held],
+                                     ["status", "send_after", "last_error", "updated_at"])
+    queue(row for row in replacements if row is not None)
+    for row, decision in held:
+        notification_event.send(Notification, notification=row, kind=HOLD_KINDS[decision.action],
+                                detail=decision.reason, at=now)
 
 
 def _rerouted_key(row: Notification, channel: str) -> str:
@@ -329,11 +308,13 @@ def merge_data(row: Notification) -> dict:
     return {**row.context, **_link_builder(settings.NOTIFICATION_LINK_BUILDER)(row.customer)}
 
 
-def _send_one(row: Notification, now: datetime, worker: str, template_cache: dict, mail_connection,
-              done: list[Notification]) -> None:
-    """Render and hand the row to the provider; a sent row is appended to ``done`` (recorded by the
-    caller), a failure is recorded at once."""
-    template = find_template(row.template_code, row.channel, row.locale, template_cache)
+def _send_one(row: Notification, now: datetime, worker: str, templates: dict, mail_connection) -> bool:
+    """Render and hand the row to the provider. True when the provider took it (its outcome is set on
+    the row, for the caller to write); a failure is recorded at once."""
+    key = (row.template_code, row.channel, row.locale)
+    if key not in templates:
+        templates[key] = MessageTemplate.objects.find(*key)
+    template = templates[key]
     try:
         if template is None:
             raise DeliveryError(f"No template {row.template_code!r} for channel {row.channel}", permanent=True)
@@ -345,14 +326,12 @@ def _send_one(row: Notification, now: datetime, worker: str, template_cache: dic
         provider_id = deliver(row, mail_connection)
     except DeliveryError as exc:
         _record_failure(row, now, worker, str(exc), permanent=exc.permanent)
-        return
-    row.status = Notification.Status.SENT
+        return False
     row.sent_at = now
     row.provider_message_id = provider_id or ""
     row.last_error = ""
-    row.lease_until = None
     row.updated_at = timezone.now()
-    done.append(row)
+    return True
 
 
 def _record_failure(row: Notification, now: datetime, worker: str, error: str, *, permanent: bool) -> None:
@@ -381,9 +360,10 @@ RETRIED_NOTE = "The sender stopped during the provider call; sent again with the
 
 def release_stuck(now: datetime | None = None) -> int:
     """Rows whose sender stopped (the lease ran out while 'sending'). Not attempted yet: back to the
-    queue. Attempted: the provider may have taken the message, so it becomes 'unknown' (on the
-    timeline, for staff to resend), unless the channel deduplicates by idempotency key, in which case
-    it is simply sent again. Returns how many rows it released."""
+    queue. Taken by the provider (its outcome written): sent. Attempted with no outcome: the provider
+    may have taken the message, so it becomes 'unknown' (on the timeline, for staff to resend),
+    unless the channel deduplicates by idempotency key, in which case it is simply sent again.
+    Returns how many rows it released."""
     now = now or timezone.now()
     expired = Notification.objects.filter(status=Notification.Status.SENDING, lease_until__lt=now)
     released = expired.filter(attempted_at__isnull=True).update(
@@ -391,7 +371,10 @@ def release_stuck(now: datetime | None = None) -> int:
     )
     with transaction.atomic():
         rows = list(expired.filter(attempted_at__isnull=False).select_for_update(skip_locked=True))
+        released += _mark_sent([row for row in rows if row.sent_at is not None])
         for row in rows:
+            if row.sent_at is not None:
+                continue
             row.lease_until = None
             row.updated_at = now
             if is_idempotent(row):
@@ -401,9 +384,10 @@ def release_stuck(now: datetime | None = None) -> int:
                 row.status, row.last_error = Notification.Status.UNKNOWN, UNKNOWN_NOTE
             row.save(update_fields=["status", "claimed_by", "attempted_at", "send_after", "last_error",
                                     "lease_until", "updated_at"])
+            released += 1
             if row.status == Notification.Status.UNKNOWN:
                 notification_event.send(Notification, notification=row, kind="unknown", detail=UNKNOWN_NOTE, at=now)
-    return released + len(rows)
+    return released
 
 
 def resend(notification: Notification, *, actor=None) -> Notification | None:

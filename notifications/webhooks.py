@@ -27,15 +27,6 @@ from notifications.models import WebhookDelivery, WebhookEndpoint
 
 logger = logging.getLogger(__name__)
 
-EVENT_TYPES = [
-    "case.opened",
-    "case.step_completed",
-    "payment.recovered",
-    "customer.suspended",
-    "customer.reinstated",
-    "case.exhausted",
-    "webhook.test",
-]
 SIGNATURE_HEADER = "Dunning-Signature"
 MAX_BACKOFF = timedelta(hours=6)
 STUCK_AFTER = timedelta(minutes=15)

@@ -13,6 +13,7 @@ from core import bulk
 from dunning import engine
 from dunning.cases import open_case
 from dunning.models import CaseEvent
+from notifications import inapp
 from notifications import services as outbox
 from notifications.channels import base as channels
 from notifications.models import Notification
@@ -224,8 +225,6 @@ def test_a_permanent_failure_is_marked_with_its_reason_on_the_case_timeline(defa
 
 
 def test_inapp_messages_are_stored_per_customer_with_read_and_dismissed_state(defaults, clock):
-    from notifications import inapp
-
     customer = CustomerFactory(email="", locale="es")
     other = CustomerFactory(email="")
     for who in (customer, other):

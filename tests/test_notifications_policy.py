@@ -99,7 +99,7 @@ def test_a_retry_that_lands_at_night_is_held_by_the_sender(defaults, clock):
     case, _ = open_case(InvoiceFactory(customer=customer))
     row = outbox.build(customer, channel="email", template_code="reminder", context={}, dedupe_key="x",
                        reference=f"case:{case.pk}")
-    outbox.queue_many([row])
+    outbox.queue([row])
     # 14:00 UTC is 23:00 in Tokyo: a row due now (e.g. after a transient failure) waits.
     Notification.objects.filter(dedupe_key="x").update(send_after=at(2026, 3, 2, 14, 0))
     clock.move_to(at(2026, 3, 2, 14, 0))
@@ -161,12 +161,12 @@ def test_receipts_are_not_counted_and_excess_is_merged_into_the_newer_message(de
     for i, code in enumerate(["first_notice", "reminder", "card_expiring", "payment_receipt"]):
         row = outbox.build(customer, channel="email", template_code=code, context={}, dedupe_key=f"old{i}",
                            reference=ref if i < 2 else f"other:{i}")
-        outbox.queue_many([row])
+        outbox.queue([row])
         outbox.send_queued()
     assert len(emails_to("m@example.com")) == 4  # the receipt went and does not count
 
     # A fourth contact in the week is deferred.
-    outbox.queue_many([outbox.build(customer, channel="email", template_code="reminder", context={},
+    outbox.queue([outbox.build(customer, channel="email", template_code="reminder", context={},
                                     dedupe_key="late-reminder", reference="case:999")])
     assert outbox.send_queued() == 0
     late = Notification.objects.get(dedupe_key="late-reminder")
@@ -174,7 +174,7 @@ def test_receipts_are_not_counted_and_excess_is_merged_into_the_newer_message(de
 
     # Meanwhile the final notice for the same cause goes (legal notice), so the deferred reminder
     # is merged into it instead of arriving after it.
-    outbox.queue_many([outbox.build(customer, channel="email", template_code="final_notice", context={},
+    outbox.queue([outbox.build(customer, channel="email", template_code="final_notice", context={},
                                     dedupe_key="final", reference="case:999")])
     clock.advance(hours=1)
     assert outbox.send_queued() == 1
@@ -192,7 +192,7 @@ def test_a_final_notice_is_not_merged_into_a_newer_plain_reminder(defaults, cloc
     case, _ = open_case(InvoiceFactory(customer=customer))
     ref = f"case:{case.pk}"
     for code in ("final_notice", "update_payment_method"):  # the card was declined after the notice was queued
-        outbox.queue_many([outbox.build(customer, channel="email", template_code=code, context={},
+        outbox.queue([outbox.build(customer, channel="email", template_code=code, context={},
                                         dedupe_key=f"legal-{code}", reference=ref)])
         clock.advance(minutes=1)
     outbox.send_queued()

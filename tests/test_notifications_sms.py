@@ -51,7 +51,7 @@ def queue_sms(customer, code="reminder"):
     row = outbox.build(customer, channel="sms", template_code=code, context={"amount": "49.00", "currency": "USD",
                                                                           "invoice_number": "INV-7"},
                        dedupe_key=f"sms-{customer.pk}-{code}", reference="")
-    outbox.queue_many([row])
+    outbox.queue([row])
 
 
 def test_twilio_backend_sends_through_the_official_sdk(defaults, clock, twilio):

@@ -29,7 +29,7 @@ from dunning.portal.access import PORTAL_ACTOR
 from dunning.timeline import EventKind, log
 from dunning.workqueue import create_work_item
 from notifications import services as outbox
-from notifications.models import Channel, Notification
+from notifications.models import Channel
 
 logger = logging.getLogger(__name__)
 
@@ -102,27 +102,6 @@ def open_invoices(customer: Customer) -> list[InvoiceRow]:
 def invoice_for(customer: Customer, invoice_id: int) -> Invoice:
     """An invoice of this customer only (Invoice.DoesNotExist otherwise, which the view turns into 404)."""
     return customer.invoices.get(pk=invoice_id)
-
-
-# --- Messages -------------------------------------------------------------------------------------
-
-def inapp_messages(customer: Customer) -> list[Notification]:
-    rows = list(
-        Notification.objects.filter(customer=customer, channel=Channel.INAPP, status=Notification.Status.SENT,
-                                    dismissed_at__isnull=True).order_by("-sent_at", "-id")[:20]
-    )
-    unread = [n.pk for n in rows if n.read_at is None]
-    if unread:
-        Notification.objects.filter(pk__in=unread).update(read_at=timezone.now())
-    return rows
-
-
-def dismiss_message(customer: Customer, notification_id: int) -> None:
-    note = Notification.objects.get(customer=customer, channel=Channel.INAPP, pk=notification_id)
-    if note.dismissed_at is None:
-        note.dismissed_at = timezone.now()
-        note.read_at = note.read_at or note.dismissed_at
-        note.save(update_fields=["dismissed_at", "read_at", "updated_at"])
 
 
 # --- Payment methods ------------------------------------------------------------------------------
@@ -217,7 +196,7 @@ def contact_support(customer: Customer, message: str, *, actor=PORTAL_ACTOR) -> 
             dedupe_key=f"support-ack:{item.pk}", reference=case_key(case.pk) if case else f"workitem:{item.pk}",
         )
         if row is not None:
-            outbox.queue_many([row])
+            outbox.queue([row])
     return item
 
 
@@ -230,7 +209,7 @@ def send_fresh_link(customer: Customer) -> bool:
     )
     if row is None or customer.email_undeliverable:
         return False
-    outbox.queue_many([row])
+    outbox.queue([row])
     return True
 
 

@@ -27,7 +27,8 @@ from dunning import plans
 from dunning.plan_models import PaymentPlan
 from dunning.portal import access, services
 from dunning.portal import forms as portal_forms
-from notifications.models import Notification
+from notifications import inapp
+from notifications.models import Channel, Notification
 
 STRIPE_CSP = {
     "script-src": ["https://js.stripe.com"],
@@ -89,7 +90,7 @@ def overview(request, customer, token):
     return _page(
         request, customer, token, "overview.html",
         invoices=services.open_invoices(customer),
-        inbox=services.inapp_messages(customer) if not customer.opt_out_inapp else [],
+        inbox=inapp.banner(customer) if not customer.opt_out_inapp else [],
         method=customer.default_payment_method,
         plan=plans.open_plan(customer),
         pay_form=portal_forms.PayForm(),
@@ -99,7 +100,7 @@ def overview(request, customer, token):
 @require_POST
 @portal_page
 def dismiss(request, customer, token, message_id: int):
-    services.dismiss_message(customer, message_id)
+    inapp.dismiss(customer.notifications.get(channel=Channel.INAPP, pk=message_id))
     return redirect(_url("overview", token))
 
 

@@ -28,6 +28,7 @@ from integrations import events
 from integrations.api import serializers as s
 from integrations.api.idempotency import HEADER, KEY_PATTERN, IdempotentMixin
 from integrations.models import InboundEvent
+from notifications import inapp
 from notifications.models import Channel, Notification
 
 IDEMPOTENCY_PARAM = OpenApiParameter(
@@ -297,7 +298,7 @@ class NotificationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiV
     @action(detail=True, methods=["post"])
     def read(self, request, pk=None):
         notification = self.get_object()
-        Notification.objects.filter(pk=notification.pk, read_at__isnull=True).update(read_at=timezone.now())
+        inapp.mark_read(notification)
         notification.refresh_from_db()
         return Response(s.NotificationSerializer(notification).data)
 
