@@ -1,7 +1,7 @@
 """Issue 14: charges per second made by one worker process against a gateway that takes 300 ms a call.
 
 N pending retry attempts on open cases. The gateway is the Stripe gateway, through the real stripe
-SDK, talking to tests/fake_stripe.py in a process of its own, which answers each PaymentIntent in
+SDK, talking to tests/support/fake_stripe.py in a process of its own, which answers each PaymentIntent in
 Stripe's wire format after 300 ms (so its own work does not compete with the worker's). One process
 runs the payment job (claim, re-check under lock, gateway call on the pool, settle, record the
 payment and close the case) until nothing is pending. Reported: charges per second and the ratio to
@@ -76,8 +76,9 @@ def run(scale: str) -> list[dict]:
         build(n, now)
         with connection.cursor() as cur:
             cur.execute("VACUUM ANALYZE")
-        stripe = subprocess.Popen([sys.executable, str(Path(__file__).parent.parent / "tests" / "fake_stripe.py"),
-                                   str(LATENCY_MS)], stdout=subprocess.PIPE, text=True)
+        fake_stripe = Path(__file__).parent.parent / "tests" / "support" / "fake_stripe.py"
+        stripe = subprocess.Popen([sys.executable, str(fake_stripe), str(LATENCY_MS)], stdout=subprocess.PIPE,
+                                  text=True)
         try:
             url = stripe.stdout.readline().strip()
             # DEBUG off, as a worker runs in production (DEBUG logs every query of every thread).

@@ -80,7 +80,7 @@ class CampaignStepFactory(factory.django.DjangoModelFactory):
     template_code = "reminder"
 
 
-# --- The rest of the admin's models (tests/test_admin_roles.py opens a page of each) ---------------
+# --- The rest of the admin's models (tests/reports/test_admin_roles.py opens a page of each) ---------------
 
 class PaymentAttemptFactory(factory.django.DjangoModelFactory):
     class Meta:
