@@ -140,7 +140,7 @@ def run(scale: str = "full") -> list[dict]:
         row(f"render + hand to the locmem backend alone, {n:,} emails (1 process, no database)", render_rate,
             "messages/s", target=">= 300"),
         row("sender: queries per 1,000 messages", counter.count * 1000 / n, "queries",
-            target="constant per message as N grows (an attempt and an answer record each)"),
+            target="constant per message as N grows (one attempt-and-answer write each)"),
     ]
 
 

@@ -13,8 +13,7 @@ from functools import lru_cache
 
 from django.conf import settings
 from django.core.mail import get_connection
-from django.db import transaction
-from django.db.models import F
+from django.db import connection, transaction
 from django.dispatch import Signal
 from django.utils import timezone
 from django.utils.module_loading import import_string
@@ -129,7 +128,7 @@ def cancel_queued(reference: str, *, reason: str = "") -> int:
 # each row is handed to its provider in turn, and the batch is recorded as sent at its end. The
 # only per-message write is the one that makes a crash cost at most one message: a row's attempt
 # (``attempted_at``, committed before its provider call), which also records the previous row's
-# outcome (``sent_at``, provider id, rendered text).
+# answer (``sent_at``, provider id, rendered text).
 
 def _lease(now: datetime) -> datetime:
     return now + timedelta(seconds=settings.NOTIFY_SEND_LEASE_SECONDS)
@@ -177,7 +176,7 @@ def send_queued(now: datetime | None = None, limit: int = 200) -> int:
     """Send due messages; returns how many were sent.
 
     The batch is claimed under the respect rules (``claim_queued``), then each row in turn records
-    its attempt (``attempted_at``, committed, with the previous row's outcome) and is handed to the
+    its attempt (``attempted_at``, committed, with the previous row's answer) and is handed to the
     provider outside any lock; at the end the batch is marked sent (``_mark_sent``). A sender killed
     mid-batch leaves at most one row whose fate is unknown; its rows not yet attempted go back to the
     queue and those the provider took are marked sent when the lease ends (``release_stuck``).
@@ -189,20 +188,21 @@ def send_queued(now: datetime | None = None, limit: int = 200) -> int:
         return 0
     templates: dict[tuple[str, str, str], MessageTemplate | None] = {}
     handed: list[Notification] = []  # rows the provider took
-    unrecorded: list[Notification] = []  # ... whose outcome is written with the next row's attempt
+    answered: Notification | None = None  # the last of them, its answer not written yet
     sent = 0
     mail_connection = get_connection()
     mail_connection.open()
     try:
         for row in rows:
-            if _start_attempt(row, now, worker, unrecorded) and _send_one(row, now, worker, templates,
-                                                                          mail_connection):
+            started = _write_attempt(worker, now, attempt=row, answered=answered)
+            answered = None
+            if started and _send_one(row, now, worker, templates, mail_connection):
                 handed.append(row)
-                unrecorded.append(row)
+                answered = row
     finally:
         mail_connection.close()
         with transaction.atomic():
-            _record_outcomes(unrecorded, worker)
+            _write_attempt(worker, now, attempt=None, answered=answered)
             sent = _mark_sent(handed)
             # Rows this run did not get to (an error stopped it): back to the queue now, not at lease end.
             _unclaimed(worker).update(status=Notification.Status.QUEUED, claimed_by="", lease_until=None)
@@ -214,38 +214,55 @@ def _unclaimed(worker: str):
                                        attempted_at__isnull=True)
 
 
-def _start_attempt(row: Notification, now: datetime, worker: str, unrecorded: list[Notification]) -> bool:
-    """Write the outcomes of ``unrecorded`` and record this row's attempt, in one transaction. False
-    when the row's lease was lost (another sender took it)."""
-    with transaction.atomic():
-        _record_outcomes(unrecorded, worker)
-        started = _unclaimed(worker).filter(pk=row.pk).update(
-            attempted_at=now, attempts=F("attempts") + 1, updated_at=now
-        )
-    if started != 1:
+# What the provider's answer writes on a row it took; the row stays 'sending' until its batch is marked sent.
+ANSWER_FIELDS = ("sent_at", "provider_message_id", "subject", "body_text", "last_error", "updated_at")
+
+
+def _write_attempt(worker: str, now: datetime, *, attempt: Notification | None,
+                   answered: Notification | None) -> bool:
+    """Record the attempt of a leased row before its provider call (``attempted_at``, ``attempts`` + 1,
+    only if this worker still holds it unattempted) and the answer for the row handed over before it:
+    one statement, so outside a transaction one round trip and one commit per message. Returns
+    whether the attempt was recorded (False: the lease was lost to another sender)."""
+    if attempt is None and answered is None:
         return False
-    row.attempted_at = now
-    row.attempts += 1
-    return True
+    field = Notification._meta.get_field
+    attempt_id = attempt.pk if attempt else None
+    answered_id = answered.pk if answered else None
+    params = [attempt_id, field("attempted_at").get_db_prep_value(now, connection), attempt_id]
+    for name in ANSWER_FIELDS:
+        value = getattr(answered, name) if answered else None
+        params += [answered_id, field(name).get_db_prep_value(value, connection)]
+    params += [worker, answered_id, attempt_id, Notification.Status.SENDING]
+    with connection.cursor() as cursor:
+        cursor.execute(_attempt_statement(connection.vendor), params)
+        # Whoever made the call knows the message went out: the answer also corrects a row that a
+        # lease expiry marked 'unknown' while the provider was slow to answer.
+        started = attempt is not None and any(pk == attempt_id for (pk,) in cursor.fetchall())
+    if started:
+        attempt.attempted_at = now
+        attempt.attempts += 1
+    return started
 
 
-OUTCOME_FIELDS = ["sent_at", "provider_message_id", "subject", "body_text", "last_error", "updated_at"]
-
-
-def _record_outcomes(rows: list[Notification], worker: str) -> None:
-    """Write what the provider said for rows it took (inside the caller's transaction); the row stays
-    'sending' until its batch is marked sent."""
-    for row in rows:
-        # Whoever made the call knows it went out: this also corrects a row that a lease expiry marked
-        # 'unknown' while the provider was slow to answer.
-        Notification.objects.filter(pk=row.pk, claimed_by=worker).update(
-            **{name: getattr(row, name) for name in OUTCOME_FIELDS}
-        )
-    rows.clear()
+@lru_cache(maxsize=4)
+def _attempt_statement(vendor: str) -> str:
+    meta, quote = Notification._meta, connection.ops.quote_name
+    column = {f.name: quote(f.column) for f in meta.concrete_fields}
+    pk = column["id"]
+    answers = ", ".join(f"{column[name]} = CASE WHEN {pk} = %s THEN %s ELSE {column[name]} END"
+                        for name in ANSWER_FIELDS)
+    return (
+        f"UPDATE {quote(meta.db_table)} SET "  # noqa: S608 - names from the model, values as parameters
+        f"{column['attempted_at']} = CASE WHEN {pk} = %s THEN %s ELSE {column['attempted_at']} END, "
+        f"{column['attempts']} = {column['attempts']} + CASE WHEN {pk} = %s THEN 1 ELSE 0 END, {answers} "
+        f"WHERE {column['claimed_by']} = %s AND ({pk} = %s OR ({pk} = %s AND {column['status']} = %s "
+        f"AND {column['attempted_at']} IS NULL)) RETURNING {pk}"
+    )
 
 
 def _mark_sent(rows: list[Notification]) -> int:
-    """Mark rows the provider took (their outcome written) as sent, once each, and tell the listeners
+    """Mark rows the provider took (their answer written) as sent, once each, and tell the listeners
     (``notifications_sent``), inside the caller's transaction. Returns how many it marked."""
     if not rows:
         return 0
@@ -309,7 +326,7 @@ def merge_data(row: Notification) -> dict:
 
 
 def _send_one(row: Notification, now: datetime, worker: str, templates: dict, mail_connection) -> bool:
-    """Render and hand the row to the provider. True when the provider took it (its outcome is set on
+    """Render and hand the row to the provider. True when the provider took it (its answer is set on
     the row, for the caller to write); a failure is recorded at once."""
     key = (row.template_code, row.channel, row.locale)
     if key not in templates:
@@ -360,7 +377,7 @@ RETRIED_NOTE = "The sender stopped during the provider call; sent again with the
 
 def release_stuck(now: datetime | None = None) -> int:
     """Rows whose sender stopped (the lease ran out while 'sending'). Not attempted yet: back to the
-    queue. Taken by the provider (its outcome written): sent. Attempted with no outcome: the provider
+    queue. Taken by the provider (its answer written): sent. Attempted with no answer: the provider
     may have taken the message, so it becomes 'unknown' (on the timeline, for staff to resend),
     unless the channel deduplicates by idempotency key, in which case it is simply sent again.
     Returns how many rows it released."""
