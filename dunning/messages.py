@@ -88,7 +88,7 @@ PROMISES = (("next_retry", CampaignStep.Action.RETRY), ("suspension", CampaignSt
 
 
 def upcoming_dates(case: DunningCase, steps: list[CampaignStep], tz: zoneinfo.ZoneInfo, *,
-                   earliest: datetime.datetime, scheduled_id: int | None = None) -> dict[str, datetime.date]:
+                   earliest: datetime.datetime | None, scheduled_id: int | None = None) -> dict[str, datetime.date]:
     """The days (in ``tz``) of the next retry and of the suspension among ``steps``, the case's steps
     still to run, in order; no query. A step runs at its offset from the failure, but never before
     ``earliest`` (a step whose time has passed runs at the next engine pass); the step
@@ -96,9 +96,15 @@ def upcoming_dates(case: DunningCase, steps: list[CampaignStep], tz: zoneinfo.Zo
     dates = {}
     for key, action in PROMISES:
         found = next((s for s in steps if s.action == action), None)
-        if found is not None:
-            at = earliest if found.pk == scheduled_id else max(case.failed_at + found.offset, earliest)
-            dates[key] = at.astimezone(tz).date()
+        if found is None:
+            continue
+        if found.pk == scheduled_id:
+            at = earliest
+        else:
+            at = case.failed_at + found.offset
+            if earliest is not None:
+                at = max(at, earliest)
+        dates[key] = at.astimezone(tz).date()
     return dates
 
 

@@ -35,7 +35,7 @@ def case_id_in(reference: str) -> int | None:
     return int(rest) if prefix == "case" and rest.isdigit() else None
 
 
-def split_codes(value: str, *, upper: bool = True) -> list[str]:
+def _split_codes(value: str, *, upper: bool = True) -> list[str]:
     parts = [p.strip() for p in (value or "").split(",") if p.strip()]
     return [p.upper() if upper else p.lower() for p in parts]
 
@@ -97,7 +97,7 @@ class Campaign(TimestampedModel):
         if (self.min_tenure_days is not None and self.max_tenure_days is not None
                 and self.min_tenure_days > self.max_tenure_days):
             raise ValidationError({"max_tenure_days": _("The maximum tenure must not be below the minimum.")})
-        bad = [k for k in split_codes(self.payment_method_kinds, upper=False) if k not in METHOD_KINDS]
+        bad = [k for k in _split_codes(self.payment_method_kinds, upper=False) if k not in METHOD_KINDS]
         if bad:
             raise ValidationError({"payment_method_kinds": _("Unknown payment method type: %s.") % ", ".join(bad)})
 
@@ -118,7 +118,7 @@ class Campaign(TimestampedModel):
     def matches_customer(self, invoice: Invoice, method_kind: str | None = None) -> bool:
         """The rules beyond currency/amount/segment: country, tenure and payment method type."""
         customer = invoice.customer
-        if self.countries and customer.country.upper() not in split_codes(self.countries):
+        if self.countries and customer.country.upper() not in _split_codes(self.countries):
             return False
         if self.min_tenure_days is not None or self.max_tenure_days is not None:
             days = max((timezone.now() - customer.created_at).days, 0)
@@ -128,7 +128,7 @@ class Campaign(TimestampedModel):
                 return False
         if self.payment_method_kinds:
             kind = method_kind if method_kind is not None else _default_method_kind(customer.pk)
-            if kind not in split_codes(self.payment_method_kinds, upper=False):
+            if kind not in _split_codes(self.payment_method_kinds, upper=False):
                 return False
         return True
 
