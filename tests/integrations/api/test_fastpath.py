@@ -12,7 +12,7 @@ import psycopg
 import pytest
 import time_machine
 from django.core.cache import cache
-from django.db import connection
+from django.db import close_old_connections, connection
 from rest_framework.test import APIClient
 
 from integrations.models import ApiKey, IdempotencyRecord, InboundEvent
@@ -126,6 +126,9 @@ def test_a_connection_that_died_between_requests_is_replaced_and_the_event_store
     params.pop("cursor_factory", None)
     with psycopg.connect(**params, autocommit=True) as other:
         other.execute("SELECT pg_terminate_backend(%s)", [pid])
+    # What a server's every request starts with (the test client leaves it out): the connection is
+    # checked again before its first query, and replaced when it died.
+    close_old_connections()
     response = send(client, {**plain, "id": "c2"}, key="after-the-break")
     assert response.status_code == 202
     assert connection.connection.info.backend_pid != pid
