@@ -47,6 +47,22 @@ class Invoice(TimestampedModel):
     exclude_from_dunning = models.BooleanField(
         default=False, help_text=_("Never open a dunning case for this invoice.")
     )
+    # The merchant's billing system when the invoice lives there (Stripe today); blank for invoices
+    # that came by CSV or the REST API and are charged through our own gateways.
+    billing_system = models.CharField(
+        max_length=32, blank=True, default="", help_text=_("The billing system that owns this invoice, if any.")
+    )
+    remote_status = models.CharField(
+        max_length=32, blank=True, default="", help_text=_("The invoice's status in its billing system.")
+    )
+    remote_updated_at = models.DateTimeField(
+        null=True, blank=True, help_text=_("When the billing system's state was last read (orders its events).")
+    )
+    remote_next_attempt_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text=_("The billing system's own next automatic payment attempt; we never retry on top of it."),
+    )
 
     objects = InvoiceQuerySet.as_manager()
 
