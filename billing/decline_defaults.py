@@ -116,10 +116,11 @@ DEFAULT_RULES: list[tuple[str, str, str, str, int | None, str]] = [
 ]
 
 
-def ensure_default_rules(model=None) -> int:
-    """Create the rules that are missing; never changes a rule staff have edited. Returns how many."""
-    if model is None:
-        from billing.models import DeclineRule as model
+def ensure_default_rules(model) -> int:
+    """Create the rules that are missing; never changes a rule staff have edited. Returns how many.
+
+    ``model`` is the DeclineRule model: the current one, or a migration's historical one.
+    """
     existing = set(model.objects.values_list("kind", "network", "code"))
     rows = [
         model(kind=k, network=net, code=code, decline_class=cls, retry_after_hours=hours, description=desc)

@@ -14,6 +14,11 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.core.cache import cache
+from django.db import transaction
+from django.utils import timezone
+
+from billing.models import DeclineRule
+from customers.models import PaymentMethod
 
 RETRY_SOON = "retry_soon"
 SOFT = "soft"
@@ -74,8 +79,6 @@ class DeclineTable:
 
     @classmethod
     def from_db(cls) -> DeclineTable:
-        from billing.models import DeclineRule
-
         rows = DeclineRule.objects.values_list("kind", "network", "code", "decline_class", "retry_after_hours")
         return cls(((k, n, c, dc, h, f"{k}:{n + ':' if n else ''}{c}") for k, n, c, dc, h in rows),
                    default_class=settings.DECLINE_DEFAULT_CLASS)
@@ -144,8 +147,6 @@ def rules_changed(**kwargs) -> None:
     Bumped at once (the saving transaction sees its own edit) and again after the commit, so no
     process keeps a copy it read while the edit was still uncommitted.
     """
-    from django.db import transaction
-
     _bump()
     transaction.on_commit(_bump)
 
@@ -156,10 +157,6 @@ def classify(decline_code: str = "", network_code: str = "", advice_code: str = 
 
 def classify_attempt(attempt, *, at=None) -> str:
     """Classify a failed attempt; a decline that rules out the method blocks it for further charges."""
-    from django.utils import timezone
-
-    from customers.models import PaymentMethod
-
     method = attempt.payment_method
     found = classify(attempt.decline_code, attempt.network_code, attempt.advice_code,
                      method.brand if method else "")

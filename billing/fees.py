@@ -20,6 +20,7 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from billing.ledger_models import CustomerCredit, InvoiceFee, PaymentAllocation
+from billing.models import Invoice
 from billing.money import to_amount
 
 ZERO = Decimal("0")
@@ -186,8 +187,6 @@ def apply_fees_many(items: list[tuple[int, FeeTerms, datetime.date, object]]) ->
     Locks the invoices (in id order, so concurrent runs never deadlock) for the whole chunk; a
     payment for one of them waits, then sees the new fees. Idempotent: re-running changes nothing.
     """
-    from billing.models import Invoice
-
     if not items:
         return []
     ids = [invoice_id for invoice_id, *_rest in items]

@@ -19,6 +19,7 @@ from django.conf import settings
 from django.db.models import Q
 
 from billing.declines import normalise_brand
+from billing.models import PaymentAttempt
 
 DAY = timedelta(days=1)
 MONTH = timedelta(days=30)
@@ -46,8 +47,6 @@ def limits_for(brand: str, at: datetime.datetime) -> tuple[Limit, ...]:
 
 
 def counted_attempts():
-    from billing.models import PaymentAttempt
-
     return PaymentAttempt.objects.filter(
         Q(outcome=PaymentAttempt.Outcome.FAILED) | Q(outcome=PaymentAttempt.Outcome.PENDING)
     ).exclude(source=PaymentAttempt.Source.PORTAL).exclude(decline_code__in=LOCAL_CODES)

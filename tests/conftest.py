@@ -1,18 +1,13 @@
 from __future__ import annotations
 
-import datetime
-
 import pytest
 import time_machine
 from django.conf import settings
 from django.core.management import call_command
 
-from billing.attempts import process_pending
-from dunning import engine
-from dunning.payments import SETTLEMENT
-from notifications import services as outbox
-
-T0 = datetime.datetime(2026, 3, 2, 10, 0, tzinfo=datetime.UTC)
+from billing import declines
+from dunning.models import Campaign
+from tests.support.clock import T0, Clock
 
 
 def pytest_collection_modifyitems(config, items):
@@ -26,8 +21,6 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(autouse=True)
 def fresh_decline_table():
     """Each test reads the decline table of its own database (a rolled-back edit must not linger)."""
-    from billing import declines
-
     declines._bump()
 
 
@@ -35,33 +28,7 @@ def fresh_decline_table():
 def defaults(db):
     """The shipped templates and the Standard campaign, as `load_defaults` creates them."""
     call_command("load_defaults", verbosity=0)
-    from dunning.models import Campaign
-
     return Campaign.objects.get(name="Standard")
-
-
-class Clock:
-    """A frozen clock that tests move forward; `tick` runs what the workers would run at that time."""
-
-    def __init__(self, traveller):
-        self.traveller = traveller
-
-    @property
-    def now(self) -> datetime.datetime:
-        from django.utils import timezone
-
-        return timezone.now()
-
-    def move_to(self, moment: datetime.datetime) -> None:
-        self.traveller.move_to(moment)
-
-    def advance(self, **delta) -> None:
-        self.move_to(self.now + datetime.timedelta(**delta))
-
-    def tick(self) -> None:
-        engine.run_due_steps()
-        process_pending(SETTLEMENT)
-        outbox.send_queued()
 
 
 @pytest.fixture

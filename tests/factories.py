@@ -10,9 +10,18 @@ from django.utils import timezone
 from django_q.models import Task
 
 from billing.models import GatewayRefund, Invoice, InvoiceFee, PaymentAttempt
-from customers.models import Customer, PaymentMethod
-from dunning.models import Campaign, CampaignPin, CampaignStep, CampaignVariant
-from dunning.plan_models import Instalment, PaymentPlan
+from customers.models import BillingContact, Customer, PaymentMethod
+from dunning.models import (
+    Campaign,
+    CampaignPin,
+    CampaignStep,
+    CampaignVariant,
+    CaseEvent,
+    DunningCase,
+    FeePolicy,
+    RetryPolicy,
+)
+from dunning.plan_models import Instalment, PaymentPlan, PlanLimit
 from integrations.models import ImportJob, InboundEvent
 from notifications.models import MessageTemplate, Notification, WebhookDelivery, WebhookEndpoint
 
@@ -241,3 +250,61 @@ def retrying_campaign(*later_actions: str) -> Campaign:
     CampaignStepFactory(campaign=campaign, position=len(later_actions) + 2, action=CampaignStep.Action.CALL,
                         template_code="", offset_days=30)
     return campaign
+
+
+class BillingContactFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = BillingContact
+
+    customer = factory.SubFactory(CustomerFactory)
+    name = factory.Sequence(lambda n: f"Contact {n}")
+    email = factory.Sequence(lambda n: f"contact{n}@example.org")
+    role = BillingContact.Role.BILLING
+    is_primary = False
+
+
+class FeePolicyFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = FeePolicy
+
+    campaign = factory.SubFactory(CampaignFactory)
+    enabled = True
+
+
+class PlanLimitFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = PlanLimit
+        django_get_or_create = ("currency",)
+
+    currency = "USD"
+    min_instalment = Decimal("20.00")
+    max_months = 4
+
+
+class RetryPolicyFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = RetryPolicy
+
+    campaign = factory.SubFactory(CampaignFactory)
+
+
+class DunningCaseFactory(factory.django.DjangoModelFactory):
+    """An active case on an open invoice of the same customer, failed an hour ago."""
+
+    class Meta:
+        model = DunningCase
+
+    invoice = factory.SubFactory(InvoiceFactory)
+    customer = factory.SelfAttribute("invoice.customer")
+    campaign = factory.SubFactory(CampaignFactory)
+    currency = factory.SelfAttribute("invoice.currency")
+    failed_at = factory.LazyFunction(lambda: timezone.now() - datetime.timedelta(hours=1))
+
+
+class CaseEventFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = CaseEvent
+
+    case = factory.SubFactory(DunningCaseFactory)
+    kind = "message.queued"
+    at = factory.SelfAttribute("case.failed_at")

@@ -15,8 +15,8 @@ from dunning import engine
 from dunning.cases import open_case
 from dunning.models import DunningCase
 from dunning.payments import SETTLEMENT, record_payment
-from tests.conftest import T0
 from tests.factories import CustomerFactory, InvoiceFactory, PaymentMethodFactory
+from tests.support.clock import T0
 
 pytestmark = pytest.mark.django_db
 

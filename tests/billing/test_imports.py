@@ -15,8 +15,8 @@ from billing.imports import ImportOptions, bytes_opener
 from billing.models import Invoice
 from dunning.models import CaseEvent, DunningCase
 from integrations.imports import import_invoices
-from tests.conftest import T0
 from tests.factories import CustomerFactory, InvoiceFactory
+from tests.support.clock import T0
 from tests.support.imports import invoice_row, native_csv
 
 pytestmark = pytest.mark.django_db

@@ -24,8 +24,7 @@ from dunning.links import make_token
 from dunning.models import DunningCase
 from dunning.plan_models import PaymentPlan
 from notifications import services as outbox
-from tests.factories import CustomerFactory, InvoiceFactory, PaymentMethodFactory
-from tests.factories_portal import PlanLimitFactory
+from tests.factories import CustomerFactory, InvoiceFactory, PaymentMethodFactory, PlanLimitFactory
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

@@ -11,9 +11,8 @@ from billing.models import InvoiceFee
 from dunning import fees
 from dunning.cases import open_case
 from dunning.models import CaseEvent
-from tests.conftest import T0
-from tests.factories import CustomerFactory, InvoiceFactory
-from tests.factories_issue8 import BillingContactFactory, FeePolicyFactory
+from tests.factories import BillingContactFactory, CustomerFactory, FeePolicyFactory, InvoiceFactory
+from tests.support.clock import T0
 
 pytestmark = pytest.mark.django_db
 

@@ -15,15 +15,15 @@ from dunning.cases import open_case
 from dunning.models import CampaignStep
 from notifications import services as outbox
 from notifications.models import Notification
-from tests.conftest import T0
 from tests.factories import (
+    BillingContactFactory,
     CampaignFactory,
     CampaignStepFactory,
     CustomerFactory,
     InvoiceFactory,
     PaymentMethodFactory,
 )
-from tests.factories_issue8 import BillingContactFactory
+from tests.support.clock import T0
 
 pytestmark = pytest.mark.django_db
 

@@ -14,9 +14,8 @@ from dunning import cases, fees
 from dunning.errors import DunningError
 from dunning.models import CaseEvent, DunningCase, FeePolicy
 from dunning.payments import record_payment
-from tests.conftest import T0
-from tests.factories import CampaignFactory, CampaignStepFactory, CustomerFactory, InvoiceFactory
-from tests.factories_issue8 import FeePolicyFactory
+from tests.factories import CampaignFactory, CampaignStepFactory, CustomerFactory, FeePolicyFactory, InvoiceFactory
+from tests.support.clock import T0
 
 pytestmark = pytest.mark.django_db
 

@@ -16,9 +16,8 @@ from dunning.models import DunningCase
 from dunning.payments import record_payment
 from notifications import services as outbox
 from notifications.models import MessageTemplate
-from tests.conftest import T0
-from tests.factories import CustomerFactory, InvoiceFactory
-from tests.factories_issue8 import FeePolicyFactory
+from tests.factories import CustomerFactory, FeePolicyFactory, InvoiceFactory
+from tests.support.clock import T0
 
 pytestmark = pytest.mark.django_db
 

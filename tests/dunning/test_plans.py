@@ -27,8 +27,7 @@ from dunning.payments import SETTLEMENT
 from dunning.plan_models import Instalment, PaymentPlan
 from dunning.receipts import mark_paid
 from integrations.imports import import_invoices
-from tests.factories import CustomerFactory, InvoiceFactory, PaymentMethodFactory
-from tests.factories_portal import PlanLimitFactory
+from tests.factories import CustomerFactory, InvoiceFactory, PaymentMethodFactory, PlanLimitFactory
 from tests.support.imports import api_key, invoice_row, native_csv
 
 pytestmark = pytest.mark.django_db

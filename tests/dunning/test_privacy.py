@@ -21,9 +21,8 @@ from dunning.payments import record_payment
 from dunning.timeline import log
 from dunning.workqueue import create_work_item
 from notifications.models import Notification
-from tests.conftest import T0
-from tests.factories import CustomerFactory, InvoiceFactory, PaymentMethodFactory
-from tests.factories_issue8 import BillingContactFactory
+from tests.factories import BillingContactFactory, CustomerFactory, InvoiceFactory, PaymentMethodFactory
+from tests.support.clock import T0
 
 pytestmark = pytest.mark.django_db
 

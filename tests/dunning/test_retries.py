@@ -19,9 +19,9 @@ from dunning.errors import DunningError
 from dunning.models import DunningCase, WorkItem
 from dunning.payments import retry_after_method_update, retry_now
 from notifications.models import Notification
-from tests.conftest import T0
 from tests.factories import CustomerFactory, InvoiceFactory, PaymentMethodFactory
 from tests.support.campaigns import retry_campaign, rolling_max
+from tests.support.clock import T0
 
 pytestmark = pytest.mark.django_db
 HOUR = datetime.timedelta(hours=1)

@@ -13,7 +13,6 @@ from dunning.cases import open_case
 from dunning.models import CaseEvent
 from dunning.timeline import EventKind, entry, log, log_entries
 from notifications.preferences import set_opt_out
-from tests.conftest import T0
 from tests.factories import (
     CampaignFactory,
     CampaignStepFactory,
@@ -21,6 +20,7 @@ from tests.factories import (
     InvoiceFactory,
     PaymentMethodFactory,
 )
+from tests.support.clock import T0
 
 pytestmark = pytest.mark.django_db
 

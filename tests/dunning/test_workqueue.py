@@ -13,9 +13,9 @@ from dunning.cases import open_case
 from dunning.errors import DunningError
 from dunning.models import CampaignStep, CaseEvent, WorkItem
 from dunning.workqueue import create_work_item
-from tests.conftest import T0
 from tests.factories import CampaignFactory, CampaignStepFactory, CustomerFactory, InvoiceFactory
 from tests.support.cases import staff_user
+from tests.support.clock import T0
 
 pytestmark = pytest.mark.django_db
 

@@ -16,8 +16,8 @@ from dunning.models import CaseEvent, DunningCase
 from dunning.payments import record_payment, retry_now
 from dunning.receipts import mark_paid
 from notifications.models import Notification
-from tests.conftest import T0
 from tests.factories import CustomerFactory, InvoiceFactory, PaymentMethodFactory
+from tests.support.clock import T0
 
 pytestmark = pytest.mark.django_db
 

@@ -13,9 +13,8 @@ from billing.models import InvoiceFee
 from dunning import engine, fees
 from dunning.cases import open_case
 from notifications.models import Notification
-from tests.conftest import T0
-from tests.factories import CampaignFactory, CampaignStepFactory, CustomerFactory, InvoiceFactory
-from tests.factories_issue8 import FeePolicyFactory
+from tests.factories import CampaignFactory, CampaignStepFactory, CustomerFactory, FeePolicyFactory, InvoiceFactory
+from tests.support.clock import T0
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 

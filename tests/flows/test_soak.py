@@ -26,11 +26,11 @@ from django.utils import timezone
 from billing.models import GatewayRefund, Invoice, PaymentAttempt, SandboxCharge, SandboxRefund
 from customers.models import Customer, PaymentMethod
 from dunning.errors import DunningError
-from dunning.models import CampaignStep, CaseEvent, DunningCase, RetryPolicy
+from dunning.models import CampaignStep, CaseEvent, DunningCase
 from dunning.receipts import mark_paid
 from notifications.defaults import load_default_templates
 from notifications.models import Notification
-from tests.factories import CampaignFactory
+from tests.factories import CampaignFactory, RetryPolicyFactory
 from tests.support.notifications import FakePostmark
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -47,7 +47,7 @@ LEASE = 30
 def make_due_cases(now: datetime.datetime) -> None:
     load_default_templates()
     campaign = CampaignFactory(name="Soak")
-    RetryPolicy.objects.create(campaign=campaign, local_hour=None)
+    RetryPolicyFactory(campaign=campaign, local_hour=None)
     first = CampaignStep.objects.create(campaign=campaign, position=1, action="email", template_code="reminder",
                                         channels=["email"])
     CampaignStep.objects.create(campaign=campaign, position=2, action="retry")

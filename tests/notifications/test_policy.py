@@ -12,8 +12,8 @@ from dunning.models import CaseEvent
 from notifications import policy
 from notifications import services as outbox
 from notifications.models import MessageTemplate, Notification
-from tests.conftest import T0
 from tests.factories import CustomerFactory, InvoiceFactory, PaymentMethodFactory
+from tests.support.clock import T0
 from tests.support.notifications import emails_to, run_hours, sms_outbox_fixture  # noqa: F401
 
 pytestmark = pytest.mark.django_db

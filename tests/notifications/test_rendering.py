@@ -189,7 +189,7 @@ def test_send_test_to_me(staff_client, defaults):
 def test_the_final_notice_names_the_suspension_date_in_the_customers_calendar(defaults, clock):
     import datetime
 
-    from tests.conftest import T0
+    from tests.support.clock import T0
 
     customer = CustomerFactory(email="d@example.com", locale="it", timezone="Europe/Rome", currency="EUR")
     open_case(InvoiceFactory(customer=customer, amount_due="1234.56"))

@@ -17,8 +17,8 @@ from notifications import inapp
 from notifications import services as outbox
 from notifications.channels import base as channels
 from notifications.models import Notification
-from tests.conftest import T0
 from tests.factories import CustomerFactory, InvoiceFactory
+from tests.support.clock import T0
 from tests.support.notifications import sms_outbox_fixture  # noqa: F401
 
 pytestmark = pytest.mark.django_db

@@ -12,8 +12,8 @@ from customers.models import Customer
 from dunning.cases import open_case
 from dunning.models import WorkItem
 from notifications.models import Notification
-from tests.conftest import T0
 from tests.factories import CustomerFactory, InvoiceFactory
+from tests.support.clock import T0
 from tests.support.notifications import emails_to, sms_outbox_fixture  # noqa: F401
 
 pytestmark = pytest.mark.django_db

@@ -16,8 +16,8 @@ from dunning.cases import open_case
 from dunning.payments import record_payment
 from notifications import webhooks
 from notifications.models import WebhookDelivery, WebhookEndpoint
-from tests.conftest import T0
 from tests.factories import CustomerFactory, InvoiceFactory, PaymentMethodFactory
+from tests.support.clock import T0
 from tests.support.notifications import RecordingServer, run_hours
 
 pytestmark = pytest.mark.django_db

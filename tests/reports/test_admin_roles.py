@@ -34,10 +34,10 @@ from tests.factories import (
     InvoiceFeeFactory,
     PaymentMethodFactory,
     PaymentPlanFactory,
+    PlanLimitFactory,
     TaskFactory,
     WebhookDeliveryFactory,
 )
-from tests.factories_portal import PlanLimitFactory
 from tests.support.cases import staff_user
 from tests.support.imports import api_key
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import datetime
 
-from dunning.models import Campaign, CampaignStep, RetryPolicy
+from dunning.models import Campaign, CampaignStep
+from tests.factories import RetryPolicyFactory
 
 
 def retry_campaign(name: str, *, every_hours: int, days: int, **policy) -> Campaign:
@@ -16,7 +17,7 @@ def retry_campaign(name: str, *, every_hours: int, days: int, **policy) -> Campa
         for i, h in enumerate(range(every_hours, days * 24 + 1, every_hours))
     )
     if policy:
-        RetryPolicy.objects.create(campaign=campaign, **policy)
+        RetryPolicyFactory(campaign=campaign, **policy)
     return campaign
 
 

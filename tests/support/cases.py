@@ -11,7 +11,7 @@ from django.contrib.auth.models import Group
 
 from billing.models import Invoice, PaymentAttempt
 from dunning.models import CaseEvent, DunningCase
-from tests.factories import InvoiceFactory
+from tests.factories import CaseEventFactory, DunningCaseFactory, InvoiceFactory
 
 _keys = itertools.count(1)
 
@@ -30,7 +30,7 @@ def make_case(customer, campaign, *, amount: str, failed_at, status="active", cl
         status=Invoice.Status.PAID if recovered else Invoice.Status.OPEN,
         issued_at=failed_at.date(), due_date=failed_at.date(),
     )
-    return DunningCase.objects.create(
+    return DunningCaseFactory(
         invoice=invoice, customer=customer, campaign=campaign, status=status, failed_at=failed_at,
         currency=invoice.currency, recovered_amount=amount if recovered else None,
         closed_at=closed_at, decline_code=decline, current_step=current_step, variant=variant,
@@ -46,8 +46,8 @@ def make_attempt(case: DunningCase, at, *, ok: bool, source="retry", outcome=Non
 
 
 def message_event(case: DunningCase, channel: str, at=None) -> CaseEvent:
-    return CaseEvent.objects.create(case=case, kind="message.queued", at=at or case.failed_at,
-                                    payload={"channel": channel, "template": "reminder"})
+    return CaseEventFactory(case=case, kind="message.queued", at=at or case.failed_at,
+                            payload={"channel": channel, "template": "reminder"})
 
 
 def staff_user(username: str, group: str | None = None, *, superuser: bool = False):

@@ -1,6 +1,7 @@
 from django.core.management.base import BaseCommand
 
 from billing.decline_defaults import ensure_default_rules
+from billing.models import DeclineRule
 from dunning.defaults import ensure_default_campaign
 from dunning.retries import ensure_default_retry_policy
 from notifications.defaults import load_default_templates
@@ -15,7 +16,7 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         created, kept = load_default_templates()
         campaign, made = ensure_default_campaign()
-        rules = ensure_default_rules()
+        rules = ensure_default_rules(DeclineRule)
         if made:
             ensure_default_retry_policy(campaign)
         if options["verbosity"] == 0:

@@ -16,8 +16,8 @@ from dunning.cases import open_case
 from dunning.models import DunningCase, WorkItem
 from integrations.gateway_events import refresh_payment_method
 from integrations.models import InboundEvent
-from tests.conftest import T0
 from tests.factories import CustomerFactory, InvoiceFactory, PaymentMethodFactory
+from tests.support.clock import T0
 from tests.support.fake_stripe import FakeStripe, event, sign
 
 pytestmark = pytest.mark.django_db

@@ -23,9 +23,8 @@ from customers.models import BillingContact, Customer
 from dunning.cases import open_case
 from dunning.models import CaseEvent, DunningCase, WorkItem
 from notifications.models import Notification
-from tests.conftest import T0
-from tests.factories import CustomerFactory, InvoiceFactory, PaymentMethodFactory
-from tests.factories_issue8 import BillingContactFactory
+from tests.factories import BillingContactFactory, CustomerFactory, InvoiceFactory, PaymentMethodFactory
+from tests.support.clock import T0
 
 pytestmark = pytest.mark.django_db
 

@@ -22,9 +22,14 @@ from dunning.links import make_token
 from dunning.models import CaseEvent
 from notifications import retention
 from notifications.models import Notification
-from tests.conftest import T0
-from tests.factories import CustomerFactory, InvoiceFactory, PaymentMethodFactory
-from tests.factories_issue8 import BillingContactFactory, FeePolicyFactory
+from tests.factories import (
+    BillingContactFactory,
+    CustomerFactory,
+    FeePolicyFactory,
+    InvoiceFactory,
+    PaymentMethodFactory,
+)
+from tests.support.clock import T0
 
 pytestmark = pytest.mark.django_db
 
@@ -108,7 +113,7 @@ class FlakyBackend(EmailBackend):
 
 
 def test_a_full_dunning_run_logs_no_card_data_tokens_or_bodies(defaults, clock, caplog, settings):
-    settings.EMAIL_BACKEND = "tests.config.test_logfilters.FlakyBackend"
+    settings.EMAIL_BACKEND = "tests.core.test_logfilters.FlakyBackend"
     FeePolicyFactory(campaign=defaults, fixed_fees={"USD": "15"}, annual_interest_rate=Decimal("10"))
     customers = []
     for name, token in (("flaky", "tok_insufficient_funds:flaky"), ("fixer", "tok_succeed_after_2:fixer"),
